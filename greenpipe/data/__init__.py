@@ -1,0 +1,1 @@
+"""Datasets: readers per layout, the built-in sample, the camera-noise model."""

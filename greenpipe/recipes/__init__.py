@@ -1,0 +1,6 @@
+"""Recipes: one module per system greenpipe carries (model, data, loss, metric, boundaries)."""
+
+from greenpipe.recipes.base import RECIPES, Recipe, get_recipe
+from greenpipe.recipes import denoise  # noqa: F401  (registers "denoise")
+
+__all__ = ["RECIPES", "Recipe", "get_recipe"]
