@@ -103,8 +103,8 @@ class CalibDumpParams(Section):
 
 
 class BaselineParams(Section):
-    methods: tuple[Literal["nlm", "wavelet", "bm3d"], ...] = ("nlm", "wavelet")
-    max_side: int = Field(256, ge=0)
+    methods: tuple[Literal["nlm", "wavelet"], ...] = ("nlm", "wavelet")
+    max_side: int = Field(192, ge=32)
 
     @field_validator("methods", mode="before")
     @classmethod

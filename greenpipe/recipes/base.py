@@ -9,7 +9,7 @@ how to pre/post-process, and how to score outputs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,11 @@ class Recipe(Protocol):
 
     def boundaries(self, model: nn.Module) -> dict[str, nn.Module | None]:
         """Pipeline boundaries: name -> module whose *input* is dumped (None = the model input)."""
+
+    def calibration_inputs(
+        self, data_root: Path, count: int, crop: int, rng: np.random.Generator
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """(source description, model input) pairs drawn from the train split."""
 
     def to_input(self, sample: np.ndarray) -> np.ndarray:
         """Pre-process one sample into the model's input layout, e.g. (1, C, H, W) float32."""

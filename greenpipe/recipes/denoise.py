@@ -8,7 +8,7 @@ Pre-processing: HWC [0, 1] -> NCHW float32, reflect-padded to a multiple of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from torch import nn
@@ -44,6 +44,30 @@ def denoise_image(run: Callable[[np.ndarray], np.ndarray], noisy: np.ndarray, mu
     return to_hwc(run(x)[..., :h, :w])
 
 
+def denoise_tiled(
+    run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int = 512, overlap: int = 32, multiple: int = 64
+) -> np.ndarray:
+    """Denoise an (H, W, 3) image of any size in overlapping tiles (bounded memory).
+
+    Each tile is run with ``overlap`` px of context on every side and only its
+    centre is kept, so seams see the same receptive field as the interior.
+    ``multiple`` = 64 fits every UNet depth up to 6.
+    """
+    h, w = img.shape[:2]
+    if tile <= 0 or max(h, w) <= tile:
+        return denoise_image(run, img, multiple)
+    step = max(tile - 2 * overlap, 1)
+    out = np.empty_like(img)
+    for top in range(0, h, step):
+        for left in range(0, w, step):
+            bottom, right = min(top + step, h), min(left + step, w)
+            y0, x0 = max(top - overlap, 0), max(left - overlap, 0)
+            y1, x1 = min(bottom + overlap, h), min(right + overlap, w)
+            res = denoise_image(run, img[y0:y1, x0:x1], multiple)
+            out[top:bottom, left:right] = res[top - y0 : bottom - y0, left - x0 : right - x0]
+    return out
+
+
 class DenoiseRecipe:
     name = "denoise"
 
@@ -55,6 +79,22 @@ class DenoiseRecipe:
 
     def to_input(self, sample: np.ndarray) -> np.ndarray:
         return to_nchw(sample)
+
+    def calibration_inputs(
+        self, data_root: Path, count: int, crop: int, rng: np.random.Generator
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """``count`` random crops of noisy *train* images as model inputs (1, 3, crop, crop)."""
+        pairs = load_split(data_root, "train")
+        images = {}
+        for _ in range(count):
+            pair = pairs[int(rng.integers(len(pairs)))]
+            if pair.name not in images:
+                images[pair.name] = pair.load()[1]
+            noisy = images[pair.name]
+            h, w = noisy.shape[:2]
+            c = min(crop, h, w)
+            top, left = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
+            yield f"{pair.name}@{top},{left}+{c}", to_nchw(noisy[top : top + c, left : left + c])
 
     def multiple(self, model_args: dict[str, Any]) -> int:
         return UNetConfig(**model_args).multiple

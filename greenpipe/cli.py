@@ -1,0 +1,121 @@
+"""The ``greenpipe`` command line.
+
+    greenpipe denoise --variant ptq8 IN_DIR OUT_DIR   # run a compiled model over your images
+    greenpipe data restore | builtin | use PATH       # put a dataset where data.dvc expects it
+    greenpipe run                                     # the whole DAG as a Prefect flow over DVC
+    greenpipe summary                                 # print the last report
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from greenpipe.errors import GreenpipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="greenpipe: CNNs from data to measured int8 deployments.")
+console = Console()
+err = Console(stderr=True)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def _fail(exc: GreenpipeError) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def denoise(
+    in_dir: Path = typer.Argument(..., help="folder of noisy images (any size)"),
+    out_dir: Path = typer.Argument(..., help="where the denoised PNGs go (same names)"),
+    variant: str = typer.Option("ptq8", help="quantization variant whose compiled artifact to run"),
+    target: str = typer.Option("cpu", help="compile target of the artifact"),
+    model: Path = typer.Option(None, help="explicit model.onnx (default: the DVC output of compile@VARIANT-TARGET)"),
+    tile: int = typer.Option(512, help="tile side in px for large images (0 = whole image at once)"),
+    threads: int = typer.Option(2, help="ONNX Runtime intra-op threads"),
+) -> None:
+    """Denoise every image in IN_DIR with a compiled artifact and write PNGs to OUT_DIR."""
+    from rich.progress import track
+
+    from greenpipe.io import read_image, write_image
+    from greenpipe.recipes.denoise import denoise_tiled
+
+    try:
+        if model is None:
+            from greenpipe.pipeline import stage_out
+
+            model = stage_out(f"compile@{variant}-{target}") / "model.onnx"
+        if not model.exists():
+            raise GreenpipeError(f"{model}: no compiled model; run `dvc repro compile@{variant}-{target}` first")
+        if not in_dir.is_dir():
+            raise GreenpipeError(f"{in_dir}: not a folder of images")
+        images = sorted(p for p in in_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise GreenpipeError(f"{in_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
+        out_dir.mkdir(parents=True, exist_ok=True)
+        failed = []
+        for path in track(images, description=f"denoise ({variant})", console=err):
+            try:
+                img = read_image(path)
+            except Exception as exc:  # one unreadable file must not stop the rest
+                failed.append(f"{path}: cannot decode ({exc})")
+                continue
+            write_image(out_dir / f"{path.stem}.png", denoise_tiled(run, img, tile=tile))
+        console.print(f"wrote {len(images) - len(failed)} image(s) to {out_dir} with {model}")
+        if failed:
+            raise GreenpipeError("some inputs were skipped:\n  " + "\n  ".join(failed))
+    except GreenpipeError as exc:
+        _fail(exc)
+
+
+@app.command()
+def summary(path: Path = typer.Argument(Path("reports/summary/summary.md"))) -> None:
+    """Print the last report's summary."""
+    from rich.markdown import Markdown
+
+    if not path.exists():
+        _fail(GreenpipeError(f"{path}: no report yet; run `dvc repro` (or `make demo`) first"))
+    console.print(Markdown(path.read_text()))
+
+
+@app.command()
+def run(
+    params: Path = typer.Option(Path("params.yaml"), help="params file (validated before anything runs)"),
+) -> None:
+    """Run the whole DAG as a Prefect flow: one task per DVC stage, DVC decides what reruns."""
+    from greenpipe.params import load_params
+
+    try:
+        load_params(params)
+        from flows.pipeline import pipeline
+
+        state = pipeline(return_state=True)
+        if not state.is_completed():
+            raise typer.Exit(1)
+    except GreenpipeError as exc:
+        _fail(exc)
+
+
+def _mount_data() -> None:
+    try:
+        from greenpipe.cli_data import app as data_app
+    except ImportError:  # pragma: no cover - only while the data CLI is absent
+        return
+    app.add_typer(data_app, name="data", help="Datasets: built-in sample, your own SIDD / paired / clean folder.")
+
+
+_mount_data()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""Reports: the variant x device table, Pareto plot and markdown summary."""

@@ -1,0 +1,51 @@
+"""Stage ``report``: the variant x device table, Pareto plot and markdown summary.
+
+    python -m tasks.report --metrics metrics --out reports/summary
+
+Writes ``summary.md`` (what ``make demo`` prints), ``table.csv`` /
+``table.json`` (also a DVC plot source) and ``pareto.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+from greenpipe.io import atomic_write_bytes, read_json, write_json
+from greenpipe.params import Params
+from greenpipe.report.summary import collect, markdown, pareto_plot
+from tasks._cli import run_stage
+
+
+def report(params: Params, metrics: Path, out: Path) -> dict:
+    rows = collect(metrics)
+    baseline = read_json(metrics / "baseline.json") if (metrics / "baseline.json").exists() else None
+    train = read_json(metrics / "train.json") if (metrics / "train.json").exists() else None
+    size = params.deploy.input_size
+    text = markdown(rows, baseline, train, input_desc=f"1x3x{size}x{size} inputs")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "summary.md", text.encode())
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0].to_dict()))
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in rows)
+    atomic_write_bytes(out / "table.csv", buf.getvalue().encode())
+    write_json(out / "table.json", [r.to_dict() for r in rows])
+    pareto_plot(rows, out / "pareto.png", params.report.pareto_x, params.report.pareto_y, baseline)
+    return {"rows": len(rows)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run_stage(lambda params: report(params, args.metrics, args.out), args.params, None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Stage ``train``: fit the recipe's float model on the prepared train split.
+
+    python -m tasks.train --data data/prepared --validated metrics/validate.json \
+        --out models/denoise --metrics metrics/train.json --curve metrics/train_curve.csv
+
+Adam with a cosine learning-rate schedule, random crops / flips / 90-degree
+rotations, L1 loss.  Deterministic under ``base.seed`` (same params and data
+-> same weights).  The state is saved after every epoch to ``--resume-state``
+so a killed run resumes where it stopped, with the same result as an
+uninterrupted one; the file is removed when training completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from greenpipe.data.prepared import center_crop, load_split
+from greenpipe.errors import DataError
+from greenpipe.io import atomic_write_bytes, read_json
+from greenpipe.metrics import psnr, ssim
+from greenpipe.params import Params
+from greenpipe.recipes import get_recipe
+from greenpipe.recipes.denoise import denoise_image
+from tasks._cli import run_stage
+
+
+def data_fingerprint(data: Path) -> str:
+    """sha256 over the prepared manifest and every image's bytes."""
+    h = hashlib.sha256((data / "manifest.json").read_bytes())
+    for path in sorted(data.glob("*/*/*.png")):
+        h.update(str(path.relative_to(data)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def random_batch(
+    pairs: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator, batch: int, crop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random aligned crops with flips / rot90 -> (noisy, clean), each (B, 3, crop, crop)."""
+    noisy_b, clean_b = [], []
+    for _ in range(batch):
+        clean, noisy = pairs[rng.integers(len(pairs))]
+        h, w = clean.shape[:2]
+        top, left = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
+        c, n = clean[top : top + crop, left : left + crop], noisy[top : top + crop, left : left + crop]
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        c, n = np.rot90(c, k), np.rot90(n, k)
+        if flip:
+            c, n = c[:, ::-1], n[:, ::-1]
+        clean_b.append(c.transpose(2, 0, 1))
+        noisy_b.append(n.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(noisy_b).copy()), torch.from_numpy(np.stack(clean_b).copy())
+
+
+def _validate(model: torch.nn.Module, val: list, multiple: int, max_side: int) -> tuple[float, float]:
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        run = lambda x: model(torch.from_numpy(x)).numpy()  # noqa: E731
+        for clean, noisy in val:
+            clean, noisy = center_crop(clean, max_side), center_crop(noisy, max_side)
+            out = denoise_image(run, noisy, multiple)
+            scores.append((psnr(clean, out), ssim(clean, out)))
+    model.train()
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def _run_key(params: Params, fingerprint: str) -> str:
+    blob = json.dumps({"train": params.train.model_dump(), "seed": params.base.seed, "data": fingerprint})
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _save(path: Path, obj: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path | None = None) -> dict:
+    """Train the recipe's model; write ``out/checkpoint.pt`` and the curve CSV; return metrics."""
+    tp = params.train
+    torch.manual_seed(params.base.seed)
+    torch.set_num_threads(params.base.threads)
+    recipe = get_recipe(params.base.recipe)
+    model_args = {"in_channels": 3, "width": tp.width, "depth": tp.depth}
+    model = recipe.build_model(model_args)
+    multiple = recipe.multiple(model_args)
+    train_pairs = [p.load() for p in load_split(data, "train")]
+    val_pairs = [p.load() for p in load_split(data, "val")]
+    too_small = [p for p, (c, _) in zip(load_split(data, "train"), train_pairs) if min(c.shape[:2]) < tp.crop]
+    if too_small:
+        raise DataError(
+            f"{too_small[0].clean}: {too_small[0].clean.name} is smaller than train.crop={tp.crop}; "
+            "lower train.crop or drop the image"
+        )
+    fingerprint = data_fingerprint(data)
+    key = _run_key(params, fingerprint)
+
+    opt = torch.optim.Adam(model.parameters(), lr=tp.lr)
+    total = tp.epochs * tp.steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (tp.lr_min + 0.5 * (tp.lr - tp.lr_min) * (1 + math.cos(math.pi * s / total))) / tp.lr
+    )
+    rng = np.random.default_rng(params.base.seed)
+    rows: list[dict] = []
+    start_epoch, resumed_from = 0, None
+    if resume_state is not None and resume_state.exists():
+        state = torch.load(resume_state, map_location="cpu", weights_only=False)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            rows, start_epoch, resumed_from = state["rows"], state["epoch"], state["epoch"]
+
+    t0 = time.perf_counter()
+    model.train()
+    val_psnr = rows[-1]["val_psnr"] if rows else float("nan")
+    columns = [TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]:.2f} dB"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("train", total=total, completed=start_epoch * tp.steps_per_epoch, loss=0.0, val=val_psnr)
+        for epoch in range(start_epoch, tp.epochs):
+            losses = []
+            for _ in range(tp.steps_per_epoch):
+                noisy, clean = random_batch(train_pairs, rng, tp.batch_size, tp.crop)
+                loss = torch.nn.functional.l1_loss(model(noisy), clean)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                bar.update(task, advance=1, loss=float(np.mean(losses[-20:])))
+            if (epoch + 1) % tp.val_every == 0 or epoch + 1 == tp.epochs:
+                val_psnr, _ = _validate(model, val_pairs, multiple, tp.val_max_side)
+                bar.update(task, val=val_psnr)
+            rows.append({"step": (epoch + 1) * tp.steps_per_epoch, "epoch": epoch + 1,
+                         "loss": float(np.mean(losses)), "val_psnr": val_psnr, "lr": sched.get_last_lr()[0]})
+            if resume_state is not None:
+                _save(resume_state, {"key": key, "epoch": epoch + 1, "model": model.state_dict(),
+                                     "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                     "rows": rows})
+    wall = time.perf_counter() - t0
+
+    final_psnr, final_ssim = _validate(model, val_pairs, multiple, 0)
+    noisy_psnr = float(np.mean([psnr(c, n) for c, n in val_pairs]))
+    out.mkdir(parents=True, exist_ok=True)
+    _save(out / "checkpoint.pt", {"recipe": recipe.name, "model_args": model_args,
+                                  "state_dict": model.state_dict(), "data_fingerprint": fingerprint,
+                                  "params": {"train": tp.model_dump(), "seed": params.base.seed}})
+    curve.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["step,epoch,loss,val_psnr,lr"] + [
+        f"{r['step']},{r['epoch']},{r['loss']:.6f},{r['val_psnr']:.4f},{r['lr']:.6g}" for r in rows
+    ]
+    atomic_write_bytes(curve, ("\n".join(lines) + "\n").encode())
+    if resume_state is not None:
+        resume_state.unlink(missing_ok=True)
+    return {
+        "val_psnr": final_psnr,
+        "val_ssim": final_ssim,
+        "val_noisy_psnr": noisy_psnr,
+        "final_loss": rows[-1]["loss"],
+        "steps": total,
+        "wall_s": wall,
+        "resumed_from_epoch": resumed_from,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "source": "float PyTorch model on the whole val images (measured)",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--validated", type=Path, required=True, help="metrics of the validate stage")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--curve", type=Path, required=True)
+    ap.add_argument("--resume-state", type=Path, default=Path(".greenpipe/train-resume.pt"))
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+
+    def stage(params: Params) -> dict:
+        if not read_json(args.validated).get("success", False):
+            raise DataError(f"{args.validated}: the data did not pass validation; see reports/validate")
+        return train(params, args.data, args.out, args.curve, args.resume_state)
+
+    run_stage(stage, args.params, args.metrics)
+
+
+if __name__ == "__main__":
+    main()

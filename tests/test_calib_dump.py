@@ -1,0 +1,62 @@
+"""calib_dump: one directory per declared boundary, arrays + manifest."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from greenpipe import calib
+from greenpipe.params import parse_params
+from greenpipe.recipes import get_recipe
+from greenpipe.recipes.base import model_from_checkpoint
+from tasks.calib_dump import calib_dump
+from tests.workspace import make_checkpoint, make_prepared, tiny_params
+
+
+@pytest.fixture
+def params():
+    with open("params.yaml") as f:
+        return parse_params(tiny_params(yaml.safe_load(f)))
+
+
+def test_dump_at_model_input(params, tmp_path):
+    data = make_prepared(tmp_path / "prepared")
+    make_checkpoint(tmp_path / "model")
+    metrics = calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+    assert calib.boundaries(tmp_path / "calib") == ["input"]
+    manifest = calib.read_manifest(tmp_path / "calib", "input")
+    assert manifest["count"] == params.calib_dump.samples == metrics["samples"]
+    assert manifest["shape"] == [1, 3, 32, 32] and manifest["dtype"] == "float32"
+    arrays = list(calib.iter_boundary(tmp_path / "calib", "input"))
+    assert len(arrays) == manifest["count"]
+    stacked = np.stack(arrays)
+    assert manifest["min"] == pytest.approx(float(stacked.min())) and manifest["max"] == pytest.approx(float(stacked.max()))
+    assert all(src.startswith("img") for src in manifest["sources"])
+
+
+def test_inner_boundary_captures_that_modules_input(params, tmp_path, monkeypatch):
+    """A recipe that cuts its model inside (like TSM) gets that module's input dumped."""
+    data = make_prepared(tmp_path / "prepared")
+    make_checkpoint(tmp_path / "model")
+    recipe = get_recipe("denoise")
+    monkeypatch.setattr(recipe, "boundaries", lambda model: {"input": None, "head_in": model.head})
+    calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+    assert calib.boundaries(tmp_path / "calib") == ["input", "head_in"]
+    model, _ = model_from_checkpoint(tmp_path / "model" / "checkpoint.pt")
+    seen = {}
+    model.head.register_forward_pre_hook(lambda m, inp: seen.setdefault("x", inp[0]))
+    first_input = next(calib.iter_boundary(tmp_path / "calib", "input"))
+    with torch.no_grad():
+        model(torch.from_numpy(first_input))
+    first_head = next(calib.iter_boundary(tmp_path / "calib", "head_in"))
+    np.testing.assert_allclose(first_head, seen["x"].numpy(), rtol=0, atol=1e-6)
+
+
+def test_failed_dump_keeps_previous_output(params, tmp_path):
+    data = make_prepared(tmp_path / "prepared")
+    make_checkpoint(tmp_path / "model")
+    calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+    (tmp_path / "model" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):
+        calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+    assert calib.read_manifest(tmp_path / "calib", "input")["count"] == params.calib_dump.samples

@@ -1,0 +1,53 @@
+"""The report stage: table rows, fp32 drop, Pareto front, markdown, PNG."""
+
+import yaml
+
+from greenpipe.io import write_json
+from greenpipe.params import parse_params
+from greenpipe.report.summary import Row, collect, markdown, pareto_front
+from tasks.report import report
+
+
+def _deploy(psnr, p90, fps, src="measured on local CPU"):
+    return {"psnr": psnr, "ssim": 0.9, "p50_ms": p90 * 0.9, "p90_ms": p90, "fps": fps, "model_mb": 1.0,
+            "loadgen_valid": True, "source": src}
+
+
+def _metrics(root):
+    write_json(root / "deploy" / "fp32-local.json", _deploy(32.0, 40.0, 25.0))
+    write_json(root / "deploy" / "ptq8-local.json", _deploy(31.8, 12.0, 80.0))
+    write_json(root / "compile" / "ptq8-cpu.json", {"agreement": {"max_abs_diff": 0.0078}})
+    write_json(root / "quantize" / "ptq8.json", {"dpu_numerics": True})
+    write_json(root / "baseline.json", {"noisy_psnr": 25.0, "nlm": {"psnr": 29.0, "ssim": 0.8},
+                                        "wavelet": {"psnr": 28.0, "ssim": 0.7}})
+    write_json(root / "train.json", {"val_psnr": 32.1, "val_ssim": 0.91})
+    return root
+
+
+def test_collect_computes_drop_vs_fp32(tmp_path):
+    rows = {r.variant: r for r in collect(_metrics(tmp_path))}
+    assert rows["fp32"].drop_db == 0.0
+    assert abs(rows["ptq8"].drop_db - 0.2) < 1e-9
+    assert rows["ptq8"].agreement_max_diff == 0.0078 and rows["ptq8"].dpu_numerics is True
+
+
+def test_pareto_front_drops_dominated():
+    mk = lambda v, x, y: Row(v, "d", y, 0.9, 0, None, x, None, None, None, None, None, "s")  # noqa: E731
+    rows = [mk("a", 10, 30), mk("b", 20, 29), mk("c", 30, 33)]
+    assert [r.variant for r in pareto_front(rows, "p90_ms", "psnr")] == ["a", "c"]
+
+
+def test_report_stage_writes_table_plot_and_markdown(tmp_path):
+    with open("params.yaml") as f:
+        params = parse_params(yaml.safe_load(f))
+    metrics = _metrics(tmp_path / "metrics")
+    report(params, metrics, tmp_path / "out")
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| ptq8 | local | 31.80 |" in md and "non-local means" in md and "measured on local CPU" in md
+    assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "table.csv").read_text().startswith("variant,device,psnr")
+
+
+def test_markdown_without_baseline():
+    text = markdown([], None, None)
+    assert text.startswith("# greenpipe summary")
