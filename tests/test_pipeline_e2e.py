@@ -1,0 +1,81 @@
+"""`dvc repro` of the whole DAG in a temp copy of the repository, tiny params.
+
+Checks every stage's outputs, that a second repro runs nothing, and that a
+change to one ptq8 parameter reruns exactly the ptq8 chain.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.workspace import tiny_params
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh checkout-like copy with tiny params and a small clean-only dataset."""
+    work = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, work / name)
+    for name in ("tasks", "greenpipe", "flows"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(ROOT / "params.yaml") as f:
+        params = tiny_params(yaml.safe_load(f))
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], work)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], work)
+    _run([sys.executable, "-m", "greenpipe.cli", "data", "builtin", "data"], work)
+    _run([sys.executable, "-m", "dvc", "add", "-q", "data"], work)
+    return work
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repo):
+    _run([sys.executable, "-m", "dvc", "repro"], repo)
+    for path in [
+        "artifacts/prepared/manifest.json",
+        "reports/validate",
+        "models/denoise/checkpoint.pt",
+        "artifacts/calib/input/manifest.json",
+        "artifacts/quant/ptq8/quant_report.json",
+        "artifacts/compile/ptq8/cpu/model.onnx",
+        "artifacts/compile/fp32/cpu/model.onnx",
+        "metrics/deploy/ptq8-local.json",
+        "metrics/deploy/fp32-local.json",
+        "metrics/baseline.json",
+        "reports/summary/summary.md",
+        "reports/summary/pareto.png",
+    ]:
+        assert (repo / path).exists(), path
+    summary = (repo / "reports/summary/summary.md").read_text()
+    assert "| ptq8 | local |" in summary and "| fp32 | local |" in summary
+
+
+def test_second_repro_runs_nothing(repo):
+    out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
+    assert "Running stage" not in out
+
+
+def test_ptq8_param_change_reruns_only_its_chain(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["quantize"]["variants"]["ptq8"]["percentile"] = 99.9
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    assert ran == ["compile@ptq8-cpu", "deploy@ptq8-local", "quantize@ptq8", "report"]
