@@ -20,9 +20,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="greenpipe: C
 console = Console()
 err = Console(stderr=True)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
 def _fail(exc: GreenpipeError) -> None:
     err.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(2)
@@ -41,6 +38,7 @@ def denoise(
     """Denoise every image in IN_DIR with a compiled artifact and write PNGs to OUT_DIR."""
     from rich.progress import track
 
+    from greenpipe.data.readers import IMAGE_SUFFIXES
     from greenpipe.io import read_image, write_image
     from greenpipe.recipes.denoise import denoise_tiled
 

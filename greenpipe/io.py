@@ -11,6 +11,12 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash never leaves a half-written file."""
     path = Path(path)
@@ -19,6 +25,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,5 +73,5 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
 
     u8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
     buf = BytesIO()
-    Image.fromarray(u8).save(buf, format="PNG", optimize=False, compress_level=6)
+    Image.fromarray(u8).save(buf, format="PNG", optimize=False, compress_level=1)  # noisy data barely compresses
     atomic_write_bytes(path, buf.getvalue())

@@ -8,15 +8,27 @@ run with one readable line (and exit status 2) instead of a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from greenpipe.errors import GreenpipeError
 
 
-def run_stage(fn: Callable[[], object]) -> None:
-    """Call ``fn()``; on GreenpipeError print ``error: <message>`` to stderr and exit 2."""
+def run_stage(fn: Callable[..., Any], params_path: str | Path | None = None, metrics_path: Path | None = None) -> Any:
+    """Call ``fn(params)`` (``fn()`` when no params path is given); write the returned metrics.
+
+    On GreenpipeError print ``error: <message>`` to stderr and exit 2; any
+    other exception is a bug and keeps its traceback.
+    """
+    from greenpipe.io import write_json
+    from greenpipe.params import load_params
+
     try:
-        fn()
+        result = fn(load_params(params_path)) if params_path is not None else fn()
     except GreenpipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if metrics_path is not None:
+        write_json(metrics_path, result)
+    return result

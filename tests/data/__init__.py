@@ -1,0 +1,1 @@
+"""Tests of greenpipe.data (readers, noise model, built-in sample, per-file table)."""
