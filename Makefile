@@ -29,6 +29,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/greenpipe data restore
+	$(BIN)/greenpipe check
 	$(BIN)/dvc repro
 	$(BIN)/greenpipe summary
 

@@ -2,6 +2,7 @@
 
     greenpipe denoise --variant ptq8 IN_DIR OUT_DIR   # run a compiled model over your images
     greenpipe data restore | builtin | use PATH       # put a dataset where data.dvc expects it
+    greenpipe check                                   # validate params.yaml, list the stages
     greenpipe run                                     # the whole DAG as a Prefect flow over DVC
     greenpipe summary                                 # print the last report
 """
@@ -87,15 +88,37 @@ def summary(path: Path = typer.Argument(Path("reports/summary/summary.md"))) -> 
     console.print(Markdown(path.read_text()))
 
 
+def check_params(path: Path) -> "Params":  # noqa: F821
+    """Validate params.yaml completely, variant configs included (they live with their variants)."""
+    from greenpipe.params import load_params
+    from greenpipe.quant import parse_variant
+
+    params = load_params(path)
+    for name, raw in params.quantize.variants.items():
+        parse_variant(name, raw)
+    return params
+
+
+@app.command()
+def check(params: Path = typer.Option(Path("params.yaml"), help="params file to validate")) -> None:
+    """Validate params.yaml (every key, every variant) and list the stages dvc.yaml expands to."""
+    from greenpipe.pipeline import stages
+
+    try:
+        p = check_params(params)
+        names = [s.name for s in stages(".")]
+    except GreenpipeError as exc:
+        _fail(exc)
+    console.print(f"{params}: valid (profile {p.base.profile}); {len(names)} stages: {', '.join(names)}")
+
+
 @app.command()
 def run(
     params: Path = typer.Option(Path("params.yaml"), help="params file (validated before anything runs)"),
 ) -> None:
     """Run the whole DAG as a Prefect flow: one task per DVC stage, DVC decides what reruns."""
-    from greenpipe.params import load_params
-
     try:
-        load_params(params)
+        check_params(params)
         from flows.pipeline import pipeline
 
         state = pipeline(return_state=True)

@@ -89,6 +89,7 @@ class TrainParams(Section):
     lr_min: float = Field(0.0001, ge=0, le=1)
     val_every: int = Field(1, ge=1)
     val_max_side: int = Field(256, ge=0)
+    fresh_noise: bool = True
 
     @model_validator(mode="after")
     def _crop_fits_depth(self) -> "TrainParams":
@@ -130,6 +131,7 @@ class CompileParams(Section):
 
 class DeviceParams(Section):
     kind: Literal["cpu", "gpu", "vck5000", "zcu104", "ultra96"] = "cpu"
+    host: str = "local"  # "local" = run in this process; otherwise the device-agent host
     target: str = "cpu"
     runtime: Literal["ort", "vart", "torch_cuda", "tflite"] = "ort"
     batch: int = Field(1, ge=1, le=64)

@@ -42,9 +42,13 @@ def _wavelet(strength: float) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+# Strength = multiplier on the noise sigma estimated from the image.  The grid
+# is wide and geometric because wavelet sigma estimates badly under-read
+# demosaicked (spatially correlated) camera noise.
+_GRID = tuple(round(1.5**k, 3) for k in range(-1, 8))  # 0.67 .. 17
 METHODS: dict[str, tuple[Callable[[float], Callable], tuple[float, ...]]] = {
-    "nlm": (_nlm, (0.5, 0.7, 0.9, 1.1, 1.3)),
-    "wavelet": (_wavelet, (0.6, 0.8, 1.0, 1.3, 1.6)),
+    "nlm": (_nlm, _GRID),
+    "wavelet": (_wavelet, _GRID),
 }
 
 

@@ -4,7 +4,10 @@
         --out models/denoise --metrics metrics/train.json --curve metrics/train_curve.csv
 
 Adam with a cosine learning-rate schedule, random crops / flips / 90-degree
-rotations, L1 loss.  Deterministic under ``base.seed`` (same params and data
+rotations, L1 loss.  With ``train.fresh_noise`` every crop of an image whose
+noise ingest synthesised gets a new camera-noise draw (as in Brooks et al.),
+so the model sees thousands of cameras and noise levels rather than the few
+stored realisations.  Deterministic under ``base.seed`` (same params and data
 -> same weights).  The state is saved after every epoch to ``--resume-state``
 so a killed run resumes where it stopped, with the same result as an
 uninterrupted one; the file is removed when training completes.
@@ -23,11 +26,12 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from greenpipe.data.noise import synthesize_pair
 from greenpipe.data.prepared import center_crop, load_split
 from greenpipe.errors import DataError
 from greenpipe.io import atomic_write_bytes, read_json
 from greenpipe.metrics import psnr, ssim
-from greenpipe.params import Params
+from greenpipe.params import NoiseParams, Params
 from greenpipe.recipes import get_recipe
 from greenpipe.recipes.denoise import denoise_image
 from tasks._cli import run_stage
@@ -42,16 +46,40 @@ def data_fingerprint(data: Path) -> str:
     return h.hexdigest()
 
 
+def fresh_noise(clean: np.ndarray, rng: np.random.Generator, noise: NoiseParams) -> np.ndarray:
+    """A new camera-noise realisation on a clean (H, W, 3) crop, H and W even.
+
+    The noise is drawn exactly as ingest draws it (a random camera, shot and
+    read level; greenpipe.data.noise) and added as the residual between the
+    noisy and noise-free re-processing, so the target stays the stored clean
+    image and train targets match val targets.
+    """
+    ref, noisy, _ = synthesize_pair(clean, rng, noise.shot, noise.read)
+    return np.clip(clean + (noisy - ref), 0.0, 1.0)
+
+
 def random_batch(
-    pairs: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator, batch: int, crop: int
+    pairs: list[tuple[np.ndarray, np.ndarray, bool]],
+    rng: np.random.Generator,
+    batch: int,
+    crop: int,
+    noise: NoiseParams | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random aligned crops with flips / rot90 -> (noisy, clean), each (B, 3, crop, crop)."""
+    """Random aligned crops with flips / rot90 -> (noisy, clean), each (B, 3, crop, crop).
+
+    ``pairs`` holds (clean, noisy, synthetic); with ``noise`` given, synthetic
+    samples get a fresh noise draw per crop instead of their stored one.
+    """
     noisy_b, clean_b = [], []
     for _ in range(batch):
-        clean, noisy = pairs[rng.integers(len(pairs))]
+        clean, noisy, synthetic = pairs[rng.integers(len(pairs))]
         h, w = clean.shape[:2]
         top, left = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
-        c, n = clean[top : top + crop, left : left + crop], noisy[top : top + crop, left : left + crop]
+        c = clean[top : top + crop, left : left + crop]
+        if noise is not None and synthetic:
+            n = fresh_noise(c, rng, noise)
+        else:
+            n = noisy[top : top + crop, left : left + crop]
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         c, n = np.rot90(c, k), np.rot90(n, k)
         if flip:
@@ -96,9 +124,10 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
     model_args = {"in_channels": 3, "width": tp.width, "depth": tp.depth}
     model = recipe.build_model(model_args)
     multiple = recipe.multiple(model_args)
-    train_pairs = [p.load() for p in load_split(data, "train")]
+    synthetic = {row["name"] for row in read_json(data / "manifest.json")["samples"] if row.get("noise")}
+    train_pairs = [(*p.load(), p.name in synthetic) for p in load_split(data, "train")]
     val_pairs = [p.load() for p in load_split(data, "val")]
-    too_small = [p for p, (c, _) in zip(load_split(data, "train"), train_pairs) if min(c.shape[:2]) < tp.crop]
+    too_small = [p for p, (c, *_) in zip(load_split(data, "train"), train_pairs) if min(c.shape[:2]) < tp.crop]
     if too_small:
         raise DataError(
             f"{too_small[0].clean}: {too_small[0].clean.name} is smaller than train.crop={tp.crop}; "
@@ -113,6 +142,7 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
         opt, lambda s: (tp.lr_min + 0.5 * (tp.lr - tp.lr_min) * (1 + math.cos(math.pi * s / total))) / tp.lr
     )
     rng = np.random.default_rng(params.base.seed)
+    fresh = params.ingest.noise if tp.fresh_noise else None
     rows: list[dict] = []
     start_epoch, resumed_from = 0, None
     if resume_state is not None and resume_state.exists():
@@ -136,7 +166,7 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
         for epoch in range(start_epoch, tp.epochs):
             losses = []
             for _ in range(tp.steps_per_epoch):
-                noisy, clean = random_batch(train_pairs, rng, tp.batch_size, tp.crop)
+                noisy, clean = random_batch(train_pairs, rng, tp.batch_size, tp.crop, fresh)
                 loss = torch.nn.functional.l1_loss(model(noisy), clean)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

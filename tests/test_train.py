@@ -70,6 +70,16 @@ def test_train_is_deterministic_and_resume_matches_uninterrupted(params, data, t
 def test_random_batch_aligns_clean_and_noisy():
     rng = np.random.default_rng(0)
     clean = np.random.default_rng(1).random((40, 50, 3)).astype(np.float32)
-    noisy, target = random_batch([(clean, clean + 1)], rng, 4, 16)
+    noisy, target = random_batch([(clean, clean + 1, False)], rng, 4, 16)
     assert noisy.shape == (4, 3, 16, 16)
     assert torch.allclose(noisy, target + 1)
+
+
+def test_fresh_noise_draws_new_camera_noise_per_crop(params):
+    rng = np.random.default_rng(0)
+    clean = np.full((64, 64, 3), 0.5, np.float32)
+    noisy, target = random_batch([(clean, clean, True)], rng, 2, 32, params.ingest.noise)
+    assert torch.equal(target[0], target[1])  # the target is the stored clean image
+    residual = noisy - target
+    assert residual.abs().mean() > 0.005  # noise was added ...
+    assert not torch.allclose(residual[0], residual[1])  # ... and differs per crop

@@ -106,8 +106,14 @@ def _dq_scale_of(g: _Graph, tensor: str) -> float | None:
     return None if sz is None or sz[1] != 0 else sz[0]
 
 
-def _int32_bias(g: _Graph) -> int:
-    count = 0
+def _int32_bias(g: _Graph) -> tuple[int, int]:
+    """Re-express each conv's int8 bias in accumulator units (int32); return (converted, rounded).
+
+    Exact when the bias scale is no finer than the accumulator's (s_b >= s_x * s_w,
+    the constraint a DPU's bias shift has too); a bias with a finer scale must
+    be rounded, and is counted so the compile report shows it.
+    """
+    count = rounded = 0
     for conv in [n for n in g.graph.node if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 2]:
         bias_dq = g.producer(conv.input[2])
         s_x, s_w = _dq_scale_of(g, conv.input[0]), _dq_scale_of(g, conv.input[1])
@@ -119,7 +125,9 @@ def _int32_bias(g: _Graph) -> int:
             continue
         acc_scale = np.float32(s_x) * np.float32(s_w)
         ratio = float(np.float32(sz[0]) / acc_scale)
-        b32 = np.round(b.astype(np.float64) * ratio).astype(np.int32)
+        exact = b.astype(np.float64) * ratio
+        b32 = np.round(exact).astype(np.int32)
+        rounded += int(not np.array_equal(b32, exact))
         new_dq = helper.make_node(
             "DequantizeLinear",
             [
@@ -133,7 +141,7 @@ def _int32_bias(g: _Graph) -> int:
         g.graph.node.insert(list(g.graph.node).index(conv), new_dq)
         conv.input[2] = new_dq.output[0]
         count += 1
-    return count
+    return count, rounded
 
 
 _INT8_OPS = ("MaxPool", "Concat", "Resize")  # commute with a per-tensor dequant
@@ -237,8 +245,9 @@ def to_ort_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     stats = {
         "weight_clips_folded": _fold_weight_clips(g),
         "ops_moved_to_integers": _int8_domain(g),
-        "bias_to_int32": _int32_bias(g),  # reads the int8 zero points, so before _to_uint8
     }
+    # reads the int8 zero points, so before _to_uint8
+    stats["bias_to_int32"], stats["bias_rounded"] = _int32_bias(g)
     stats.update(_to_uint8(g))
     stats["dq_duplicated"] = _unique_dq_per_consumer(g)
     g.prune()

@@ -35,8 +35,21 @@ class Recipe(Protocol):
     def to_input(self, sample: np.ndarray) -> np.ndarray:
         """Pre-process one sample into the model's input layout, e.g. (1, C, H, W) float32."""
 
-    def evaluate(self, run: Callable[[np.ndarray], np.ndarray], data_root: Path, max_side: int = 0) -> dict:
-        """Score ``run`` (input batch -> output batch, numpy) on the val split."""
+    def multiple(self, model_args: dict[str, Any]) -> int:
+        """Input H and W must be multiples of this (the runtime pads)."""
+
+    def evaluate(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        data_root: Path,
+        max_side: int = 0,
+        multiple: int = 8,
+        outputs: dict[str, np.ndarray] | None = None,
+    ) -> dict:
+        """Score ``run`` (input batch -> output batch, numpy) on the val split.
+
+        When ``outputs`` is a dict, each output is stored in it by sample name.
+        """
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")

@@ -1,0 +1,1 @@
+"""Benchmarks: the MLPerf LoadGen wrapper every latency / throughput figure comes from."""

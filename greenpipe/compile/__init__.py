@@ -1,0 +1,11 @@
+"""Compile targets: quantized export -> deployable artifact, one module per format.
+
+``TARGETS.get(format)(CompileJob(...))`` compiles and checks; see
+:mod:`greenpipe.compile.base`.  :mod:`greenpipe.compile.qdq` is the exact
+QCDQ -> ORT-fusible QDQ rewrite the ``onnx`` format uses.
+"""
+
+from greenpipe.compile import onnx_cpu  # noqa: F401  (registers format "onnx")
+from greenpipe.compile.base import REPORT_FILE, TARGETS, CompileJob
+
+__all__ = ["REPORT_FILE", "TARGETS", "CompileJob"]

@@ -1,0 +1,63 @@
+"""Does the deployed artifact compute what the fake-quant model computed?
+
+Both sets of outputs are the recipe's post-processed val outputs (denoised
+images in [0, 1] for ``denoise``), keyed by val pair name.  The figures are in
+output units: with DPU numerics and the exact QDQ rewrite they are 0, and
+anything up to one output LSB (2**-7 for an int8 output at fix_point 7) is a
+rounding difference rather than a wrong model.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from greenpipe.errors import GreenpipeError
+from greenpipe.metrics import psnr
+
+
+def compare(deployed: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> dict:
+    """Max / mean |deployed - reference| and their PSNR (dB), overall and per image."""
+    missing = sorted(set(reference) ^ set(deployed))
+    if missing:
+        raise GreenpipeError(
+            f"agreement check: val images {missing[:5]} are in only one of deployed / reference outputs; "
+            "the prepared data changed since quantize ran: rerun `dvc repro quantize`"
+        )
+    rows = []
+    for name in sorted(reference):
+        a, b = np.asarray(deployed[name], np.float64), np.asarray(reference[name], np.float64)
+        if a.shape != b.shape:
+            raise GreenpipeError(f"agreement check: {name}: deployed shape {a.shape} != reference {b.shape}")
+        diff = np.abs(a - b)
+        rows.append(
+            {
+                "name": name,
+                "max_abs_diff": float(diff.max()),
+                "mean_abs_diff": float(diff.mean()),
+                "differing_fraction": float(np.mean(diff > 0)),
+                "psnr_db": float(psnr(b, a)),
+            }
+        )
+    worst = max(rows, key=lambda r: r["max_abs_diff"])
+    return {
+        "max_abs_diff": worst["max_abs_diff"],
+        "worst_image": worst["name"],
+        "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in rows])),
+        "min_psnr_db": min(r["psnr_db"] for r in rows),
+        "images": len(rows),
+        "per_image": rows,
+    }
+
+
+def check(agreement: dict, tolerance: float, variant: str, target: str) -> None:
+    """Raise GreenpipeError when the worst image differs by more than ``tolerance``."""
+    if agreement["max_abs_diff"] > tolerance:
+        raise GreenpipeError(
+            f"compile {variant} for {target}: deployed artifact disagrees with the fake-quant model on val "
+            f"image {agreement['worst_image']!r}: max |diff| = {agreement['max_abs_diff']:.6g} > tolerance "
+            f"{tolerance:g} (compile.targets.{target}.agreement_tolerance). The export or the QDQ rewrite "
+            "changed the numerics; see compile_report.json (agreement.per_image) and quant_report.json "
+            "(scales)"
+        )

@@ -1,0 +1,30 @@
+"""Quantization variants: one module per variant, one registry (``VARIANTS``).
+
+A variant is a frozen config type (its keys under ``quantize.variants.<name>``)
+plus a registered handler ``quantize(model, calib, config) -> QuantResult``;
+see :mod:`greenpipe.quant.base`.  Adding one is a new module here plus its
+import here.  :mod:`greenpipe.quant.export` turns a result into ONNX.
+"""
+
+from greenpipe.quant import fp32, ptq8  # noqa: F401  (registers the variants)
+from greenpipe.quant.base import (
+    VARIANTS,
+    CalibrationSet,
+    QuantResult,
+    Variant,
+    VariantConfig,
+    parse_variant,
+    quantize_variant,
+    register_variant,
+)
+
+__all__ = [
+    "VARIANTS",
+    "CalibrationSet",
+    "QuantResult",
+    "Variant",
+    "VariantConfig",
+    "parse_variant",
+    "quantize_variant",
+    "register_variant",
+]

@@ -1,0 +1,45 @@
+"""Variant ``fp32``: the float model unchanged, the reference every variant is scored against.
+
+params.yaml::
+
+    quantize:
+      variants:
+        fp32: {}
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+
+
+class Fp32Config(VariantConfig):
+    pass
+
+
+@register_variant("fp32", Fp32Config)
+def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Fp32Config) -> QuantResult:
+    """Return a copy of ``model``; ``calib`` is not read."""
+    weighted = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
+    float_layers = [
+        {"layer": name, "type": type(m).__name__, "why": "fp32 variant: nothing is quantized"}
+        for name, m in model.named_modules()
+        if isinstance(m, weighted)
+    ]
+    return QuantResult(
+        model=copy.deepcopy(model).eval(),
+        dpu_numerics=False,
+        deployable_to_dpu=False,  # a DPU only runs int8
+        bits={"weights": 32, "activations": 32, "bias": 32},
+        report={
+            "calibration": {"activations": "none", "batches": 0},
+            "quantized_layers": [],
+            "float_layers": float_layers,
+            "passthrough_ops": [],
+        },
+    )

@@ -1,0 +1,73 @@
+"""Stage ``compile``: turn one variant's export into the artifact a target runs, and check it.
+
+    python -m tasks.compile --variant ptq8 --target cpu --quant artifacts/quant/ptq8 \
+        --data artifacts/prepared --out artifacts/compile/ptq8/cpu --metrics metrics/compile/ptq8-cpu.json
+
+``compile.targets.<target>.format`` picks the compiler (greenpipe/compile/);
+the ``onnx`` one writes ``model.onnx`` + ``compile_report.json`` and fails the
+stage when the deployed artifact's val outputs differ from the fake-quant
+model's by more than ``agreement_tolerance``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from greenpipe.compile import TARGETS, CompileJob
+from greenpipe.errors import GreenpipeError
+from greenpipe.io import write_json
+from greenpipe.params import Params, load_params
+from tasks._cli import run_stage
+
+
+def compile_stage(
+    params: Params, variant: str, target: str, quant_dir: Path, data_dir: Path, out: Path
+) -> dict:
+    """Compile ``quant_dir`` for ``target`` into ``out``; return the metrics."""
+    targets = params.compile.targets
+    if target not in targets:
+        raise GreenpipeError(
+            f"--target {target}: not in compile.targets (params.yaml has: {', '.join(targets)})"
+        )
+    variants = params.quantize.variants
+    if variant not in variants:
+        raise GreenpipeError(
+            f"--variant {variant}: not in quantize.variants (params.yaml has: {', '.join(variants)})"
+        )
+    target_params = targets[target]
+    compiler = TARGETS.get(target_params.format)
+    job = CompileJob(
+        variant=variant,
+        target=target,
+        params=target_params,
+        quant_dir=quant_dir,
+        data_dir=data_dir,
+        out_dir=out,
+        threads=params.base.threads,
+    )
+    return compiler(job)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", required=True, help="key under quantize.variants")
+    ap.add_argument("--target", required=True, help="key under compile.targets")
+    ap.add_argument("--quant", type=Path, required=True, help="quantize stage output of the variant")
+    ap.add_argument("--data", type=Path, required=True, help="prepared dataset (val split: agreement check)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+
+    def stage() -> None:
+        params = load_params(args.params)
+        write_json(
+            args.metrics, compile_stage(params, args.variant, args.target, args.quant, args.data, args.out)
+        )
+
+    run_stage(stage)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Every registered quantization variant: quantize, export, compile, run in ORT, agree with fake-quant."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from greenpipe.compile.onnx_cpu import build
+from greenpipe.errors import ParamsError
+from greenpipe.quant import VARIANTS, parse_variant, quantize_variant
+from greenpipe.quant.export import EXPORT_OPSET, export_onnx, onnx_scales
+from greenpipe.runtime.ort import OrtRunner
+from tests.conftest_pipeline import calib_batches, tiny_unet
+
+TOLERANCE = 2.0**-7  # compile.targets.cpu.agreement_tolerance: one LSB of an int8 output at fix_point 7
+
+
+def _fake_quant(model, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        out = model(x)
+    return getattr(out, "value", out).numpy()
+
+
+@pytest.mark.parametrize("name", VARIANTS.names())
+def test_variant_deploys_and_agrees_with_fake_quant(name, tmp_path):
+    result = quantize_variant(name, {name: {}}, tiny_unet(), calib_batches())
+    exported = export_onnx(result.model, calib_batches(1)[0], tmp_path)
+    compiled, _ = build(onnx.load(exported), EXPORT_OPSET)
+    onnx.save(compiled, tmp_path / "deployed.onnx")
+    runner = OrtRunner(tmp_path / "deployed.onnx", threads=1, batch=1)
+    gen = torch.Generator().manual_seed(5)
+    for shape in [(1, 3, 32, 32), (2, 3, 48, 64)]:  # batch, height and width are dynamic axes
+        x = torch.rand(*shape, generator=gen)
+        deployed = runner.run(x.numpy())
+        assert deployed.shape == shape
+        assert np.abs(deployed - _fake_quant(result.model, x)).max() <= TOLERANCE
+
+    scales = onnx_scales(onnx.load(exported))
+    if result.dpu_numerics:
+        assert scales, "a DPU-numerics variant must export quantized tensors"
+        for tensor, s in scales.items():
+            assert s["pow2"] and s["scale"] == 2.0 ** round(s["log2_scale"]), tensor
+            assert s["zero_point"] == 0 and s["dtype"] == "int8", tensor
+        assert result.bits["weights"] <= 8 and result.bits["activations"] <= 8
+    if result.deployable_to_dpu:
+        assert result.dpu_numerics
+
+
+@pytest.mark.parametrize("act_calibration", ["minmax", "percentile", "mse"])
+def test_ptq8_deployed_is_bit_exact_with_fake_quant(act_calibration, tmp_path):
+    # With power-of-two scales every float op of the fake-quant model is exact,
+    # so the deployed int8 graph must reproduce it bit for bit.  This fails when
+    # Brevitas' calibration leaves shared quantizers as observers (see dpu.calibrate).
+    config = {"act_calibration": act_calibration, "bias_correction": True}
+    result = quantize_variant("ptq8", {"ptq8": config}, tiny_unet(seed=3), calib_batches(seed=1))
+    compiled, stats = build(onnx.load(export_onnx(result.model, calib_batches(1)[0], tmp_path)), EXPORT_OPSET)
+    onnx.save(compiled, tmp_path / "deployed.onnx")
+    runner = OrtRunner(tmp_path / "deployed.onnx", threads=1, batch=1)
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(7))
+    np.testing.assert_array_equal(runner.run(x.numpy()), _fake_quant(result.model, x))
+    assert result.report["calibration"]["activations"] == act_calibration
+    assert result.report["calibration"]["batches"] == 4
+    assert result.report["float_layers"] == []
+    assert stats["bias_to_int32"] == len(result.report["quantized_layers"]) and stats["bias_rounded"] == 0
+
+
+def test_calibration_leaves_no_quantizer_observing_only():
+    # Brevitas' calibration_mode restores a quantizer shared by two proxies (the
+    # inputs of a concat) as observer-only; dpu.calibrate must undo that.
+    result = quantize_variant("ptq8", {"ptq8": {"bias_correction": False}}, tiny_unet(), calib_batches())
+    flags = [m.observer_only for m in result.model.modules() if hasattr(m, "observer_only")]
+    assert flags and not any(flags)
+
+
+def test_unknown_variant_key_fails_naming_it():
+    with pytest.raises(ParamsError) as err:
+        parse_variant("ptq8", {"act_calibraton": "minmax"})
+    assert "quantize.variants.ptq8.act_calibraton" in str(err.value)
+    assert "unknown key" in str(err.value)
+
+
+def test_bad_variant_value_fails_naming_key_and_choices():
+    with pytest.raises(ParamsError) as err:
+        parse_variant("ptq8", {"act_calibration": "entropy", "percentile": 150.0})
+    msg = str(err.value)
+    assert "quantize.variants.ptq8.act_calibration = 'entropy'" in msg and "'minmax'" in msg
+    assert "quantize.variants.ptq8.percentile = 150.0" in msg
+
+
+def test_unregistered_method_fails_naming_the_entry():
+    with pytest.raises(ParamsError) as err:
+        parse_variant("ptq3", {})
+    assert "quantize.variants.ptq3" in str(err.value) and "ptq8" in str(err.value)
+
+
+def test_method_lets_one_handler_serve_two_entries():
+    variant, config = parse_variant("ptq8_mse", {"method": "ptq8", "act_calibration": "mse"})
+    assert variant.name == "ptq8" and config.act_calibration == "mse"
+
+
+def test_start_from_chains_variants_and_rejects_cycles():
+    variants = {"base": {"method": "fp32"}, "refined": {"method": "ptq8", "start_from": "base"}}
+    result = quantize_variant("refined", variants, tiny_unet(), calib_batches(2))
+    assert result.dpu_numerics
+    with pytest.raises(ParamsError, match="cycle"):
+        cyclic = {"a": {"method": "fp32", "start_from": "b"}, "b": {"method": "fp32", "start_from": "a"}}
+        quantize_variant("a", cyclic, tiny_unet(), [])
+
+
+def test_graph_not_ending_in_a_quantizer_gets_an_int8_output(tmp_path):
+    # The UNet ends in a residual add that Brevitas re-quantizes itself; a plain
+    # conv stack does not, so quantize_graph appends the output quantizer.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1)
+    ).eval()
+    result = quantize_variant("ptq8", {"ptq8": {}}, model, calib_batches())
+    exported = onnx.load(export_onnx(result.model, calib_batches(1)[0], tmp_path))
+    last = next(n for n in exported.graph.node if n.output[0] == exported.graph.output[0].name)
+    assert last.op_type == "DequantizeLinear"
+    compiled, _ = build(exported, EXPORT_OPSET)
+    onnx.save(compiled, tmp_path / "deployed.onnx")
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    np.testing.assert_array_equal(
+        OrtRunner(tmp_path / "deployed.onnx", 1, 1).run(x.numpy()), _fake_quant(result.model, x)
+    )

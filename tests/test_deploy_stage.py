@@ -1,0 +1,67 @@
+"""Stage deploy end to end on a tiny workspace: quantize -> compile -> deploy on the local device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from greenpipe.errors import GreenpipeError
+from greenpipe.io import read_image, read_json
+from greenpipe.params import DeviceParams
+from tasks.compile import compile_stage
+from tasks.deploy import deploy_stage
+from tasks.quantize import quantize_stage
+from tests.conftest_pipeline import make_workspace, stage_params
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("ws"))
+    quantize_stage(ws.params, "ptq8", ws.model, ws.calib, ws.data, ws.root / "quant")
+    compile_stage(ws.params, "ptq8", "cpu", ws.root / "quant", ws.data, ws.root / "compiled" / "cpu")
+    return ws
+
+
+def test_deploy_local_evaluates_the_artifact_and_benchmarks_it(compiled, tmp_path):
+    ws = compiled
+    metrics = deploy_stage(ws.params, "ptq8", "local", ws.root / "compiled", ws.data, tmp_path)
+
+    compile_report = read_json(ws.root / "compiled" / "cpu" / "compile_report.json")
+    # the deployed artifact is what the compile stage checked: same val scores
+    assert metrics["psnr"] == pytest.approx(compile_report["val_quality"]["psnr"])
+    assert metrics["ssim"] == pytest.approx(compile_report["val_quality"]["ssim"])
+    assert metrics["images"] == 2 and np.isfinite(metrics["noisy_psnr"])
+    assert 0 < metrics["p50_ms"] <= metrics["p90_ms"] <= metrics["p99_ms"]
+    assert metrics["fps"] > 0 and isinstance(metrics["loadgen_valid"], bool)
+    assert set(metrics["loadgen_validity"].values()) <= {"VALID", "INVALID"}
+    assert metrics["input_shape"] == [1, 3, 32, 32] and metrics["model_mb"] > 0
+    assert metrics["device"]["runtime"] == "ort" and metrics["device"]["threads"] == ws.params.base.threads
+    assert metrics["source"].startswith("measured on local CPU (") and "ONNX Runtime" in metrics["source"]
+    assert metrics["device_name"] == "local" and metrics["variant"] == "ptq8" and metrics["target"] == "cpu"
+
+    rows = read_json(tmp_path / "eval.json")["per_image"]
+    assert sorted(r["name"] for r in rows) == ["img3", "img4"]
+    for scenario in ("SingleStream", "Offline"):
+        summary = (tmp_path / "loadgen" / scenario / "mlperf_log_summary.txt").read_text()
+        assert f"Scenario : {scenario}" in summary
+    bench = read_json(tmp_path / "bench.json")
+    assert bench["single_stream"]["settings"]["min_duration_ms"] == 300
+    samples = sorted((tmp_path / "samples").glob("*.png"))
+    assert 1 <= len(samples) <= 3 and read_image(samples[0]).shape == (48, 48, 3)
+
+
+def test_remote_device_needs_the_device_agent(compiled, tmp_path):
+    ws = compiled
+    params = stage_params(
+        deploy={
+            "devices": {
+                "local": DeviceParams().model_dump(),
+                "zcu104-lab": {"kind": "zcu104", "target": "cpu", "runtime": "vart"},
+            }
+        }
+    )
+    with pytest.raises(GreenpipeError) as err:
+        deploy_stage(params, "ptq8", "zcu104-lab", ws.root / "compiled", ws.data, tmp_path)
+    assert "deploy.devices.zcu104-lab" in str(err.value) and "device-agent" in str(err.value)
+    with pytest.raises(GreenpipeError, match="--device gpu0: not in deploy.devices"):
+        deploy_stage(params, "ptq8", "gpu0", ws.root / "compiled", ws.data, tmp_path)
