@@ -10,6 +10,7 @@ starts a temporary local server on 127.0.0.1 for the run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,9 +24,11 @@ from greenpipe.pipeline import stages
 def repro_stage(stage: str, root: Path) -> dict:
     """Run one stage through DVC; report whether it executed or was up to date."""
     t0 = time.perf_counter()
+    # dvc.yaml's commands say `python`: make that this interpreter.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(
         [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
-        cwd=root, capture_output=True, text=True,
+        cwd=root, capture_output=True, text=True, env=env,
     )
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:

@@ -92,6 +92,20 @@ def copy_dataset(src: Path, out: Path, force: bool = False) -> tuple[str, int]:
     return layout, len(samples)
 
 
+def _out_hash(dvc_file_text: bytes) -> str:
+    import yaml
+
+    return str(yaml.safe_load(dvc_file_text)["outs"][0].get("md5"))
+
+
+def _dvc(*args: str) -> str:
+    """Run a DVC command in this checkout; its output, or a GreenpipeError with DVC's message."""
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise GreenpipeError(f"`dvc {' '.join(args)}` failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    return done.stdout
+
+
 @app.command()
 def builtin(
     out: Path = typer.Argument(DEFAULT_RAW, help="folder to write clean/ and SOURCES.json into"),
@@ -112,12 +126,15 @@ def use(
     out: Path = typer.Option(DEFAULT_RAW, help="where the ingest stage reads raw data"),
     force: bool = typer.Option(False, help="replace OUT when it is not empty"),
 ) -> None:
-    """Copy your dataset folder into OUT after checking its layout."""
+    """Copy your dataset folder into OUT after checking its layout, and track it with DVC."""
     try:
         layout, count = copy_dataset(path, out, force)
+        console.print(f"found the {layout} layout in {path}: copied {count} sample(s) to {out}")
+        if Path(".dvc").is_dir() and out.resolve().is_relative_to(Path.cwd()):
+            _dvc("add", "-q", str(out))
+            console.print(f"`dvc add {out}` done: {out}.dvc now records your data; `dvc repro` reruns what depends on it")
     except GreenpipeError as exc:
         _fail(exc)
-    console.print(f"found the {layout} layout in {path}: copied {count} sample(s) to {out}")
 
 
 @app.command()
@@ -145,9 +162,17 @@ def restore(
         records = materialize(out)
         console.print(f"wrote the built-in sample to {out}: {len(records)} image(s)")
         if dvc_file.is_file():
-            console.print(
-                f"note: {dvc_file}'s data was not in the DVC cache; if it records your own dataset, "
-                f"`dvc pull {dvc_file}` fetches it from the remote"
-            )
+            # Record the written sample's hash and compare: equal means data.dvc was the
+            # built-in sample all along (and it is now in the local cache).
+            recorded = dvc_file.read_bytes()
+            _dvc("commit", "-q", "-f", str(dvc_file))
+            if _out_hash(dvc_file.read_bytes()) != _out_hash(recorded):
+                dvc_file.write_bytes(recorded)
+                shutil.rmtree(out)  # it was empty before: leave it so
+                raise GreenpipeError(
+                    f"{dvc_file} records a dataset other than the built-in sample, and it is not in the DVC "
+                    f"cache. Fetch it with `dvc pull {dvc_file}` (remote configured), or switch to the "
+                    f"built-in sample with `dvc add {out}`."
+                )
     except GreenpipeError as exc:
         _fail(exc)

@@ -79,3 +79,16 @@ def test_ptq8_param_change_reruns_only_its_chain(repo):
     out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     assert ran == ["compile@ptq8-cpu", "deploy@ptq8-local", "quantize@ptq8", "report"]
+
+
+def test_prefect_flow_runs_every_stage_through_dvc(repo):
+    """The flow makes one Prefect task per DVC stage; DVC's lock says nothing needs to run."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.pipeline import pipeline
+    from greenpipe.pipeline import stages
+
+    with prefect_test_harness(server_startup_timeout=120):
+        results = pipeline(root=str(repo))
+    assert [r["stage"] for r in results] == [s.name for s in stages(repo)]
+    assert not any(r["executed"] for r in results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -29,7 +30,7 @@ def test_materialize_copies_real_photos_byte_for_byte(tmp_path):
         path = tmp_path / "raw" / record["file"]
         with Image.open(path) as im:
             im.load()
-            assert im.mode == "RGB" and im.size == (record["width"], record["height"])
+            assert im.mode in ("RGB", "L") and im.size == (record["width"], record["height"])
         data = path.read_bytes()
         assert data == locate(by_name[record["name"]]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == record["sha256"]
@@ -96,3 +97,34 @@ def test_cli_builtin_and_restore(tmp_path):
         app, ["restore", "--out", str(tmp_path / "new"), "--dvc-file", str(tmp_path / "none.dvc")]
     )
     assert fresh.exit_code == 0 and _tree(tmp_path / "new") == _tree(tmp_path / "raw")
+
+
+def _dvc_repo(path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], check=True)
+
+
+def test_restore_on_a_fresh_clone_matches_the_committed_data_dvc(tmp_path, monkeypatch):
+    """What `make demo` does first: no data/, no cache, the repository's data.dvc."""
+    import shutil
+
+    repo_dvc = Path(__file__).resolve().parents[2] / "data.dvc"
+    _dvc_repo(tmp_path, monkeypatch)
+    shutil.copy(repo_dvc, "data.dvc")
+    result = CliRunner().invoke(app, ["restore"])
+    assert result.exit_code == 0, result.output
+    assert Path("data.dvc").read_bytes() == repo_dvc.read_bytes(), "data.dvc must describe the built-in sample"
+
+
+def test_restore_refuses_when_data_dvc_records_another_dataset(tmp_path, monkeypatch):
+    _dvc_repo(tmp_path, monkeypatch)
+    other = "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: 1\n  nfiles: 1\n  hash: md5\n  path: data\n"
+    Path("data.dvc").write_text(other)
+    result = CliRunner().invoke(app, ["restore"])
+    assert result.exit_code == 2
+    assert "dvc pull data.dvc" in result.output
+    assert Path("data.dvc").read_text() == other and not Path("data").exists()
