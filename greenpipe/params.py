@@ -36,7 +36,7 @@ class BaseParams(Section):
 
 class NoiseParams(Section):
     shot: tuple[float, float] = (0.0005, 0.004)
-    read: tuple[float, float] = (0.00005, 0.0008)
+    read: tuple[float, float] = (0.0000002, 0.00002)
     seed_offset: int = Field(1, ge=0)
 
     @field_validator("shot", "read", mode="before")
@@ -135,6 +135,17 @@ class DeviceParams(Section):
     target: str = "cpu"
     runtime: Literal["ort", "vart", "torch_cuda", "tflite"] = "ort"
     batch: int = Field(1, ge=1, le=64)
+    meter: str = "estimate"  # a registered power meter (greenpipe.power), or "auto": rapl if readable, else estimate
+    meter_options: dict[str, Any] = {}  # keyword options of that meter (e.g. {index: 0} for nvml)
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, v: str) -> str:
+        from greenpipe.power import METERS  # imported here: the meter modules are not needed to read params
+
+        if v != "auto" and v not in METERS:
+            raise ValueError(f"expected a power meter ({', '.join(METERS.names())}) or 'auto'")
+        return v
 
 
 class DeployParams(Section):
@@ -154,6 +165,30 @@ def _check_device_targets(params: "Params") -> None:
             )
 
 
+class SoakStoreParams(Section):
+    # Off unless a bucket is named here or in GREENPIPE_SOAK_BUCKET; credentials come from boto3's chain.
+    bucket: str = ""
+    prefix: str = "greenpipe"
+    endpoint: str = ""  # "" = boto3's default (AWS, or AWS_ENDPOINT_URL_S3)
+
+
+class SoakParams(Section):
+    idle_s: float = Field(2, ge=0)
+    warmup_s: float = Field(3, ge=0)
+    duration_s: float = Field(12, gt=0)
+    window_s: float = Field(3, gt=0)
+    sample_hz: float = Field(10, gt=0, le=1000)
+    overhead_pairs: int = Field(3, ge=0)
+    overhead_block_s: float = Field(1, gt=0)
+    store: SoakStoreParams = SoakStoreParams()
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> "SoakParams":
+        if self.window_s > self.duration_s:
+            raise ValueError(f"window_s={self.window_s} must not exceed duration_s={self.duration_s}")
+        return self
+
+
 class ReportParams(Section):
     pareto_x: Literal["p90_ms", "p50_ms", "fps"] = "p90_ms"
     pareto_y: Literal["psnr", "ssim"] = "psnr"
@@ -169,6 +204,7 @@ class Params(Section):
     quantize: QuantizeParams
     compile: CompileParams
     deploy: DeployParams
+    soak: SoakParams = SoakParams()
     report: ReportParams = ReportParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)

@@ -3,7 +3,9 @@
     python -m tasks.report --metrics metrics --out reports/summary
 
 Writes ``summary.md`` (what ``make demo`` prints), ``table.csv`` /
-``table.json`` (also a DVC plot source) and ``pareto.png``.
+``table.json`` (also a DVC plot source) and ``pareto.png``; with soak results
+(``metrics/soak/``) also the power section of ``summary.md`` and
+``soak_timeseries.png``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from greenpipe.io import atomic_write_bytes, read_json, write_json
 from greenpipe.params import Params
+from greenpipe.report.power import collect_soak, power_markdown, soak_timeseries_plot
 from greenpipe.report.summary import collect, markdown, pareto_plot
 from tasks._cli import run_stage
 
@@ -24,7 +27,8 @@ def report(params: Params, metrics: Path, out: Path) -> dict:
     baseline = read_json(metrics / "baseline.json") if (metrics / "baseline.json").exists() else None
     train = read_json(metrics / "train.json") if (metrics / "train.json").exists() else None
     size = params.deploy.input_size
-    text = markdown(rows, baseline, train, input_desc=f"1x3x{size}x{size} inputs")
+    soak = collect_soak(metrics)
+    text = markdown(rows, baseline, train, input_desc=f"1x3x{size}x{size} inputs", extra=power_markdown(soak))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "summary.md", text.encode())
     buf = io.StringIO()
@@ -35,7 +39,9 @@ def report(params: Params, metrics: Path, out: Path) -> dict:
     atomic_write_bytes(out / "table.csv", buf.getvalue().encode())
     write_json(out / "table.json", [r.to_dict() for r in rows])
     pareto_plot(rows, out / "pareto.png", params.report.pareto_x, params.report.pareto_y, baseline)
-    return {"rows": len(rows)}
+    if soak:
+        soak_timeseries_plot(soak, out / "soak_timeseries.png")
+    return {"rows": len(rows), "soak_rows": len(soak)}
 
 
 def main(argv: list[str] | None = None) -> None:

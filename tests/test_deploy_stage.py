@@ -56,12 +56,12 @@ def test_remote_device_needs_the_device_agent(compiled, tmp_path):
         deploy={
             "devices": {
                 "local": DeviceParams().model_dump(),
-                "zcu104-lab": {"kind": "zcu104", "target": "cpu", "runtime": "vart"},
+                "zcu104-lab": {"kind": "zcu104", "host": "zcu104-lab-1", "target": "cpu", "runtime": "vart"},
             }
         }
     )
     with pytest.raises(GreenpipeError) as err:
         deploy_stage(params, "ptq8", "zcu104-lab", ws.root / "compiled", ws.data, tmp_path)
-    assert "deploy.devices.zcu104-lab" in str(err.value) and "device-agent" in str(err.value)
+    assert "deploy.devices.zcu104-lab.host" in str(err.value) and "device agent" in str(err.value)
     with pytest.raises(GreenpipeError, match="--device gpu0: not in deploy.devices"):
         deploy_stage(params, "ptq8", "gpu0", ws.root / "compiled", ws.data, tmp_path)

@@ -38,6 +38,8 @@ def repo(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     with open(ROOT / "params.yaml") as f:
         params = tiny_params(yaml.safe_load(f))
+    # The DAG's shape, not every variant's training: the baseline and the DPU-numerics PTQ.
+    params["quantize"]["variants"] = {k: params["quantize"]["variants"][k] for k in ("fp32", "ptq8")}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], work)
     _run([sys.executable, "-m", "dvc", "init", "-q"], work)
@@ -58,6 +60,7 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
         "artifacts/compile/fp32/cpu/model.onnx",
         "metrics/deploy/ptq8-local.json",
         "metrics/deploy/fp32-local.json",
+        "metrics/soak/ptq8-local.json",
         "metrics/baseline.json",
         "reports/summary/summary.md",
         "reports/summary/pareto.png",
@@ -78,7 +81,7 @@ def test_ptq8_param_change_reruns_only_its_chain(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == ["compile@ptq8-cpu", "deploy@ptq8-local", "quantize@ptq8", "report"]
+    assert ran == ["compile@ptq8-cpu", "deploy@ptq8-local", "quantize@ptq8", "report", "soak@ptq8-local"]
 
 
 def test_prefect_flow_runs_every_stage_through_dvc(repo):

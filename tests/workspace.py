@@ -65,6 +65,7 @@ TINY_PARAMS_OVERRIDES = {
     "calib_dump": {"samples": 4, "crop": 32},
     "baseline": {"max_side": 32},
     "deploy": {"input_size": 32, "single_stream_s": 0.3, "offline_s": 0.3},
+    "soak": {"idle_s": 0.5, "warmup_s": 0.5, "duration_s": 2, "window_s": 1, "overhead_pairs": 0},
 }
 
 

@@ -84,8 +84,9 @@ def _fmt(v, spec: str = ".2f", none: str = "—") -> str:
     return format(v, spec)
 
 
-def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_desc: str = "") -> str:
-    """The summary the demo prints: table, classical baselines, provenance notes."""
+def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_desc: str = "",
+             extra: str = "") -> str:
+    """The summary the demo prints: table, classical baselines, ``extra`` sections, provenance notes."""
     lines = ["# greenpipe summary", ""]
     lines += [
         "| variant | device | PSNR dB | SSIM | drop vs fp32 dB | p90 ms | fps | model MB | DPU numerics | LoadGen |",
@@ -111,6 +112,8 @@ def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_d
         if train:
             lines.append(f"| UNet float (PyTorch, after training) | {_fmt(train.get('val_psnr'))} | {_fmt(train.get('val_ssim'), '.4f')} |")
         lines.append("")
+    if extra:  # further sections (the power soak) go before the provenance notes
+        lines += [extra.rstrip("\n"), ""]
     lines.append("Where the figures come from:")
     lines.append("")
     for src in sorted({r.source for r in rows}):
