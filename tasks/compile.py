@@ -16,8 +16,7 @@ from pathlib import Path
 
 from greenpipe.compile import TARGETS, CompileJob
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import write_json
-from greenpipe.params import Params, load_params
+from greenpipe.params import Params
 from tasks._cli import run_stage
 
 
@@ -60,13 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
-    def stage() -> None:
-        params = load_params(args.params)
-        write_json(
-            args.metrics, compile_stage(params, args.variant, args.target, args.quant, args.data, args.out)
-        )
-
-    run_stage(stage)
+    run_stage(
+        lambda params: compile_stage(params, args.variant, args.target, args.quant, args.data, args.out),
+        args.params,
+        args.metrics,
+    )
 
 
 if __name__ == "__main__":

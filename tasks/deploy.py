@@ -27,7 +27,7 @@ from greenpipe.compile import REPORT_FILE
 from greenpipe.data.prepared import center_crop
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json, write_image, write_json
-from greenpipe.params import Params, load_params
+from greenpipe.params import Params
 from greenpipe.recipes import get_recipe
 from greenpipe.runtime import load
 from tasks._cli import run_stage
@@ -140,13 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
-    def stage() -> None:
-        params = load_params(args.params)
-        write_json(
-            args.metrics, deploy_stage(params, args.variant, args.device, args.compiled, args.data, args.out)
-        )
-
-    run_stage(stage)
+    run_stage(
+        lambda params: deploy_stage(params, args.variant, args.device, args.compiled, args.data, args.out),
+        args.params,
+        args.metrics,
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from greenpipe.data.readers import Sample, detect_layout, load_rgb, read_samples
 from greenpipe.errors import DataError
 from greenpipe.io import write_image, write_json
 from greenpipe.metrics import psnr
-from greenpipe.params import Params, load_params
+from greenpipe.params import Params
 from tasks._cli import run_stage
 
 BUILTIN_TRAIN_REALISATIONS = 4
@@ -240,10 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
 
-    def stage() -> None:
-        write_json(args.metrics, ingest(load_params(args.params), args.raw, args.out))
-
-    run_stage(stage)
+    run_stage(lambda params: ingest(params, args.raw, args.out), args.params, args.metrics)
 
 
 if __name__ == "__main__":

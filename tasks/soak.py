@@ -33,7 +33,7 @@ import numpy as np
 from greenpipe.compile import REPORT_FILE
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json, write_json
-from greenpipe.params import DeviceParams, Params, load_params
+from greenpipe.params import DeviceParams, Params
 from greenpipe.power import available, open_meter
 from greenpipe.power.base import Meter
 from greenpipe.power.soak import Checkpoint, SoakPlan, run_soak, soak_key, summarize
@@ -215,12 +215,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="report what the checkpoint holds, marked partial, without running")
     args = ap.parse_args(argv)
 
-    def stage() -> None:
-        params = load_params(args.params)
-        write_json(args.metrics, soak_stage(params, args.variant, args.device, args.compiled, args.checkpoint,
-                                            args.out, args.report_partial))
-
-    run_stage(stage)
+    run_stage(
+        lambda params: soak_stage(params, args.variant, args.device, args.compiled, args.checkpoint, args.out,
+                                  args.report_partial),
+        args.params,
+        args.metrics,
+    )
 
 
 if __name__ == "__main__":

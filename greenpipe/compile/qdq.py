@@ -20,7 +20,6 @@ fixed-point model, only in a form ORT can execute with int8 kernels:
 
 from __future__ import annotations
 
-from collections import defaultdict
 
 import numpy as np
 import onnx
