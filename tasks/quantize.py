@@ -23,8 +23,9 @@ import torch
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import write_json
-from greenpipe.params import Params, load_params
+from greenpipe.params import Params
 from greenpipe.quant import CalibrationSet, parse_variant, quantize_variant
+from greenpipe.quant.context import QuantContext, quant_context
 from greenpipe.quant.artifact import REFERENCE_FILE, REPORT_FILE, write_reference
 from greenpipe.quant.export import EXPORT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_scales
 from greenpipe.recipes import get_recipe
@@ -73,7 +74,10 @@ def quantize_stage(
     calib = CalibrationSet(calib_dir, boundary)
 
     t_quant = time.perf_counter()
-    result = quantize_variant(variant, variants, model, calib)
+    context = QuantContext(data=data_dir, noise=params.ingest.noise, seed=params.base.seed, out=out,
+                           recipe=ckpt["recipe"], multiple=multiple, threads=params.base.threads)
+    with quant_context(context):  # what training variants (qat8, qat4, fastft8) read besides calibration
+        result = quantize_variant(variant, variants, model, calib)
     quant_s = time.perf_counter() - t_quant
 
     example = next(iter(calib))
@@ -147,12 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
-    def stage() -> None:
-        params = load_params(args.params)
-        metrics = quantize_stage(params, args.variant, args.model, args.calib, args.data, args.out)
-        write_json(args.metrics, metrics)
-
-    run_stage(stage)
+    run_stage(
+        lambda params: quantize_stage(params, args.variant, args.model, args.calib, args.data, args.out),
+        args.params,
+        args.metrics,
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from greenpipe.io import read_json
+from greenpipe.report.quant import bits_label
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Row:
     agreement_max_diff: float | None  # deployed artifact vs fake-quant model
     dpu_numerics: bool | None
     source: str
+    bits: str | None = None  # 'w8a8', 'w4a8' (greenpipe.report.quant.bits_label)
+    deployable_to_dpu: bool | None = None  # the Vitis AI compiler can take it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +74,8 @@ def collect(metrics: Path) -> list[Row]:
                 agreement_max_diff=_num(agreement, "max_abs_diff"),
                 dpu_numerics=quant.get("dpu_numerics"),
                 source=str(d.get("source", "unknown")),
+                bits=bits_label(quant.get("bits")),
+                deployable_to_dpu=quant.get("deployable_to_dpu"),
             )
         )
     return rows
@@ -89,14 +94,16 @@ def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_d
     """The summary the demo prints: table, classical baselines, ``extra`` sections, provenance notes."""
     lines = ["# greenpipe summary", ""]
     lines += [
-        "| variant | device | PSNR dB | SSIM | drop vs fp32 dB | p90 ms | fps | model MB | DPU numerics | LoadGen |",
-        "|---|---|---:|---:|---:|---:|---:|---:|:-:|:-:|",
+        "| variant | device | PSNR dB | SSIM | drop vs fp32 dB | p90 ms | fps | model MB | DPU numerics | bits "
+        "| deployable to DPU | LoadGen |",
+        "|---|---|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|:-:|",
     ]
     for r in sorted(rows, key=lambda r: (r.device, r.variant != "fp32", r.variant)):
         valid = {True: "VALID", False: "INVALID", None: "—"}[r.loadgen_valid]
         lines.append(
             f"| {r.variant} | {r.device} | {_fmt(r.psnr)} | {_fmt(r.ssim, '.4f')} | {_fmt(r.drop_db, '+.2f')} "
-            f"| {_fmt(r.p90_ms)} | {_fmt(r.fps, '.1f')} | {_fmt(r.model_mb, '.3f')} | {_fmt(r.dpu_numerics)} | {valid} |"
+            f"| {_fmt(r.p90_ms)} | {_fmt(r.fps, '.1f')} | {_fmt(r.model_mb, '.3f')} | {_fmt(r.dpu_numerics)} "
+            f"| {r.bits or '—'} | {_fmt(r.deployable_to_dpu)} | {valid} |"
         )
     lines.append("")
     if baseline:

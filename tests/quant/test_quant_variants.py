@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from greenpipe.compile.onnx_cpu import build
-from greenpipe.errors import ParamsError
+from greenpipe.errors import ParamsError, ToolchainMissing
 from greenpipe.quant import VARIANTS, parse_variant, quantize_variant
+from greenpipe.quant.context import QuantContext, quant_context
 from greenpipe.quant.export import EXPORT_OPSET, export_onnx, onnx_scales
 from greenpipe.runtime.ort import OrtRunner
 from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.workspace import make_prepared
 
 TOLERANCE = 2.0**-7  # compile.targets.cpu.agreement_tolerance: one LSB of an int8 output at fix_point 7
 
@@ -23,9 +25,25 @@ def _fake_quant(model, x: torch.Tensor) -> np.ndarray:
     return getattr(out, "value", out).numpy()
 
 
+# Keys that keep the training variants to a few steps on the tiny model; every
+# other variant runs its defaults.
+TINY_CONFIGS = {
+    "fastft8": {"iterations": 5, "batch_size": 2},
+    "qat8": {"steps": 3, "batch_size": 2, "crop": 32},
+    "qat4": {"steps": 3, "batch_size": 2, "crop": 32},
+    "vitis_qat": {"steps": 3, "batch_size": 2, "crop": 32},
+}
+
+
 @pytest.mark.parametrize("name", VARIANTS.names())
 def test_variant_deploys_and_agrees_with_fake_quant(name, tmp_path):
-    result = quantize_variant(name, {name: {}}, tiny_unet(), calib_batches())
+    # The stage context gives QAT its train split (a tiny prepared dataset).
+    ctx = QuantContext(data=make_prepared(tmp_path / "data", size=48), seed=0, out=tmp_path / "quant", multiple=4)
+    try:
+        with quant_context(ctx):
+            result = quantize_variant(name, {name: TINY_CONFIGS.get(name, {})}, tiny_unet(), calib_batches())
+    except ToolchainMissing as missing:
+        pytest.skip(f"{name}: toolchain not installed here: {str(missing).split('. ')[0]}")
     exported = export_onnx(result.model, calib_batches(1)[0], tmp_path)
     compiled, _ = build(onnx.load(exported), EXPORT_OPSET)
     onnx.save(compiled, tmp_path / "deployed.onnx")

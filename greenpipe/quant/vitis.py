@@ -1,0 +1,286 @@
+"""Variants ``vitis_ptq``, ``vitis_fastft``, ``vitis_qat``: adapters over AMD's vai_q_pytorch.
+
+They follow vai_q_pytorch's documented call sequence (Vitis AI 3.0 user
+guide, UG1414, "vai_q_pytorch"), so the xmodel the Vitis compiler takes
+comes from AMD's own quantizer rather than greenpipe's Brevitas emulation:
+
+* ``vitis_ptq``: ``torch_quantizer("calib", model, (dummy,), output_dir, device)``,
+  forward the calibration batches through ``quantizer.quant_model``,
+  ``export_quant_config()``; then ``torch_quantizer("test", ...)``, one
+  forward, ``export_xmodel(output_dir, deploy_check=False)`` (and
+  ``export_onnx_model`` when this vai_q_pytorch has it);
+* ``vitis_fastft``: as ``vitis_ptq`` plus ``quantizer.fast_finetune(evaluate,
+  (quant_model, batches, loss))`` in calib mode and ``load_ft_param()`` in
+  test mode (AdaQuant-style fast finetune);
+* ``vitis_qat``: ``QatProcessor(model, (dummy,), bitwidth=8)``,
+  ``trainable_model()``, train (L1 on random train crops, as qat8),
+  ``to_deployable(model, output_dir)``, ``export_xmodel(output_dir)``.
+
+``pytorch_nndct`` is not on PyPI: these run only inside the Vitis AI 3.0
+container (PyTorch flavour), which targets the VCK5000 and ZCU104 DPUs.
+Elsewhere they raise :class:`~greenpipe.errors.ToolchainMissing` saying so.
+They are off by default; to enable them, add to params.yaml and run inside
+the container (``infra/vitis/run.sh dvc repro quantize@vitis_ptq``)::
+
+    quantize:
+      variants:
+        vitis_ptq:
+          calib_batches: 32        # 0 = all of the calibration dump
+        vitis_fastft:
+          calib_batches: 32
+          ft_batches: 16           # calibration batches fast_finetune optimizes on
+        vitis_qat:
+          steps: {quick: 150, full: 4000}
+          batch_size: 8
+          crop: {quick: 64, full: 128}
+          lr: 0.0001
+
+:func:`call_plan` is the pure description of what each variant calls (tested
+without the library); :func:`discover_outputs` finds what vai_q_pytorch
+wrote (``<Model>_int.xmodel``, ``quant_info.json``, ...).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from greenpipe.errors import GreenpipeError, ToolchainMissing
+from greenpipe.quant import dpu
+from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.context import require_context
+
+MODULE = "pytorch_nndct"
+VITIS_VARIANTS = ("vitis_ptq", "vitis_fastft", "vitis_qat")
+OUTPUT_DIR = "vai_q_output"  # inside the quantize stage's output directory
+
+
+def missing_message(variant: str) -> str:
+    """The exact ToolchainMissing text for ``variant`` (tests check it word for word)."""
+    return (
+        f"variant {variant} needs the Python module {MODULE!r} (vai_q_pytorch, AMD's Vitis AI quantizer), "
+        "which is not importable here. It is not on PyPI: the vitis_* variants run only inside the "
+        "Vitis AI 3.0 container (PyTorch flavour; VCK5000 and ZCU104 DPUs). Run there: "
+        f"`infra/vitis/run.sh dvc repro quantize@{variant}`. Check: `python -c \"import {MODULE}\"`."
+    )
+
+
+def load_toolchain(variant: str) -> Any:
+    """Import pytorch_nndct or raise ToolchainMissing with :func:`missing_message`."""
+    try:
+        import pytorch_nndct  # noqa: F401
+        from pytorch_nndct import apis
+    except ImportError:
+        raise ToolchainMissing(missing_message(variant)) from None
+    return pytorch_nndct, apis
+
+
+class VitisPtqConfig(VariantConfig):
+    calib_batches: int = Field(0, ge=0)  # 0 = every sample of the calibration dump
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+class VitisFastftConfig(VitisPtqConfig):
+    ft_batches: int = Field(16, ge=1)
+
+
+class VitisQatConfig(VariantConfig):
+    steps: int = Field(150, ge=1)
+    batch_size: int = Field(8, ge=1)
+    crop: int = Field(64, ge=16)
+    lr: float = Field(1e-4, gt=0, le=1)
+    fresh_noise: bool = True
+    bitwidth: Literal[8] = 8  # the DPU's; QatProcessor takes other widths, the DPU does not
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One step of a plan: ``what`` names the API (``torch_quantizer``, ``quantizer.export_xmodel``, ...)."""
+
+    what: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def call_plan(variant: str, config: VariantConfig, output_dir: Path, input_shape: tuple[int, ...],
+              calib_count: int) -> list[Call]:
+    """The vai_q_pytorch calls ``variant`` makes, in order, with their arguments (pure; no import)."""
+    out = str(output_dir)
+    dummy = {"dummy_input_shape": tuple(input_shape)}
+    if variant == "vitis_qat":
+        assert isinstance(config, VitisQatConfig)
+        return [
+            Call("QatProcessor", {**dummy, "bitwidth": config.bitwidth}),
+            Call("qat_processor.trainable_model", {}),
+            Call("train", {"steps": config.steps, "batch_size": config.batch_size, "crop": config.crop,
+                           "lr": config.lr, "loss": "l1"}),
+            Call("qat_processor.to_deployable", {"output_dir": out}),
+            Call("qat_processor.export_xmodel", {"output_dir": out}),
+        ]
+    if variant not in ("vitis_ptq", "vitis_fastft"):
+        raise GreenpipeError(f"{variant}: not a Vitis variant (expected one of {', '.join(VITIS_VARIANTS)})")
+    batches = calib_count if config.calib_batches == 0 else min(config.calib_batches, calib_count)
+    quantizer = {**dummy, "output_dir": out, "device": config.device}
+    plan = [Call("torch_quantizer", {"quant_mode": "calib", **quantizer}),
+            Call("forward", {"model": "quantizer.quant_model", "batches": batches})]
+    if variant == "vitis_fastft":
+        plan.append(Call("quantizer.fast_finetune", {"evaluate": "forward + l1 vs float", "batches":
+                                                      min(config.ft_batches, batches)}))
+    plan += [Call("quantizer.export_quant_config", {}),
+             Call("torch_quantizer", {"quant_mode": "test", **quantizer})]
+    if variant == "vitis_fastft":
+        plan.append(Call("quantizer.load_ft_param", {}))
+    plan += [Call("forward", {"model": "quantizer.quant_model", "batches": 1}),
+             Call("quantizer.export_xmodel", {"output_dir": out, "deploy_check": False}),
+             Call("quantizer.export_onnx_model", {"output_dir": out, "optional": True})]
+    return plan
+
+
+@dataclass(frozen=True)
+class VitisOutputs:
+    xmodel: Path
+    quant_config: Path | None
+    onnx: Path | None
+    files: tuple[str, ...]
+
+
+def discover_outputs(output_dir: Path) -> VitisOutputs:
+    """Find what vai_q_pytorch wrote in ``output_dir``: ``<Model>_int.xmodel``, ``quant_info.json``, ``*_int.onnx``."""
+    output_dir = Path(output_dir)
+    files = tuple(sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())) \
+        if output_dir.is_dir() else ()
+    xmodels = sorted(output_dir.rglob("*_int.xmodel")) or sorted(output_dir.rglob("*.xmodel"))
+    if not xmodels:
+        raise GreenpipeError(
+            f"{output_dir}: vai_q_pytorch wrote no .xmodel (files: {', '.join(files) or 'none'}); "
+            "the export step failed: see the quantizer's log above"
+        )
+    if len(xmodels) > 1:
+        raise GreenpipeError(
+            f"{output_dir}: several xmodels ({', '.join(p.name for p in xmodels)}); empty the directory and rerun"
+        )
+    configs = sorted(output_dir.rglob("quant_info.json"))
+    onnx = sorted(output_dir.rglob("*_int.onnx"))
+    return VitisOutputs(xmodel=xmodels[0], quant_config=configs[0] if configs else None,
+                        onnx=onnx[0] if onnx else None, files=files)
+
+
+def _forward(model: nn.Module, batches: list[torch.Tensor], device: str) -> None:
+    with torch.no_grad():
+        for x in batches:
+            model(x.to(device))
+
+
+def _run_ptq(variant: str, model: nn.Module, batches: list[torch.Tensor], config: VitisPtqConfig,
+             output_dir: Path) -> nn.Module:
+    _, apis = load_toolchain(variant)
+    device = torch.device(config.device)
+    plan = call_plan(variant, config, output_dir, tuple(batches[0].shape), len(batches))
+    calib = batches[: next(c.kwargs["batches"] for c in plan if c.what == "forward")]
+    dummy = torch.randn(*batches[0].shape)
+    model = model.to(device).eval()
+    quantizer = apis.torch_quantizer("calib", model, (dummy,), output_dir=str(output_dir), device=device)
+    _forward(quantizer.quant_model, calib, config.device)
+    if variant == "vitis_fastft":
+        reference = [model(x.to(device)).detach() for x in calib[: config.ft_batches]]
+
+        def evaluate(quant_model, loader, loss_fn):
+            with torch.no_grad():
+                for x, y in loader:
+                    loss_fn(quant_model(x), y)
+
+        pairs = list(zip(calib[: config.ft_batches], reference))
+        quantizer.fast_finetune(evaluate, (quantizer.quant_model, pairs, torch.nn.functional.l1_loss))
+    quantizer.export_quant_config()
+    quantizer = apis.torch_quantizer("test", model, (dummy,), output_dir=str(output_dir), device=device)
+    if variant == "vitis_fastft":
+        quantizer.load_ft_param()
+    _forward(quantizer.quant_model, calib[:1], config.device)
+    quantizer.export_xmodel(output_dir=str(output_dir), deploy_check=False)
+    if hasattr(quantizer, "export_onnx_model"):
+        quantizer.export_onnx_model(output_dir=str(output_dir))
+    return quantizer.quant_model
+
+
+def _run_qat(model: nn.Module, batches: list[torch.Tensor], config: VitisQatConfig, output_dir: Path) -> nn.Module:
+    load_toolchain("vitis_qat")
+    from pytorch_nndct import QatProcessor
+
+    from greenpipe.quant.qat8 import _train_pairs
+    from tasks.train import random_batch
+
+    ctx = require_context("vitis_qat", "the train split and ingest.noise")
+    dummy = torch.randn(*batches[0].shape)
+    qat_processor = QatProcessor(model, (dummy,), bitwidth=config.bitwidth)
+    trainable = qat_processor.trainable_model()
+    pairs = _train_pairs(ctx, config.crop)
+    import numpy as np
+
+    rng = np.random.default_rng([ctx.seed, 7])
+    opt = torch.optim.Adam(trainable.parameters(), lr=config.lr)
+    trainable.train()
+    for _ in range(config.steps):
+        noisy, clean = random_batch(pairs, rng, config.batch_size, config.crop,
+                                    ctx.noise if config.fresh_noise else None)
+        loss = torch.nn.functional.l1_loss(trainable(noisy), clean)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    deployable = qat_processor.to_deployable(trainable, str(output_dir))
+    qat_processor.export_xmodel(str(output_dir))
+    return deployable
+
+
+def _quantize(variant: str, model: nn.Module, calib: Iterable[torch.Tensor], config: VariantConfig) -> QuantResult:
+    load_toolchain(variant)  # fail before any work, with the exact message
+    ctx = require_context(variant, "an output directory for vai_q_pytorch's files")
+    output_dir = (ctx.out or Path(".")) / OUTPUT_DIR
+    output_dir.mkdir(parents=True, exist_ok=True)
+    batches = list(calib)
+    t0 = time.perf_counter()
+    if variant == "vitis_qat":
+        qm = _run_qat(model, batches, config, output_dir)  # type: ignore[arg-type]
+    else:
+        qm = _run_ptq(variant, model, batches, config, output_dir)  # type: ignore[arg-type]
+    found = discover_outputs(output_dir)
+    plan = call_plan(variant, config, output_dir, tuple(batches[0].shape), len(batches))
+    return QuantResult(
+        model=qm.eval(),
+        dpu_numerics=True,  # vai_q_pytorch's fix_point: int8 per-tensor pow2, what the DPU computes
+        deployable_to_dpu=True,
+        bits=dict(dpu.DPU_BITS),
+        report={
+            "calibration": {"activations": "vai_q_pytorch (its own method)", "batches": len(batches)},
+            "toolchain": "vai_q_pytorch (pytorch_nndct), Vitis AI 3.0",
+            "calls": [{"what": c.what, **c.kwargs} for c in plan],
+            "xmodel": str(found.xmodel),
+            "quant_config": None if found.quant_config is None else str(found.quant_config),
+            "vitis_onnx": None if found.onnx is None else str(found.onnx),
+            "vitis_files": list(found.files),
+            "vitis_wall_s": time.perf_counter() - t0,
+        },
+    )
+
+
+@register_variant("vitis_ptq", VitisPtqConfig)
+def quantize_ptq(model: nn.Module, calib: Iterable[torch.Tensor], config: VitisPtqConfig) -> QuantResult:
+    """vai_q_pytorch post-training quantization (calib, then test mode and xmodel export)."""
+    return _quantize("vitis_ptq", model, calib, config)
+
+
+@register_variant("vitis_fastft", VitisFastftConfig)
+def quantize_fastft(model: nn.Module, calib: Iterable[torch.Tensor], config: VitisFastftConfig) -> QuantResult:
+    """vai_q_pytorch PTQ with its fast finetune (AdaQuant) before export."""
+    return _quantize("vitis_fastft", model, calib, config)
+
+
+@register_variant("vitis_qat", VitisQatConfig)
+def quantize_qat(model: nn.Module, calib: Iterable[torch.Tensor], config: VitisQatConfig) -> QuantResult:
+    """vai_q_pytorch QatProcessor: trainable model, L1 training on train crops, deployable + xmodel."""
+    return _quantize("vitis_qat", model, calib, config)
