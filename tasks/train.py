@@ -68,7 +68,8 @@ def random_batch(
     """Random aligned crops with flips / rot90 -> (noisy, clean), each (B, 3, crop, crop).
 
     ``pairs`` holds (clean, noisy, synthetic); with ``noise`` given, synthetic
-    samples get a fresh noise draw per crop instead of their stored one.
+    samples get their channels permuted and a fresh noise draw per crop instead
+    of their stored noise.
     """
     noisy_b, clean_b = [], []
     for _ in range(batch):
@@ -77,6 +78,9 @@ def random_batch(
         top, left = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
         c = clean[top : top + crop, left : left + crop]
         if noise is not None and synthetic:
+            # Colour diversity a handful of photos lacks: permute the channels of the
+            # target before the noise is drawn on it (noise follows the new colours).
+            c = np.ascontiguousarray(c[..., rng.permutation(3)])
             n = fresh_noise(c, rng, noise)
         else:
             n = noisy[top : top + crop, left : left + crop]
