@@ -206,7 +206,7 @@ def test_report_carries_the_soak_section_plot_and_refusal(tmp_path):
     assert result["soak_rows"] == 2 and "## Power soak" in md
     assert "| ptq8 | local | 95.0 | 1.00 | 21.0 (est.) |" in md and "| fp32 | local partial |" in md
     assert md.count("**ESTIMATE**, not a measurement") == 2 and ESTIMATE_LABEL + ": test" in md
-    assert "ptq8@local vs fp32@local: **not computed**" in md and "was not measured" in md
+    assert "**not computed** for any pair: power of fp32@local, ptq8@local comes from an estimate" in md
     assert md.index("## Power soak") < md.index("Where the figures come from")
     assert (tmp_path / "out" / "soak_timeseries.png").read_bytes()[:4] == b"\x89PNG"
 

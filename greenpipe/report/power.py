@@ -158,8 +158,15 @@ def power_markdown(rows: list[SoakRow]) -> str:
         lines.append(f"- {meter}: {what}")
     lines += ["", "Savings at 24/7 load, equal throughput (the slower one's fps), from measured figures only:", ""]
     pairs = list(itertools.combinations(sorted(rows, key=lambda r: r.label), 2))
+    estimated = sorted(r.label for r in rows if not r.measured)
     if not pairs:
         lines.append("- not computed: one soak result only; a projection needs two")
+    elif len(estimated) >= len(rows) - 1:  # no pair has two measured results: one line says why
+        lines.append(
+            f"- **not computed** for any pair: power of {', '.join(estimated)} comes from an estimate, "
+            "not a meter; a projection needs two results measured by meters of the same scope"
+        )
+        pairs = []
     for x, y in pairs:
         a, b = (x, y) if (x.mj_per_inference or math.inf) <= (y.mj_per_inference or math.inf) else (y, x)
         s = savings(a, b)
