@@ -42,9 +42,10 @@ def stages(root: str | Path = ".") -> list[StageInfo]:
         order = [s for s in reversed(list(nx.topological_sort(graph))) if id(s) in keep]
         infos = []
         for stage in order:
-            deps = tuple(sorted(p.addressing for p in graph.successors(stage) if id(p) in keep))
+            # `name`, not `addressing`: the latter is relative to the current directory.
+            deps = tuple(sorted(p.name for p in graph.successors(stage) if id(p) in keep))
             outs = tuple(str(Path(o.fs_path).relative_to(root)) for o in stage.outs)
-            infos.append(StageInfo(stage.addressing, outs, deps))
+            infos.append(StageInfo(stage.name, outs, deps))
         return infos
     finally:
         repo.close()
