@@ -85,7 +85,11 @@ def summary(path: Path = typer.Argument(Path("reports/summary/summary.md"))) -> 
 
     if not path.exists():
         _fail(GreenpipeError(f"{path}: no report yet; run `dvc repro` (or `make demo`) first"))
-    console.print(Markdown(path.read_text()))
+    text = path.read_text()
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:  # a log or a pipe: the plain markdown keeps every column
+        print(text, end="")
 
 
 def check_params(path: Path) -> "Params":  # noqa: F821

@@ -11,7 +11,7 @@ from greenpipe.io import read_image, write_image
 from greenpipe.recipes.denoise import denoise_tiled
 from tasks.compile import compile_stage
 from tasks.quantize import quantize_stage
-from tests.conftest_pipeline import make_workspace
+from tests.stage_fixtures import make_workspace
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ from greenpipe.io import read_json
 from greenpipe.quant.artifact import REFERENCE_FILE, write_reference
 from tasks.compile import compile_stage
 from tasks.quantize import quantize_stage
-from tests.conftest_pipeline import make_workspace
+from tests.stage_fixtures import make_workspace
 
 
 @pytest.fixture(scope="module")

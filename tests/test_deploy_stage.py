@@ -11,7 +11,7 @@ from greenpipe.params import DeviceParams
 from tasks.compile import compile_stage
 from tasks.deploy import deploy_stage
 from tasks.quantize import quantize_stage
-from tests.conftest_pipeline import make_workspace, stage_params
+from tests.stage_fixtures import make_workspace, stage_params
 
 
 @pytest.fixture(scope="module")

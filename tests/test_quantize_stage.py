@@ -11,7 +11,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
 from greenpipe.quant.artifact import read_quant_artifact
 from tasks.quantize import main, quantize_stage
-from tests.conftest_pipeline import make_workspace
+from tests.stage_fixtures import make_workspace
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from greenpipe.store import ArtifactStore
 from tasks.compile import compile_stage
 from tasks.quantize import quantize_stage
 from tasks.soak import SERIES_FILE, soak_stage
-from tests.conftest_pipeline import ROOT, make_workspace, stage_params, tiny_params
+from tests.stage_fixtures import ROOT, make_workspace, stage_params, tiny_params
 
 SOAK = {"idle_s": 0.3, "warmup_s": 0.5, "duration_s": 1.5, "window_s": 0.5, "sample_hz": 20,
         "overhead_pairs": 2, "overhead_block_s": 0.2}

@@ -310,7 +310,9 @@ def run_soak(load_workload: Callable[[], RunOnce], meter: Meter, plan: SoakPlan,
             record = {"kind": "window", "phase": "measure", "index": index, **record}
             checkpoint.append(record)
             emit(record)
-            watts = "—" if record["avg_w"] is None else f"{record['avg_w']:.1f} W"
+            info = meter.describe()
+            kind = "measured" if info.measured else "ESTIMATE"
+            watts = "—" if record["avg_w"] is None else f"{record['avg_w']:.1f} W ({kind}, {info.name} meter)"
             say(f"window {index + 1}/{plan.n_windows}: {record['fps']:.1f} fps, {watts}")
     finally:
         sampler.stop()

@@ -163,8 +163,9 @@ def pareto_plot(rows: list[Row], path: Path, x: str = "p90_ms", y: str = "psnr",
     for device in sorted({r.device for r in pts}):
         sel = [r for r in pts if r.device == device]
         ax.scatter([getattr(r, x) for r in sel], [getattr(r, y) for r in sel], s=50, label=device, zorder=3)
-        for r in sel:
-            ax.annotate(r.variant, (getattr(r, x), getattr(r, y)), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        for k, r in enumerate(sorted(sel, key=lambda r: getattr(r, x))):  # alternate sides: close points stay legible
+            ax.annotate(r.variant, (getattr(r, x), getattr(r, y)), textcoords="offset points",
+                        xytext=(6, 5) if k % 2 == 0 else (6, -13), fontsize=9)
     front = pareto_front(pts, x, y)
     if len(front) > 1:
         ax.plot([getattr(r, x) for r in front], [getattr(r, y) for r in front], "--", color="gray", lw=1,

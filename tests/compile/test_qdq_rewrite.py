@@ -14,7 +14,7 @@ from greenpipe.compile.qdq import to_ort_qdq
 from greenpipe.quant import quantize_variant
 from greenpipe.quant.export import EXPORT_OPSET, export_onnx
 from greenpipe.runtime.ort import OrtRunner
-from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, tiny_unet
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from greenpipe.quant import VARIANTS, parse_variant, quantize_variant
 from greenpipe.quant.context import QuantContext, quant_context
 from greenpipe.quant.export import EXPORT_OPSET, export_onnx, onnx_scales
 from greenpipe.runtime.ort import OrtRunner
-from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, tiny_unet
 from tests.workspace import make_prepared
 
 TOLERANCE = 2.0**-7  # compile.targets.cpu.agreement_tolerance: one LSB of an int8 output at fix_point 7

@@ -11,7 +11,7 @@ from greenpipe.quant.export import export_onnx
 from greenpipe.report.quant import bits_label, layer_sqnr, sensitivity, sensitivity_markdown, sensitivity_plot, val_crops
 from greenpipe.report.summary import Row
 from greenpipe.io import write_json
-from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, tiny_unet
 from tests.workspace import make_prepared
 
 

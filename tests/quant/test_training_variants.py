@@ -9,7 +9,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.quant import quantize_variant
 from greenpipe.quant.context import QuantContext, quant_context
 from greenpipe.quant.qat8 import Qat8Config, run_qat
-from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, tiny_unet
 from tests.workspace import make_prepared
 
 QAT = {"steps": 6, "batch_size": 2, "crop": 32, "save_every": 3}

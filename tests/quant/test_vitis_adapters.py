@@ -19,7 +19,7 @@ from greenpipe.quant.vitis import (
     discover_outputs,
     missing_message,
 )
-from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, tiny_unet
 
 HAS_NNDCT = importlib.util.find_spec("pytorch_nndct") is not None
 

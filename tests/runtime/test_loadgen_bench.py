@@ -10,7 +10,7 @@ from greenpipe.bench.loadgen import benchmark, make_samples, parse_detail_log, r
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant.export import export_onnx
 from greenpipe.runtime import load
-from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, tiny_unet
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant.export import export_onnx
 from greenpipe.runtime import load
-from tests.conftest_pipeline import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, tiny_unet
 
 
 def test_ort_runner_matches_torch_and_describes_itself(tmp_path):
