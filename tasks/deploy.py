@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from greenpipe.bench.loadgen import benchmark
-from greenpipe.compile import REPORT_FILE
+from greenpipe.compile import compiled_artifact
 from greenpipe.data.prepared import center_crop
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import read_json, write_image, write_json
+from greenpipe.io import write_image, write_json
 from greenpipe.params import Params
 from greenpipe.recipes import get_recipe
 from greenpipe.runtime import load
@@ -56,15 +56,7 @@ def deploy_stage(
             "worker on that host that receives the artifact and reports back), which this version does not "
             "have yet; set host: local to run the device in this process"
         )
-    target_dir = Path(compiled_dir) / dev.target
-    report_path = target_dir / REPORT_FILE
-    if not report_path.exists():
-        raise GreenpipeError(
-            f"{report_path}: missing; compile {variant} for target {dev.target!r} first "
-            f"(dvc repro compile, or python -m tasks.compile --variant {variant} --target {dev.target} ...)"
-        )
-    compiled = read_json(report_path)
-    artifact = target_dir / compiled["artifact"]
+    compiled, artifact = compiled_artifact(compiled_dir, variant, dev.target)
     runner = load(dev.runtime, artifact, params.base.threads, dev.batch)
     desc = {**runner.describe(), "device": device, "kind": dev.kind, "target": dev.target}
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from greenpipe.compile import REPORT_FILE
+from greenpipe.compile import compiled_artifact
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import read_json, write_json
+from greenpipe.io import write_json
 from greenpipe.params import DeviceParams, Params
 from greenpipe.power import available, open_meter
 from greenpipe.power.base import Meter
@@ -140,15 +140,7 @@ def soak_stage(params: Params, variant: str, device: str, compiled_dir: Path, ch
         write_json(Path(out) / "partial.json", metrics)
         return metrics
 
-    target_dir = Path(compiled_dir) / dev.target
-    report_path = target_dir / REPORT_FILE
-    if not report_path.exists():
-        raise GreenpipeError(
-            f"{report_path}: missing; compile {variant} for target {dev.target!r} first "
-            f"(dvc repro compile, or python -m tasks.compile --variant {variant} --target {dev.target} ...)"
-        )
-    compiled = read_json(report_path)
-    artifact = target_dir / compiled["artifact"]
+    compiled, artifact = compiled_artifact(compiled_dir, variant, dev.target)
     n = params.deploy.input_size
     if n % compiled["multiple"]:
         raise GreenpipeError(f"deploy.input_size = {n}: must be a multiple of {compiled['multiple']} for this model")

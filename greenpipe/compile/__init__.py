@@ -6,6 +6,6 @@ QCDQ -> ORT-fusible QDQ rewrite the ``onnx`` format uses.
 """
 
 from greenpipe.compile import onnx_cpu  # noqa: F401  (registers format "onnx")
-from greenpipe.compile.base import REPORT_FILE, TARGETS, CompileJob
+from greenpipe.compile.base import REPORT_FILE, TARGETS, CompileJob, compiled_artifact
 
-__all__ = ["REPORT_FILE", "TARGETS", "CompileJob"]
+__all__ = ["REPORT_FILE", "TARGETS", "CompileJob", "compiled_artifact"]

@@ -35,3 +35,22 @@ class CompileJob:
 Compiler = Callable[[CompileJob], dict]
 
 TARGETS: Registry[Compiler] = Registry("compile target format")
+
+
+def compiled_artifact(compiled_dir: Path, variant: str, target: str) -> tuple[dict, Path]:
+    """(compile report, artifact path) of ``variant`` compiled for ``target`` under ``compiled_dir``.
+
+    Raises GreenpipeError saying which compile to run when it is not there.
+    """
+    from greenpipe.errors import GreenpipeError
+    from greenpipe.io import read_json
+
+    target_dir = Path(compiled_dir) / target
+    report_path = target_dir / REPORT_FILE
+    if not report_path.exists():
+        raise GreenpipeError(
+            f"{report_path}: missing; compile {variant} for target {target!r} first "
+            f"(dvc repro compile@{variant}-{target}, or python -m tasks.compile --variant {variant} --target {target} ...)"
+        )
+    compiled = read_json(report_path)
+    return compiled, target_dir / compiled["artifact"]

@@ -26,6 +26,7 @@ from torch import nn
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant import dpu
 from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.export import is_quantized
 
 
 class Ptq8Config(VariantConfig):
@@ -34,16 +35,10 @@ class Ptq8Config(VariantConfig):
     bias_correction: bool = True
 
 
-def _is_quantized(model: nn.Module) -> bool:
-    from brevitas.nn.mixin.base import QuantLayerMixin
-
-    return any(isinstance(m, QuantLayerMixin) for m in model.modules())
-
-
 @register_variant("ptq8", Ptq8Config)
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Ptq8Config) -> QuantResult:
     """Quantize a float ``model``; ``calib`` is iterated once, twice with bias correction."""
-    if _is_quantized(model):
+    if is_quantized(model):
         raise GreenpipeError(
             "ptq8 quantizes a float model, but it was given an already-quantized one; "
             "point its `start_from:` at a float variant (or remove it)"
