@@ -12,9 +12,9 @@ start=$(date +%s)
 make demo
 mid=$(date +%s)
 t0=$(date +%s.%N)
-PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 dvc repro >/tmp/greenpipe-second-repro.log 2>&1
+PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 dvc repro >"$work/second-repro.log" 2>&1
 t1=$(date +%s.%N)
 echo
 echo "fresh clone -> make demo -> summary: $((mid - start)) s wall (installs included)"
-echo "second dvc repro, nothing changed: $(python3 -c "print(round($t1 - $t0, 2))") s; stages run: $(grep -c '^Running stage' /tmp/greenpipe-second-repro.log || true)"
+echo "second dvc repro, nothing changed: $(python3 -c "print(round($t1 - $t0, 2))") s; stages run: $(grep -c '^Running stage' "$work/second-repro.log" || true)"
 echo "clone left at $work/greenpipe"
