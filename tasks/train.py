@@ -34,6 +34,7 @@ from greenpipe.metrics import psnr, ssim
 from greenpipe.params import NoiseParams, Params
 from greenpipe.recipes import get_recipe
 from greenpipe.recipes.denoise import denoise_image
+from greenpipe.resume import load_state, save_state, save_torch
 from tasks._cli import run_stage
 
 
@@ -111,14 +112,6 @@ def _run_key(params: Params, fingerprint: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _save(path: Path, obj: dict) -> None:
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path | None = None) -> dict:
     """Train the recipe's model; write ``out/checkpoint.pt`` and the curve CSV; return metrics."""
     tp = params.train
@@ -149,15 +142,9 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
     fresh = params.ingest.noise if tp.fresh_noise else None
     rows: list[dict] = []
     start_epoch, resumed_from = 0, None
-    if resume_state is not None and resume_state.exists():
-        state = torch.load(resume_state, map_location="cpu", weights_only=False)
-        if state.get("key") == key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            rows, start_epoch, resumed_from = state["rows"], state["epoch"], state["epoch"]
+    state = load_state(resume_state, key, model, opt, sched, rng)
+    if state is not None:
+        rows, start_epoch, resumed_from = state["rows"], state["epoch"], state["epoch"]
 
     t0 = time.perf_counter()
     model.train()
@@ -184,16 +171,13 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
             rows.append({"step": (epoch + 1) * tp.steps_per_epoch, "epoch": epoch + 1,
                          "loss": float(np.mean(losses)), "val_psnr": val_psnr, "lr": sched.get_last_lr()[0]})
             if resume_state is not None:
-                _save(resume_state, {"key": key, "epoch": epoch + 1, "model": model.state_dict(),
-                                     "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                                     "rows": rows})
+                save_state(resume_state, key, model, opt, sched, rng, epoch=epoch + 1, rows=rows)
     wall = time.perf_counter() - t0
 
     final_psnr, final_ssim = _validate(model, val_pairs, multiple, 0)
     noisy_psnr = float(np.mean([psnr(c, n) for c, n in val_pairs]))
     out.mkdir(parents=True, exist_ok=True)
-    _save(out / "checkpoint.pt", {"recipe": recipe.name, "model_args": model_args,
+    save_torch(out / "checkpoint.pt", {"recipe": recipe.name, "model_args": model_args,
                                   "state_dict": model.state_dict(), "data_fingerprint": fingerprint,
                                   "params": {"train": tp.model_dump(), "seed": params.base.seed}})
     curve.parent.mkdir(parents=True, exist_ok=True)

@@ -86,3 +86,14 @@ def calib_batches(count: int = 4, size: int = 32, seed: int = 0) -> list:
 
     gen = torch.Generator().manual_seed(seed)
     return [torch.rand(1, 3, size, size, generator=gen) for _ in range(count)]
+
+
+def compiled_ptq8(root: Path):
+    """A workspace whose ptq8 variant is quantized and compiled for cpu (``root/compiled/cpu``)."""
+    from tasks.compile import compile_stage
+    from tasks.quantize import quantize_stage
+
+    ws = make_workspace(root)
+    quantize_stage(ws.params, "ptq8", ws.model, ws.calib, ws.data, ws.root / "quant")
+    compile_stage(ws.params, "ptq8", "cpu", ws.root / "quant", ws.data, ws.root / "compiled" / "cpu")
+    return ws

@@ -8,18 +8,13 @@ import pytest
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_image, read_json
 from greenpipe.params import DeviceParams
-from tasks.compile import compile_stage
 from tasks.deploy import deploy_stage
-from tasks.quantize import quantize_stage
-from tests.stage_fixtures import make_workspace, stage_params
+from tests.stage_fixtures import compiled_ptq8, stage_params
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("ws"))
-    quantize_stage(ws.params, "ptq8", ws.model, ws.calib, ws.data, ws.root / "quant")
-    compile_stage(ws.params, "ptq8", "cpu", ws.root / "quant", ws.data, ws.root / "compiled" / "cpu")
-    return ws
+    return compiled_ptq8(tmp_path_factory.mktemp("ws"))
 
 
 def test_deploy_local_evaluates_the_artifact_and_benchmarks_it(compiled, tmp_path):

@@ -17,10 +17,8 @@ from greenpipe.io import read_json
 from greenpipe.params import DeviceParams
 from greenpipe.power.estimate import ESTIMATE_LABEL
 from greenpipe.store import ArtifactStore
-from tasks.compile import compile_stage
-from tasks.quantize import quantize_stage
 from tasks.soak import SERIES_FILE, soak_stage
-from tests.stage_fixtures import ROOT, make_workspace, stage_params, tiny_params
+from tests.stage_fixtures import compiled_ptq8, ROOT, stage_params, tiny_params
 
 SOAK = {"idle_s": 0.3, "warmup_s": 0.5, "duration_s": 1.5, "window_s": 0.5, "sample_hz": 20,
         "overhead_pairs": 2, "overhead_block_s": 0.2}
@@ -28,10 +26,7 @@ SOAK = {"idle_s": 0.3, "warmup_s": 0.5, "duration_s": 1.5, "window_s": 0.5, "sam
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("ws"))
-    quantize_stage(ws.params, "ptq8", ws.model, ws.calib, ws.data, ws.root / "quant")
-    compile_stage(ws.params, "ptq8", "cpu", ws.root / "quant", ws.data, ws.root / "compiled" / "cpu")
-    return ws
+    return compiled_ptq8(tmp_path_factory.mktemp("ws"))
 
 
 def test_soak_local_estimate_end_to_end(compiled, tmp_path):

@@ -226,3 +226,11 @@ def layer_report(model: nn.Module) -> dict[str, list[dict[str, str]]]:
                     }
                 )
     return {"quantized_layers": quantized, "float_layers": float_layers, "passthrough_ops": passthrough}
+
+
+def calibration_record(act_calibration: str, percentile: float, batches: int, corrected: int) -> dict:
+    """What quant_report.json says about a PTQ calibration."""
+    record = {"activations": act_calibration, "batches": batches, "bias_correction_batches": corrected}
+    if act_calibration == "percentile":
+        record["percentile"] = percentile
+    return record

@@ -194,10 +194,7 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Fastft8Con
     calibrated = dpu.calibrate(qm, batches)
     finetune = learned_round(qm, batches, config)
     corrected = dpu.correct_bias(qm, batches) if config.bias_correction else 0
-    calibration = {"activations": config.act_calibration, "batches": calibrated,
-                   "bias_correction_batches": corrected}
-    if config.act_calibration == "percentile":
-        calibration["percentile"] = config.percentile
+    calibration = dpu.calibration_record(config.act_calibration, config.percentile, calibrated, corrected)
     return QuantResult(
         model=qm.eval(),
         dpu_numerics=True,

@@ -47,13 +47,7 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Ptq8Config
     qm = dpu.quantize_graph(model, act_quant)
     batches = dpu.calibrate(qm, calib)
     corrected = dpu.correct_bias(qm, calib) if config.bias_correction else 0
-    calibration = {
-        "activations": config.act_calibration,
-        "batches": batches,
-        "bias_correction_batches": corrected,
-    }
-    if config.act_calibration == "percentile":
-        calibration["percentile"] = config.percentile
+    calibration = dpu.calibration_record(config.act_calibration, config.percentile, batches, corrected)
     return QuantResult(
         model=qm.eval(),
         dpu_numerics=True,

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import math
 import time
@@ -50,8 +49,8 @@ from pydantic import Field
 from torch import nn
 
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import atomic_write_bytes
 from greenpipe.quant import dpu
+from greenpipe.resume import load_state, save_state
 from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
 from greenpipe.quant.context import QuantContext, require_context
 from greenpipe.quant.export import is_quantized
@@ -100,12 +99,6 @@ def _run_key(name: str, config: VariantConfig, seed: int, model: nn.Module, data
     return h.hexdigest()
 
 
-def _save(path: Path, obj: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _train_pairs(ctx: QuantContext, crop: int) -> list:
     from greenpipe.data.prepared import load_split
     from greenpipe.io import read_json
@@ -150,16 +143,10 @@ def train_qat(
     lr_at = lambda s: config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * s / total))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s) / config.lr)
     start, resumed_from, losses = 0, None, []
-    if state_file is not None and state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if state.get("key") == key:
-            qm.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            start = resumed_from = state["step"]
-            losses = state["losses"]
+    state = load_state(state_file, key, qm, opt, sched, rng)
+    if state is not None:
+        start = resumed_from = state["step"]
+        losses = state["losses"]
 
     t0 = time.perf_counter()
     qm.train()
@@ -179,9 +166,7 @@ def train_qat(
             bar.update(task, advance=1, loss=float(np.mean(losses[-20:])))
             done = step + 1
             if state_file is not None and (done % config.save_every == 0) and done < total:
-                _save(state_file, {"key": key, "step": done, "model": qm.state_dict(), "opt": opt.state_dict(),
-                                   "sched": sched.state_dict(), "rng": rng.bit_generator.state,
-                                   "torch_rng": torch.get_rng_state(), "losses": losses})
+                save_state(state_file, key, qm, opt, sched, rng, step=done, losses=losses)
             if stop_after is not None and done >= stop_after:
                 break
     qm.eval()
