@@ -3,39 +3,26 @@
     greenpipe run            # or: python -m flows.pipeline
 
 One Prefect task per DVC stage (after foreach/matrix expansion), each running
-``dvc repro --single-item <stage>``, in topological order, so DVC's cache and
-lock file decide whether a stage executes.  Without PREFECT_API_URL, Prefect
+``dvc repro --single-item <stage>`` (greenpipe.nightly.stages.repro, shared with
+the nightly flow), in topological order, so DVC's cache and lock file decide
+whether a stage executes.  Without PREFECT_API_URL, Prefect
 starts a temporary local server on 127.0.0.1 for the run.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from greenpipe.nightly.stages import RAN, repro
 from greenpipe.pipeline import stages
 
 
 def repro_stage(stage: str, root: Path) -> dict:
-    """Run one stage through DVC; report whether it executed or was up to date."""
-    t0 = time.perf_counter()
-    # dvc.yaml's commands say `python`: make that this interpreter.
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
-        cwd=root, capture_output=True, text=True, env=env,
-    )
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        tail = "\n".join(out.strip().splitlines()[-25:])
-        raise RuntimeError(f"stage {stage} failed (dvc exit {proc.returncode}):\n{tail}")
-    executed = "Running stage" in out
-    return {"stage": stage, "executed": executed, "seconds": round(time.perf_counter() - t0, 2)}
+    """Run one stage through DVC (shared with the nightly flow); report whether its command executed."""
+    outcome = repro(stage, root)
+    return {"stage": stage, "executed": outcome.status == RAN, "seconds": outcome.seconds}
 
 
 @task(task_run_name="{stage}")

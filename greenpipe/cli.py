@@ -138,6 +138,8 @@ def _mount_data() -> None:
     except ImportError:  # pragma: no cover - only while the data CLI is absent
         return
     app.add_typer(data_app, name="data", help="Datasets: built-in sample, your own SIDD / paired / clean folder.")
+    app.add_typer(__import__("greenpipe.cli_nightly", fromlist=["app"]).app, name="nightly")
+    app.add_typer(__import__("greenpipe.cli_farm", fromlist=["app"]).app, name="farm")
 
 
 _mount_data()

@@ -90,6 +90,8 @@ class TrainParams(Section):
     val_every: int = Field(1, ge=1)
     val_max_side: int = Field(256, ge=0)
     fresh_noise: bool = True
+    tint: bool = False  # random per-channel gains on synthetic-noise crops (colour diversity for grey sources)
+    ema: float = Field(0.0, ge=0, lt=1)  # per-step decay of the weight average that is validated and saved; 0 = off
 
     @model_validator(mode="after")
     def _crop_fits_depth(self) -> "TrainParams":
@@ -120,9 +122,20 @@ class QuantizeParams(Section):
 
 
 class TargetParams(Section):
-    format: Literal["onnx"] = "onnx"
+    format: Literal["onnx", "xmodel"] = "onnx"  # xmodel: a Vitis AI DPU (greenpipe/compile/vitis_dpu.py)
     opset: int = Field(17, ge=13, le=21)
     agreement_tolerance: float = Field(0.0079, ge=0)
+    arch: str | None = None  # xmodel only: the DPU's arch.json, relative to the repo root (infra/arch/)
+
+    @model_validator(mode="after")
+    def _arch_for_xmodel(self) -> "TargetParams":
+        if self.format == "xmodel" and not self.arch:
+            raise ValueError(
+                "format xmodel needs arch: the DPU's arch.json, e.g. infra/arch/DPUCZDX8G/ZCU104/arch.json"
+            )
+        if self.format != "xmodel" and self.arch:
+            raise ValueError(f"arch is only read by format xmodel (this target is format {self.format})")
+        return self
 
 
 class CompileParams(Section):
@@ -131,12 +144,31 @@ class CompileParams(Section):
 
 class DeviceParams(Section):
     kind: Literal["cpu", "gpu", "vck5000", "zcu104", "ultra96"] = "cpu"
-    host: str = "local"  # "local" = run in this process; otherwise the device-agent host
+    host: str = "local"  # "local" = run in this process; otherwise the device host whose Prefect worker runs it
     target: str = "cpu"
     runtime: Literal["ort", "vart", "torch_cuda", "tflite"] = "ort"
     batch: int = Field(1, ge=1, le=64)
     meter: str = "estimate"  # a registered power meter (greenpipe.power), or "auto": rapl if readable, else estimate
     meter_options: dict[str, Any] = {}  # keyword options of that meter (e.g. {index: 0} for nvml)
+    # Remote hosts only (host != local): where its Prefect worker listens and how long to wait for it.
+    pool: str = ""  # Prefect work pool of the host (one per device kind, e.g. cpu-hosts)
+    queue: str = ""  # work queue of that pool the host's worker polls (one per host, e.g. cpu-host-1)
+    timeout_s: float = Field(600, gt=0)  # longest wait for one attempt (queued + running), seconds
+    retries: int = Field(1, ge=0, le=10)  # new attempts after a crashed/failed run or a lost host
+    lost_after_s: float = Field(30, gt=0)  # a queue no worker polled for this long = host lost, seconds
+
+    @model_validator(mode="after")
+    def _remote_needs_queue(self) -> "DeviceParams":
+        if self.host != "local":
+            missing = [k for k in ("pool", "queue") if not getattr(self, k)]
+            if missing:
+                raise ValueError(
+                    f"host = {self.host!r} is remote, so {' and '.join(missing)} must name the Prefect work "
+                    f"pool and queue its worker serves (e.g. pool: {'cpu-hosts' if self.kind == 'cpu' else self.kind}, "
+                    f"queue: {self.host}); "
+                    "or set host: local to run in this process"
+                )
+        return self
 
     @field_validator("meter")
     @classmethod
@@ -194,6 +226,117 @@ class ReportParams(Section):
     pareto_y: Literal["psnr", "ssim"] = "psnr"
 
 
+class GateRule(Section):
+    """How far one metric may move the wrong way against the last good nightly before the gate fires."""
+
+    better: Literal["higher", "lower"]
+    max_worse: float = Field(ge=0)  # in the metric's unit, or in percent of last night's value when relative
+    relative: bool = False
+
+
+class NightlyParams(Section):
+    """The scheduled run (flows/nightly.py). No DVC stage reads this section, so editing it reruns nothing."""
+
+    cron: str = "0 2 * * *"  # when the deployment runs (5-field cron), in `timezone`
+    timezone: str = "UTC"  # IANA name, e.g. Europe/Berlin
+    concurrency: int = Field(2, ge=1, le=64)  # DVC stages running at once
+    measure_alone: bool = True  # deploy/soak on a `local` device run with no other stage beside them
+    retries: int = Field(1, ge=0, le=10)  # further attempts of a failed stage
+    retry_delay_s: float = Field(10, ge=0)  # s between attempts
+    lock_retries: int = Field(8, ge=0, le=100)  # attempts when DVC reports its lock busy
+    lock_backoff_s: float = Field(0.5, gt=0)  # first wait on a busy lock, doubled each time (s)
+    git_pull: bool = False  # `git pull --ff-only` before the run
+    dvc_pull: bool = False  # `dvc pull` before the run (fills the cache on a fresh build host)
+    dvc_push: bool = True  # `dvc push` after the run
+    remote: str = ""  # DVC remote for pull/push; "" = the repository's default remote
+    results_branch: str = "nightly-results"  # git branch holding each night's dvc.lock, metrics and report
+    gate: dict[str, GateRule] = {}  # metric (psnr, fps, mj_per_inference) -> rule
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, v: str) -> str:
+        # The full check is Prefect's (when it schedules); here only the shape, to keep params loading light.
+        if len(v.split()) != 5:
+            raise ValueError("expected a 5-field cron expression, e.g. '0 2 * * *' (02:00 every day)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone name, e.g. UTC or Europe/Berlin") from None
+        return v
+
+
+class VideoDataParams(Section):
+    """Where the video recipe's clips come from (tasks/video_data.py)."""
+
+    source: str = "builtin"  # builtin: camera-motion clips from data/clean; else a Jester / Something-Something folder
+    val_sources: tuple[str, ...] = ("coffee", "chelsea", "flower")  # built-in photographs held out for val
+    train_clips_per_class: int = Field(16, ge=1)  # built-in: clips per class per train photograph
+    val_clips_per_class: int = Field(8, ge=1)  # built-in: clips per class per val photograph
+
+    @field_validator("val_sources", mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v
+
+
+class VideoModelParams(Section):
+    """greenpipe.models.tsm_tf.TSMConfig keys (the shift switch is the train stage's tsm / tsn)."""
+
+    arch: Literal["mobilenetv2", "resnet50"] = "mobilenetv2"
+    width_mult: float = Field(1.0, gt=0, le=2)
+    input_size: int = Field(64, ge=16)  # px, H = W of a frame
+    n_frames: int = Field(8, ge=2)  # frames per clip
+    fold_div: int = Field(8, ge=2)  # 1 / fold_div of the channels shift
+    last_channel: int = Field(1280, ge=8)  # MobileNetV2 head width
+    resnet_width: int = Field(64, ge=8)
+    resnet_blocks: tuple[int, ...] = (3, 4, 6, 3)
+
+    @field_validator("resnet_blocks", mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v
+
+
+class VideoTrainParams(Section):
+    steps: int = Field(400, ge=1)
+    batch_clips: int = Field(8, ge=1)
+    lr: float = Field(0.003, gt=0, le=1)
+    weight_decay: float = Field(0.0001, ge=0)
+    eval_every: int = Field(100, ge=1)  # steps between val checks (the curve)
+    # batch: BN on batch statistics (standard; a clip's frames share them); running: BN on running
+    # statistics only (no information flows between frames except through the shift), batches of whole scenes
+    bn: Literal["batch", "running"] = "batch"
+
+
+class VideoCalibParams(Section):
+    clips: int = Field(16, ge=1)  # train clips run through the float kernels; every frame is a sample
+
+
+class VideoEvalParams(Section):
+    smooth_window: int = Field(8, ge=1)  # frames of logits averaged (the online demo's smoothing)
+    fps_frames: int = Field(200, ge=1)  # frames in the timed run
+    warmup_frames: int = Field(20, ge=0)
+
+
+class VideoParams(Section):
+    """The video recipe (TSM); read only by the tasks/video_*.py stages."""
+
+    data: VideoDataParams = VideoDataParams()
+    model: VideoModelParams = VideoModelParams()
+    train: VideoTrainParams = VideoTrainParams()
+    calib: VideoCalibParams = VideoCalibParams()
+    # Per-kernel variants; each entry's keys are validated by its config type (greenpipe.quant.kernels).
+    quantize: dict[str, dict[str, Any]] = {"tflite_fp32": {}, "tflite_int8": {}}
+    eval: VideoEvalParams = VideoEvalParams()
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
@@ -206,6 +349,8 @@ class Params(Section):
     deploy: DeployParams
     soak: SoakParams = SoakParams()
     report: ReportParams = ReportParams()
+    video: VideoParams = VideoParams()
+    nightly: NightlyParams = NightlyParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 

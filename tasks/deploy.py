@@ -11,69 +11,121 @@ then MLPerf LoadGen SingleStream (latency percentiles) and Offline
 
 Outputs: ``eval.json`` (per-image rows), ``bench.json`` (LoadGen results and
 settings), ``loadgen/<scenario>/`` (LoadGen's own logs) and ``samples/*.png``
-(a few denoised val crops for the report).  Only devices run in-process
-(``local``) are supported here; remote device hosts are a later feature.
+(a few denoised val crops for the report).
+
+A device with ``host: local`` runs here, in this process.  Any other host is
+a device host with a Prefect worker (``pool`` / ``queue`` in the catalog):
+the artifact and the val split go up to the S3 artifact store, the
+``device_run`` flow (flows/device_run.py) runs :func:`measure` on the host
+through ``run_deployment``, and its outputs come back, checksum-verified,
+into the same files as a local run's (greenpipe/farm/client.py).
+
+This module imports neither torch nor DVC (the compile registry is imported
+inside :func:`deploy_stage`): device hosts import :func:`measure` from it.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from greenpipe.bench.loadgen import benchmark
-from greenpipe.compile import compiled_artifact
-from greenpipe.data.prepared import center_crop
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import write_image, write_json
 from greenpipe.params import Params
-from greenpipe.recipes import get_recipe
-from greenpipe.runtime import load
-from tasks._cli import run_stage
 
 SAMPLE_IMAGES = 3
 SAMPLE_CROP = 256  # px
+
+
+@dataclass(frozen=True)
+class DeployJob:
+    """Everything a device needs to measure one artifact; plain JSON, it travels to device hosts."""
+
+    variant: str
+    device: str  # key under deploy.devices
+    kind: str
+    target: str
+    runtime: str
+    batch: int
+    threads: int
+    recipe: str
+    multiple: int  # input H, W must be multiples of this (px)
+    channels: int
+    input_size: int  # LoadGen input H = W (px)
+    eval_max_side: int  # px, 0 = whole val images
+    single_stream_s: float  # LoadGen minimum durations, seconds
+    offline_s: float
+    artifact: str  # the artifact's path on the build host, as recorded in eval.json
+    artifact_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeployJob:
+        return cls(**d)
 
 
 def _source(desc: dict) -> str:
     return f"measured on {desc['host']}, {desc['label']}"
 
 
-def deploy_stage(
-    params: Params, variant: str, device: str, compiled_dir: Path, data_dir: Path, out: Path
-) -> dict:
-    """Evaluate and benchmark ``compiled_dir``'s artifact for ``device``; return the metrics."""
-    devices = params.deploy.devices
-    if device not in devices:
-        raise GreenpipeError(
-            f"--device {device}: not in deploy.devices (params.yaml has: {', '.join(devices)})"
-        )
-    dev = devices[device]
-    if dev.host != "local":
-        raise GreenpipeError(
-            f"deploy.devices.{device}.host = {dev.host!r}: remote hosts need the device agent (a Prefect "
-            "worker on that host that receives the artifact and reports back), which this version does not "
-            "have yet; set host: local to run the device in this process"
-        )
-    compiled, artifact = compiled_artifact(compiled_dir, variant, dev.target)
-    runner = load(dev.runtime, artifact, params.base.threads, dev.batch)
-    desc = {**runner.describe(), "device": device, "kind": dev.kind, "target": dev.target}
-
-    recipe = get_recipe(compiled["recipe"])
-    multiple = compiled["multiple"]
-    outputs: dict[str, np.ndarray] = {}
-    quality = recipe.evaluate(
-        runner.run, data_dir, params.deploy.eval_max_side, multiple=multiple, outputs=outputs
+def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifact: Path) -> DeployJob:
+    """The job for ``device`` from params and the compile report of ``artifact``."""
+    dev = params.deploy.devices[device]
+    multiple = int(compiled["multiple"])
+    n = params.deploy.input_size
+    if n % multiple:
+        raise GreenpipeError(f"deploy.input_size = {n}: must be a multiple of {multiple} for this model")
+    return DeployJob(
+        variant=variant,
+        device=device,
+        kind=dev.kind,
+        target=dev.target,
+        runtime=dev.runtime,
+        batch=dev.batch,
+        threads=params.base.threads,
+        recipe=compiled["recipe"],
+        multiple=multiple,
+        channels=int(compiled["model_args"].get("in_channels", 3)),
+        input_size=n,
+        eval_max_side=params.deploy.eval_max_side,
+        single_stream_s=params.deploy.single_stream_s,
+        offline_s=params.deploy.offline_s,
+        artifact=str(artifact),
+        artifact_bytes=artifact.stat().st_size,
     )
+
+
+def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict | None = None) -> dict:
+    """Score ``runner`` on the val split and benchmark it; write the stage's outputs under ``out``.
+
+    ``host`` (a device host's facts, see flows/device_run.py) replaces the runner's "local CPU" host
+    line, so every figure says which machine measured it. Returns the stage's metrics.
+    """
+    from greenpipe.bench.loadgen import benchmark
+    from greenpipe.data.prepared import center_crop
+    from greenpipe.io import write_image, write_json
+    from greenpipe.recipes import get_recipe
+
+    desc = {**runner.describe(), "device": job.device, "kind": job.kind, "target": job.target}
+    if host is not None:
+        desc["host"] = host["label"]
+        desc["host_facts"] = host
+    recipe = get_recipe(job.recipe)
+    outputs: dict[str, np.ndarray] = {}
+    quality = recipe.evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple, outputs=outputs)
     source = _source(desc)
     write_json(
         out / "eval.json",
         {
-            "variant": variant,
-            "device_name": device,
-            "artifact": str(artifact),
-            "max_side": params.deploy.eval_max_side,
+            "variant": job.variant,
+            "device_name": job.device,
+            "artifact": job.artifact,
+            "max_side": job.eval_max_side,
             "summary": {k: quality[k] for k in ("psnr", "ssim", "noisy_psnr", "images")},
             "per_image": quality["per_image"],
             "source": f"deployed artifact on val, {source}",
@@ -82,25 +134,22 @@ def deploy_stage(
     for name in sorted(outputs)[:SAMPLE_IMAGES]:
         write_image(out / "samples" / f"{name}.png", center_crop(outputs[name], SAMPLE_CROP))
 
-    n = params.deploy.input_size
-    if n % multiple:
-        raise GreenpipeError(f"deploy.input_size = {n}: must be a multiple of {multiple} for this model")
-    channels = int(compiled["model_args"].get("in_channels", 3))
-    shape = (1, channels, n, n)
+    n = job.input_size
+    shape = (1, job.channels, n, n)
     bench = benchmark(
         runner,
         shape,
-        params.deploy.single_stream_s,
-        params.deploy.offline_s,
+        job.single_stream_s,
+        job.offline_s,
         out / "loadgen",
-        batch=dev.batch,
+        batch=job.batch,
         seed=0,  # fixed rather than base.seed: the inputs only carry timing; keeps base.seed out of the deps
     )
     write_json(out / "bench.json", {**bench, "device": desc, "source": source})
     return {
-        "variant": variant,
-        "device_name": device,
-        "target": dev.target,
+        "variant": job.variant,
+        "device_name": job.device,
+        "target": job.target,
         "psnr": quality["psnr"],
         "ssim": quality["ssim"],
         "noisy_psnr": quality["noisy_psnr"],
@@ -112,14 +161,41 @@ def deploy_stage(
         "loadgen_valid": bench["valid"],
         "loadgen_validity": bench["validity"],
         "input_shape": list(shape),
-        "batch": dev.batch,
-        "model_mb": artifact.stat().st_size / 1e6,
+        "batch": job.batch,
+        "model_mb": job.artifact_bytes / 1e6,
         "device": desc,
         "source": source,
     }
 
 
+def deploy_stage(
+    params: Params, variant: str, device: str, compiled_dir: Path, data_dir: Path, out: Path
+) -> dict:
+    """Evaluate and benchmark ``compiled_dir``'s artifact for ``device``; return the metrics."""
+    from greenpipe.compile import compiled_artifact  # imports torch: build side only
+
+    devices = params.deploy.devices
+    if device not in devices:
+        raise GreenpipeError(
+            f"--device {device}: not in deploy.devices (params.yaml has: {', '.join(devices)})"
+        )
+    dev = devices[device]
+    compiled, artifact = compiled_artifact(compiled_dir, variant, dev.target)
+    job = deploy_job(params, variant, device, compiled, artifact)
+    if dev.host != "local":
+        from greenpipe.farm.client import run_remote
+
+        return run_remote(job, dev, artifact, data_dir, out)
+
+    from greenpipe.runtime import load
+
+    runner = load(dev.runtime, artifact, params.base.threads, dev.batch)
+    return measure(job, runner, data_dir, out)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from tasks._cli import run_stage
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", required=True, help="key under quantize.variants")
     ap.add_argument("--device", required=True, help="key under deploy.devices")

@@ -65,12 +65,14 @@ def random_batch(
     batch: int,
     crop: int,
     noise: NoiseParams | None = None,
+    tint: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random aligned crops with flips / rot90 -> (noisy, clean), each (B, 3, crop, crop).
+    """Random aligned crops with flips / rot90 -> (noisy, clean), each (B, 3, crop, crop), channels-last.
 
     ``pairs`` holds (clean, noisy, synthetic); with ``noise`` given, synthetic
-    samples get their channels permuted and a fresh noise draw per crop instead
-    of their stored noise.
+    samples get their channels permuted (and with ``tint`` scaled by random
+    per-channel gains) and a fresh noise draw per crop instead of their stored
+    noise.
     """
     noisy_b, clean_b = [], []
     for _ in range(batch):
@@ -82,6 +84,8 @@ def random_batch(
             # Colour diversity a handful of photos lacks: permute the channels of the
             # target before the noise is drawn on it (noise follows the new colours).
             c = np.ascontiguousarray(c[..., rng.permutation(3)])
+            if tint:  # grey sources (half the built-in set) would otherwise never show colour
+                c = (c * rng.uniform(0.6, 1.0, 3)).astype(np.float32)
             n = fresh_noise(c, rng, noise)
         else:
             n = noisy[top : top + crop, left : left + crop]
@@ -91,7 +95,11 @@ def random_batch(
             c, n = c[:, ::-1], n[:, ::-1]
         clean_b.append(c.transpose(2, 0, 1))
         noisy_b.append(n.transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(noisy_b).copy()), torch.from_numpy(np.stack(clean_b).copy())
+    # channels-last is oneDNN's fast layout for these convolutions on CPU (~1.4x per step here).
+    return tuple(
+        torch.from_numpy(np.stack(b).copy()).contiguous(memory_format=torch.channels_last)
+        for b in (noisy_b, clean_b)
+    )
 
 
 def _validate(model: torch.nn.Module, val: list, multiple: int, max_side: int) -> tuple[float, float]:
@@ -119,7 +127,7 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
     torch.set_num_threads(params.base.threads)
     recipe = get_recipe(params.base.recipe)
     model_args = {"in_channels": 3, "width": tp.width, "depth": tp.depth}
-    model = recipe.build_model(model_args)
+    model = recipe.build_model(model_args).to(memory_format=torch.channels_last)
     multiple = recipe.multiple(model_args)
     synthetic = {row["name"] for row in read_json(data / "manifest.json")["samples"] if row.get("noise")}
     train_pairs = [(*p.load(), p.name in synthetic) for p in load_split(data, "train")]
@@ -142,9 +150,17 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
     fresh = params.ingest.noise if tp.fresh_noise else None
     rows: list[dict] = []
     start_epoch, resumed_from = 0, None
+    # The weight average (when train.ema > 0) is what is validated and saved: a short cosine run's last
+    # iterates are noisy, their average is a better denoiser.
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tp.ema)
+    ) if tp.ema else None
     state = load_state(resume_state, key, model, opt, sched, rng)
     if state is not None:
         rows, start_epoch, resumed_from = state["rows"], state["epoch"], state["epoch"]
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+    best = ema.module if ema is not None else model
 
     t0 = time.perf_counter()
     model.train()
@@ -157,28 +173,31 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
         for epoch in range(start_epoch, tp.epochs):
             losses = []
             for _ in range(tp.steps_per_epoch):
-                noisy, clean = random_batch(train_pairs, rng, tp.batch_size, tp.crop, fresh)
+                noisy, clean = random_batch(train_pairs, rng, tp.batch_size, tp.crop, fresh, tp.tint)
                 loss = torch.nn.functional.l1_loss(model(noisy), clean)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(loss.item())
                 bar.update(task, advance=1, loss=float(np.mean(losses[-20:])))
             if (epoch + 1) % tp.val_every == 0 or epoch + 1 == tp.epochs:
-                val_psnr, _ = _validate(model, val_pairs, multiple, tp.val_max_side)
+                val_psnr, _ = _validate(best, val_pairs, multiple, tp.val_max_side)
                 bar.update(task, val=val_psnr)
             rows.append({"step": (epoch + 1) * tp.steps_per_epoch, "epoch": epoch + 1,
                          "loss": float(np.mean(losses)), "val_psnr": val_psnr, "lr": sched.get_last_lr()[0]})
             if resume_state is not None:
-                save_state(resume_state, key, model, opt, sched, rng, epoch=epoch + 1, rows=rows)
+                save_state(resume_state, key, model, opt, sched, rng, epoch=epoch + 1, rows=rows,
+                           ema=ema.state_dict() if ema is not None else None)
     wall = time.perf_counter() - t0
 
-    final_psnr, final_ssim = _validate(model, val_pairs, multiple, 0)
+    final_psnr, final_ssim = _validate(best, val_pairs, multiple, 0)
     noisy_psnr = float(np.mean([psnr(c, n) for c, n in val_pairs]))
     out.mkdir(parents=True, exist_ok=True)
     save_torch(out / "checkpoint.pt", {"recipe": recipe.name, "model_args": model_args,
-                                  "state_dict": model.state_dict(), "data_fingerprint": fingerprint,
+                                  "state_dict": best.state_dict(), "data_fingerprint": fingerprint,
                                   "params": {"train": tp.model_dump(), "seed": params.base.seed}})
     curve.parent.mkdir(parents=True, exist_ok=True)
     lines = ["step,epoch,loss,val_psnr,lr"] + [
@@ -195,7 +214,7 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
         "steps": total,
         "wall_s": wall,
         "resumed_from_epoch": resumed_from,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_m": sum(p.numel() for p in best.parameters()) / 1e6,
         "source": "float PyTorch model on the whole val images (measured)",
     }
 

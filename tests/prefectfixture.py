@@ -1,7 +1,8 @@
 """Shared pytest fixture: a real Prefect server (SQLite) on 127.0.0.1 for the whole test session.
 
-``prefect_server`` yields the API URL. Tests that talk to it set ``PREFECT_API_URL`` for their own
-process with ``monkeypatch.setenv`` (or pass it in a subprocess's environment); nothing else is changed.
+``prefect_server`` yields the API URL. Tests that talk to it from this process use
+``prefect.settings.temporary_settings({PREFECT_API_URL: url})`` (Prefect reads the environment once, at
+import) or pass it in a subprocess's environment; nothing else is changed.
 """
 
 from __future__ import annotations

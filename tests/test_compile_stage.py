@@ -13,7 +13,7 @@ from greenpipe.io import read_json
 from greenpipe.quant.artifact import REFERENCE_FILE, write_reference
 from tasks.compile import compile_stage
 from tasks.quantize import quantize_stage
-from tests.stage_fixtures import make_workspace
+from tests.stage_fixtures import make_workspace, stage_params
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,17 @@ def test_unknown_target_and_missing_quant_dir_are_user_errors(ws, tmp_path):
         compile_stage(ws.params, "ptq8", "gpu9", ws.root / "quant" / "ptq8", ws.data, tmp_path)
     with pytest.raises(GreenpipeError, match="quant_report.json: missing"):
         compile_stage(ws.params, "ptq8", "cpu", tmp_path / "nothing", ws.data, tmp_path / "out")
+
+
+def test_qat4_with_4bit_activations_compiles_exactly(ws, tmp_path):
+    """4-bit activations export as Q_int8 -> Clip(-8, 7): the uint8 rewrite moves those bounds too, and a
+    bias too fine for the coarse accumulator scale stays float, so the artifact equals fake-quant."""
+    variants = dict(ws.params.quantize.variants)
+    variants["qat4"] = {**variants["qat4"], "act_bits": 4, "steps": 3, "batch_size": 2, "crop": 32}
+    params = stage_params(quantize={"variants": variants})
+    quantize_stage(params, "qat4", ws.model, ws.calib, ws.data, tmp_path / "quant")
+    metrics = compile_stage(params, "qat4", "cpu", tmp_path / "quant", ws.data, tmp_path / "compiled")
+    assert metrics["agreement"]["max_abs_diff"] == 0.0
+    report = read_json(tmp_path / "compiled" / "compile_report.json")
+    assert report["rewrite"]["clips_to_uint8"] > 0
+    assert metrics["ort_int8_convs"] + report["rewrite"]["bias_kept_float"] == metrics["convs"]

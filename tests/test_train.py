@@ -83,3 +83,22 @@ def test_fresh_noise_draws_new_camera_noise_per_crop(params):
     residual = noisy - target
     assert residual.abs().mean() > 0.005  # noise was added ...
     assert not torch.allclose(residual[0], residual[1])  # ... and differs per crop
+
+
+def test_tint_gives_grey_sources_colour_and_keeps_them_aligned(params):
+    rng = np.random.default_rng(0)
+    grey = np.repeat(np.random.default_rng(1).random((64, 64, 1)), 3, axis=2).astype(np.float32)
+    _, plain = random_batch([(grey, grey, True)], rng, 2, 32, params.ingest.noise)
+    assert torch.equal(plain[:, 0], plain[:, 1])  # a permuted grey crop stays grey
+    noisy, tinted = random_batch([(grey, grey, True)], rng, 2, 32, params.ingest.noise, tint=True)
+    assert not torch.equal(tinted[:, 0], tinted[:, 1])  # per-channel gains: now coloured
+    assert tinted.max() <= 1.0 and (noisy - tinted).abs().mean() < 0.1  # still a noisy copy of the target
+
+
+def test_ema_weights_are_what_is_saved(params, data, tmp_path):
+    last = params.model_copy(update={"train": params.train.model_copy(update={"ema": 0.0})})
+    averaged = params.model_copy(update={"train": params.train.model_copy(update={"ema": 0.5})})
+    train(last, data, tmp_path / "a", tmp_path / "a.csv")
+    train(averaged, data, tmp_path / "b", tmp_path / "b.csv")
+    a, b = _weights(tmp_path / "a" / "checkpoint.pt"), _weights(tmp_path / "b" / "checkpoint.pt")
+    assert a.shape == b.shape and not torch.equal(a, b)  # same run, but the average is saved

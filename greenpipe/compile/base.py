@@ -1,6 +1,6 @@
 """What a compile target is: one function from a quantized artifact to a deployable one.
 
-A target *format* (``onnx`` now; ``xmodel`` for Vitis later) registers one
+A target *format* (``onnx``; ``xmodel`` for a Vitis AI DPU) registers one
 function ``compile(job) -> metrics`` in ``TARGETS``; the targets under
 ``compile.targets`` in params.yaml name their format, so a new target using
 an existing format (a second CPU, a GPU running the same ONNX) is a params

@@ -109,10 +109,12 @@ def _int32_bias(g: _Graph) -> tuple[int, int]:
     """Re-express each conv's int8 bias in accumulator units (int32); return (converted, rounded).
 
     Exact when the bias scale is no finer than the accumulator's (s_b >= s_x * s_w,
-    the constraint a DPU's bias shift has too); a bias with a finer scale must
-    be rounded, and is counted so the compile report shows it.
+    the constraint a DPU's bias shift has too).  A bias that would need rounding
+    (coarse activations, e.g. 4-bit) keeps its float dequantize instead: ORT
+    then runs that one conv in float, exactly as the fake-quant model does, and
+    the count is returned so the compile report shows it.
     """
-    count = rounded = 0
+    count = kept = 0
     for conv in [n for n in g.graph.node if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 2]:
         bias_dq = g.producer(conv.input[2])
         s_x, s_w = _dq_scale_of(g, conv.input[0]), _dq_scale_of(g, conv.input[1])
@@ -126,7 +128,9 @@ def _int32_bias(g: _Graph) -> tuple[int, int]:
         ratio = float(np.float32(sz[0]) / acc_scale)
         exact = b.astype(np.float64) * ratio
         b32 = np.round(exact).astype(np.int32)
-        rounded += int(not np.array_equal(b32, exact))
+        if not np.array_equal(b32, exact):
+            kept += 1
+            continue
         new_dq = helper.make_node(
             "DequantizeLinear",
             [
@@ -140,7 +144,7 @@ def _int32_bias(g: _Graph) -> tuple[int, int]:
         g.graph.node.insert(list(g.graph.node).index(conv), new_dq)
         conv.input[2] = new_dq.output[0]
         count += 1
-    return count, rounded
+    return count, kept
 
 
 _INT8_OPS = ("MaxPool", "Concat", "Resize")  # commute with a per-tensor dequant
@@ -212,6 +216,19 @@ def _to_uint8(g: _Graph) -> dict:
             q.input[2] = u8_mid
             new_zp[q.output[0]] = u8_mid
             stats["int8_to_uint8"] += 1
+    # Fewer than 8 activation bits export as Q_int8 -> Clip(int8 lo, hi): move those bounds to uint8 too
+    # (shifted like the values; a lower bound below a zero-point-0 quantize's range is already met).
+    for out, zp in new_zp.items():
+        shift = 0 if zp == u8_zero else 128
+        for clip in [c for c in g.consumers(out) if c.op_type == "Clip" and len(c.input) == 3]:
+            bounds = [g.const(i) for i in clip.input[1:]]
+            if any(b is None or b.dtype != np.int8 for b in bounds):
+                continue
+            clip.input[1:] = [
+                g.add_const(f"{clip.name}_u8_{k}", np.array(np.clip(int(b) + shift, 0, 255), np.uint8))
+                for k, b in enumerate(bounds)
+            ]
+            stats["clips_to_uint8"] = stats.get("clips_to_uint8", 0) + 1
     for dq in [n for n in g.graph.node if n.op_type == "DequantizeLinear"]:
         src = dq.input[0]
         while src not in new_zp:
@@ -246,7 +263,7 @@ def to_ort_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         "ops_moved_to_integers": _int8_domain(g),
     }
     # reads the int8 zero points, so before _to_uint8
-    stats["bias_to_int32"], stats["bias_rounded"] = _int32_bias(g)
+    stats["bias_to_int32"], stats["bias_kept_float"] = _int32_bias(g)
     stats.update(_to_uint8(g))
     stats["dq_duplicated"] = _unique_dq_per_consumer(g)
     g.prune()

@@ -9,13 +9,14 @@ how to pre/post-process, and how to score outputs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from greenpipe.registry import Registry
+
+if TYPE_CHECKING:  # torch only where a model is built: device hosts evaluate artifacts without it
+    from torch import nn
 
 
 class Recipe(Protocol):
@@ -61,6 +62,8 @@ def get_recipe(name: str) -> Recipe:
 
 def load_checkpoint(path: str | Path) -> dict:
     """A self-describing checkpoint: recipe, model_args, state_dict, data fingerprint."""
+    import torch
+
     from greenpipe.errors import GreenpipeError
 
     try:
@@ -73,7 +76,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+def model_from_checkpoint(path: str | Path) -> "tuple[nn.Module, dict]":
     """Rebuild the float model a checkpoint describes, in eval mode."""
     ckpt = load_checkpoint(path)
     model = get_recipe(ckpt["recipe"]).build_model(ckpt["model_args"])

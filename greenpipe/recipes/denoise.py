@@ -3,20 +3,23 @@
 Pipeline boundary: the model input (the whole UNet is one DPU kernel).
 Pre-processing: HWC [0, 1] -> NCHW float32, reflect-padded to a multiple of
 ``2**depth``; post-processing crops the padding away and clips to [0, 1].
+Importing this module does not import torch (only ``build_model`` and
+``multiple`` do), so a device host scores an artifact with numpy alone.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-from torch import nn
 
 from greenpipe.data.prepared import center_crop, load_split
 from greenpipe.metrics import psnr, ssim
-from greenpipe.models.unet import UNet, UNetConfig
 from greenpipe.recipes.base import RECIPES
+
+if TYPE_CHECKING:  # the model (torch) is imported where it is built, so that evaluating a deployed
+    from torch import nn  # artifact (a device host running flows/device_run.py) never loads torch
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -72,6 +75,8 @@ class DenoiseRecipe:
     name = "denoise"
 
     def build_model(self, model_args: dict[str, Any]) -> nn.Module:
+        from greenpipe.models.unet import UNet, UNetConfig
+
         return UNet(UNetConfig(**model_args))
 
     def boundaries(self, model: nn.Module) -> dict[str, nn.Module | None]:
@@ -97,6 +102,8 @@ class DenoiseRecipe:
             yield f"{pair.name}@{top},{left}+{c}", to_nchw(noisy[top : top + c, left : left + c])
 
     def multiple(self, model_args: dict[str, Any]) -> int:
+        from greenpipe.models.unet import UNetConfig
+
         return UNetConfig(**model_args).multiple
 
     def evaluate(

@@ -6,7 +6,8 @@
 
 from pathlib import Path
 
-from greenpipe.runtime import ort, vart  # noqa: F401  (registers the runtimes)
+from greenpipe.runtime import ort, torch_cuda, vart  # noqa: F401  (registers the runtimes)
+from greenpipe.runtime import tflite  # noqa: F401  (registers "tflite"; TensorFlow loads on first use)
 from greenpipe.runtime.base import RUNTIMES, Runner, cpu_model, describe_host
 
 __all__ = ["RUNTIMES", "Runner", "cpu_model", "describe_host", "load"]

@@ -81,7 +81,7 @@ def test_ptq8_deployed_is_bit_exact_with_fake_quant(act_calibration, tmp_path):
     assert result.report["calibration"]["activations"] == act_calibration
     assert result.report["calibration"]["batches"] == 4
     assert result.report["float_layers"] == []
-    assert stats["bias_to_int32"] == len(result.report["quantized_layers"]) and stats["bias_rounded"] == 0
+    assert stats["bias_to_int32"] == len(result.report["quantized_layers"]) and stats["bias_kept_float"] == 0
 
 
 def test_calibration_leaves_no_quantizer_observing_only():

@@ -34,5 +34,6 @@ def test_corrupt_artifact_is_a_user_error(tmp_path):
 
 
 def test_unregistered_runtime_lists_the_registered_ones(tmp_path):
-    with pytest.raises(GreenpipeError, match="unknown runtime 'tflite'; registered: ort, vart"):
+    registered = "ort, torch_cuda, torch_cuda_fp16, vart"
+    with pytest.raises(GreenpipeError, match=f"unknown runtime 'tflite'; registered: {registered}"):
         load("tflite", tmp_path / "m.tflite", threads=1)

@@ -1,0 +1,143 @@
+"""``greenpipe nightly``: the scheduled run, once now or served on its cron.
+
+    greenpipe nightly run              # run flows/nightly.py now; prints what ran, what was cached, durations
+    greenpipe nightly serve            # serve it here at nightly.cron in nightly.timezone (params.yaml)
+
+Run from the repository root (the flows live in ./flows). Without PREFECT_API_URL, ``run`` starts a
+temporary Prefect server on 127.0.0.1 for the run; ``serve`` needs a server that stays up
+(``prefect server start``, or the local stack) so that its schedule has somewhere to live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from greenpipe.errors import GreenpipeError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="The nightly run: what changed, in parallel, gated."
+)
+console = Console()
+err = Console(stderr=True)
+
+STYLE = {"ran": "green", "restored": "cyan", "up to date": "dim", "failed": "bold red", "skipped": "yellow"}
+
+
+def _fail(exc: GreenpipeError) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _flow():
+    try:
+        from flows.nightly import nightly
+    except ModuleNotFoundError as exc:
+        if exc.name != "flows":
+            raise
+        raise GreenpipeError(
+            "flows/nightly.py is not importable from here: run `greenpipe nightly` from the greenpipe "
+            "repository root (pass --root for another checkout)."
+        ) from None
+    return nightly
+
+
+def stage_table(record: dict) -> Table:
+    """Rich table: each stage, ran / restored from DVC's run-cache / up to date, its seconds."""
+    t = Table(title="nightly stages", title_justify="left")
+    for col, kw in (
+        ("stage", {}),
+        ("status", {}),
+        ("s", {"justify": "right"}),
+        ("attempts", {"justify": "right"}),
+        ("detail", {"overflow": "fold", "max_width": 60}),
+    ):
+        t.add_column(col, **kw)
+    for s in record.get("stages", []):
+        detail = s.get("detail", "")
+        detail = detail.strip().splitlines()[0] if detail.strip() else ""
+        style = STYLE.get(s["status"], "")
+        t.add_row(s["stage"], f"[{style}]{s['status']}[/]", f"{s['seconds']:.1f}", str(s["attempts"]), detail)
+    return t
+
+
+def regression_table(record: dict) -> Table | None:
+    regs = record.get("regressions") or []
+    if not regs:
+        return None
+    base = (record.get("baseline") or {}).get("label", "?")
+    t = Table(title=f"regressions vs {base}", title_justify="left")
+    for col in ("variant-device", "metric", "before", "after", "worse by", "limit"):
+        t.add_column(col)
+    for r in regs:
+        t.add_row(
+            r["row"],
+            r["metric"],
+            f"{r['before']:.4g}",
+            f"{r['after']:.4g}",
+            f"{r['worse_by']:.3g} {r['unit']}",
+            f"{r['limit']:g} {r['unit']}",
+        )
+    return t
+
+
+@app.command("run")
+def run(
+    root: Path = typer.Option(Path("."), help="the greenpipe checkout (git + DVC) to run in"),
+    params: str = typer.Option("params.yaml", help="params file, relative to ROOT (section `nightly`)"),
+) -> None:
+    """Run the nightly flow once, now: only changed stages, branches concurrently, push, commit, gate."""
+    try:
+        from greenpipe.params import load_params
+
+        load_params(root / params)  # a bad value fails here, naming the key, before Prefect starts
+        nightly = _flow()
+
+        state = nightly(root=str(root), params=params, return_state=True)
+    except GreenpipeError as exc:
+        _fail(exc)
+    record = state.result(raise_on_failure=False)
+    if isinstance(record, dict):
+        console.print(stage_table(record))
+        regs = regression_table(record)
+        if regs is not None:
+            console.print(regs)
+        ran = [s["stage"] for s in record["stages"] if s["status"] == "ran"]
+        console.print(
+            f"{len(ran)} stage command(s) ran: {', '.join(ran) or 'none'}; "
+            f"stages took {record.get('stages_s', 0):.1f} s"
+        )
+        if record.get("results_commit"):
+            console.print(f"results: commit {record['results_commit'][:10]} on the results branch")
+    if not state.is_completed():
+        err.print(f"[bold red]{state.message or state.name}[/]")
+        if isinstance(record, BaseException) and not isinstance(record, GreenpipeError):
+            err.print(repr(record))
+        raise typer.Exit(1)
+
+
+@app.command("serve")
+def serve(
+    root: Path = typer.Option(Path("."), help="the greenpipe checkout (git + DVC) to run in"),
+    params: str = typer.Option("params.yaml", help="params file, relative to ROOT (section `nightly`)"),
+    name: str = typer.Option("nightly", help="deployment name shown in the Prefect UI"),
+) -> None:
+    """Serve the nightly flow from this process on nightly.cron in nightly.timezone (Ctrl-C stops it)."""
+    try:
+        from greenpipe.params import load_params
+
+        p = load_params(root / params).nightly
+        from prefect.schedules import Cron
+
+        nightly = _flow()
+
+        schedule = Cron(p.cron, timezone=p.timezone)
+    except GreenpipeError as exc:
+        _fail(exc)
+    except ValueError as exc:  # Prefect's own cron / timezone check
+        _fail(GreenpipeError(f"{root / params}: nightly.cron / nightly.timezone rejected by Prefect: {exc}"))
+    console.print(f"serving greenpipe-nightly/{name}: cron '{p.cron}' ({p.timezone}) in {root.resolve()}")
+    nightly.serve(name=name, schedules=[schedule], parameters={"root": str(root.resolve()), "params": params})

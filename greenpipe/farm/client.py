@@ -1,0 +1,353 @@
+"""Build-host side of a remote deploy: upload, ``run_deployment`` on the device's queue, wait, fetch results.
+
+    from greenpipe.farm.client import run_remote
+    metrics = run_remote(job, device_params, artifact_path, prepared_dir, out_dir)  # as tasks/deploy.py does
+
+Where the farm is comes from the environment, not params.yaml (changing servers must not rerun stages):
+
+* Prefect: ``PREFECT_API_URL`` (environment or Prefect profile); else the loopback stack started by
+  ``greenpipe farm up`` in ``GREENPIPE_FARM_DIR`` (default ``.greenpipe/farm``).
+* S3: ``GREENPIPE_FARM_BUCKET`` (+ ``GREENPIPE_FARM_PREFIX``, ``AWS_ENDPOINT_URL_S3``, credentials from
+  boto3's chain); else the loopback stack's server, keys and bucket.
+
+One deployment of flows/device_run.py per work pool (``device-run/<pool>``) is created or updated on
+first use; a job is a flow run of it on the device's queue. Its pull step changes into
+``$GREENPIPE_AGENT_DIR``, the greenpipe checkout the host's worker runs from, so the same deployment
+serves every host of a pool wherever it keeps its checkout.
+
+Waiting is bounded and watched: a run nobody picks up fails after the device's ``timeout_s`` naming
+device, pool and queue; a run whose host stops polling its queue for ``lost_after_s`` (the worker or
+the machine died) is marked Crashed and submitted again, up to ``retries`` times, as is a run that
+ends Crashed or Failed. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
+and its outputs are downloaded checksum-verified into a temporary directory that replaces ``out``
+only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from greenpipe.errors import GreenpipeError
+from greenpipe.store import ArtifactRef, ArtifactStore
+
+if TYPE_CHECKING:
+    from greenpipe.params import DeviceParams
+    from tasks.deploy import DeployJob
+
+FLOW_NAME = "device-run"
+ENTRYPOINT = "flows/device_run.py:device_run"
+AGENT_DIR_ENV = "GREENPIPE_AGENT_DIR"
+FARM_DIR_ENV = "GREENPIPE_FARM_DIR"
+DEFAULT_FARM_DIR = ".greenpipe/farm"
+DEFAULT_BUCKET = "greenpipe"
+POLL_S = 0.25  # how often the stage reads the run's state, seconds (loopback API calls are ~ms)
+
+
+class FarmError(GreenpipeError):
+    """A remote device job could not be submitted, ran nowhere, or did not come back whole."""
+
+
+def farm_dir() -> Path:
+    """State directory of the loopback stack (``GREENPIPE_FARM_DIR``, default ``.greenpipe/farm``)."""
+    return Path(os.environ.get(FARM_DIR_ENV) or DEFAULT_FARM_DIR)
+
+
+def deployment_name(pool: str) -> str:
+    """The deployment of flows/device_run.py that serves work pool ``pool``."""
+    return f"{FLOW_NAME}/{pool}"
+
+
+@dataclass(frozen=True)
+class Farm:
+    """Where the farm's Prefect API and S3 store are, and how they were found (for error messages)."""
+
+    api_url: str
+    store: ArtifactStore
+    where: str  # "the loopback stack in .greenpipe/farm" or "PREFECT_API_URL / GREENPIPE_FARM_BUCKET"
+
+    def store_spec(self) -> dict[str, Any]:
+        """What a device host needs to reach the same store (no credentials: hosts have their own)."""
+        endpoint = None if self.store.endpoint_url.endswith("amazonaws.com") else self.store.endpoint_url
+        return {
+            "bucket": self.store.bucket,
+            "prefix": self.store.prefix,
+            "endpoint_url": endpoint,
+            "region": self.store.client.meta.region_name,
+        }
+
+    @classmethod
+    def resolve(cls) -> Farm:
+        """The farm from the environment, else the loopback stack; FarmError when neither is there."""
+        from greenpipe.farm.stack import LocalStack
+
+        api_url = os.environ.get("PREFECT_API_URL") or _profile_api_url()
+        bucket = os.environ.get("GREENPIPE_FARM_BUCKET")
+        stack = LocalStack(farm_dir())
+        if api_url and bucket:
+            store = ArtifactStore(
+                bucket,
+                os.environ.get("GREENPIPE_FARM_PREFIX", "greenpipe"),
+                endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None,
+            )
+            return cls(api_url, store, "PREFECT_API_URL and GREENPIPE_FARM_BUCKET")
+        running = stack.running()
+        if running is None:
+            raise FarmError(
+                "No device farm to send the job to: set PREFECT_API_URL (the farm's Prefect server) and "
+                "GREENPIPE_FARM_BUCKET (its S3 bucket; endpoint and credentials from AWS_* / a profile), "
+                f"or start the loopback stack with `greenpipe farm up` (state dir {stack.state_dir})."
+            )
+        return cls(
+            api_url or running.api_url,
+            stack.store(),
+            f"the loopback stack in {stack.state_dir}",
+        )
+
+
+def _profile_api_url() -> str | None:
+    # A URL in the active Prefect profile counts as much as the environment variable.
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def _api(api_url: str):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: api_url})
+
+
+def ensure_deployment(client: Any, pool: str) -> str:
+    """Create (or update) the deployment of flows/device_run.py for ``pool``; return its full name."""
+    flow_id = client.create_flow_from_name(FLOW_NAME)
+    client.create_deployment(
+        flow_id=flow_id,
+        name=pool,
+        work_pool_name=pool,
+        entrypoint=ENTRYPOINT,
+        # Resolved on the host at run time: every worker points this at its own greenpipe checkout.
+        pull_steps=[
+            {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $" + AGENT_DIR_ENV + " }}"}}
+        ],
+        # One process per job: the engine itself (it runs the pull step), not a supervisor that starts
+        # the engine. `python` is the host's environment with greenpipe[board] (first on the worker's PATH).
+        job_variables={"command": "python -m prefect.engine"},
+        description="greenpipe device_run: measure one compiled artifact on a device host",
+        tags=["greenpipe"],
+        enforce_parameter_schema=False,
+    )
+    return deployment_name(pool)
+
+
+def _where(job: DeployJob, dev: DeviceParams) -> str:
+    return f"device {job.device!r} (host {dev.host}, work pool {dev.pool!r}, queue {dev.queue!r})"
+
+
+def _check_queue(client: Any, job: DeployJob, dev: DeviceParams, farm: Farm) -> Any:
+    """The device's work queue; FarmError naming device, pool and queue when pool or queue is missing."""
+    from prefect.exceptions import ObjectNotFound
+
+    fix = (
+        f"Start the worker of host {dev.host} (`prefect worker start --pool {dev.pool} --work-queue "
+        f"{dev.queue}`, or infra/agent/ on a device host; `greenpipe farm up` for the simulated cpu hosts), "
+        f"or correct deploy.devices.{job.device}.pool / .queue."
+    )
+    try:
+        client.read_work_pool(dev.pool)
+    except ObjectNotFound:
+        raise FarmError(
+            f"{_where(job, dev)}: work pool {dev.pool!r} does not exist on the Prefect server at "
+            f"{farm.api_url} ({farm.where}): no worker has ever served it. {fix}"
+        ) from None
+    try:
+        return client.read_work_queue_by_name(dev.queue, work_pool_name=dev.pool)
+    except ObjectNotFound:
+        raise FarmError(
+            f"{_where(job, dev)}: work pool {dev.pool!r} has no queue {dev.queue!r} on {farm.api_url}. {fix}"
+        ) from None
+
+
+def _age_s(ts: datetime | None) -> float | None:
+    if ts is None:
+        return None
+    return (datetime.now(timezone.utc) - ts).total_seconds()
+
+
+def _say(msg: str) -> None:
+    print(f"deploy: {msg}", file=sys.stderr, flush=True)
+
+
+def upload_inputs(store: ArtifactStore, artifact: Path, data_dir: Path) -> tuple[ArtifactRef, ArtifactRef]:
+    """Put the artifact and the val split (manifest + val/) in the store; return their refs."""
+    manifest = data_dir / "manifest.json"
+    val = data_dir / "val"
+    if not manifest.is_file() or not val.is_dir():
+        raise FarmError(
+            f"{data_dir}: not a prepared dataset (needs manifest.json and val/); run the ingest stage first "
+            "(dvc repro ingest)."
+        )
+    store.ensure_bucket()
+    art = store.put_file(artifact)
+    # Only what the eval reads travels: the manifest and the val split, not the training images.
+    with tempfile.TemporaryDirectory(prefix="greenpipe-val-") as tmp:
+        shutil.copy2(manifest, Path(tmp) / "manifest.json")
+        shutil.copytree(val, Path(tmp) / "val")
+        data = store.put_dir(tmp)
+    return art, data
+
+
+def run_remote(job: DeployJob, dev: DeviceParams, artifact: Path, data_dir: Path, out: Path) -> dict:
+    """Run ``job`` on ``dev``'s host through Prefect; fill ``out`` as a local run would; return metrics."""
+    from prefect.client.orchestration import get_client
+
+    farm = Farm.resolve()
+    t0 = time.monotonic()
+    attempts = 1 + dev.retries
+    history: list[str] = []
+    with _api(farm.api_url), get_client(sync_client=True) as client:
+        unhealthy = client.api_healthcheck()  # None when the server answers
+        if unhealthy is not None:
+            raise FarmError(
+                f"{_where(job, dev)}: cannot reach the Prefect server at {farm.api_url} ({farm.where}): "
+                f"{unhealthy!r}. Start it (`greenpipe farm up` for the loopback farm) or fix PREFECT_API_URL."
+            )
+        _check_queue(client, job, dev, farm)  # before any upload: a wrong pool/queue fails at once
+        art, data = upload_inputs(farm.store, artifact, data_dir)
+        _say(f"uploaded {artifact.name} and the val split to {farm.store} in {time.monotonic() - t0:.1f} s")
+        parameters = {"job": job.to_dict(), "artifact": art.to_dict(), "data": data.to_dict(),
+                      "store": farm.store_spec()}  # fmt: skip
+        name = ensure_deployment(client, dev.pool)
+        for attempt in range(1, attempts + 1):
+            flow_run = _submit(name, parameters, job, dev, attempt)
+            _say(f"{job.variant} on {_where(job, dev)}: flow run {flow_run.name} ({flow_run.id}), "
+                 f"attempt {attempt}/{attempts}")  # fmt: skip
+            try:
+                outcome = _wait(client, flow_run.id, job, dev, farm, history)
+            except KeyboardInterrupt:
+                # Do not leave a job running on the host for a stage nobody waits on any more.
+                from prefect.states import Cancelled
+
+                client.set_flow_run_state(flow_run.id, Cancelled(message="greenpipe: stage interrupted"),
+                                          force=True)  # fmt: skip
+                raise
+            if outcome == "COMPLETED":
+                metrics = fetch_results(farm.store, str(flow_run.id), job, out)
+                _say(f"results of {flow_run.name} are in {out} ({time.monotonic() - t0:.1f} s in all)")
+                return metrics
+            history.append(f"attempt {attempt}: {outcome}")
+            _say(f"attempt {attempt}/{attempts} did not complete: {outcome}")
+    raise FarmError(
+        f"{_where(job, dev)}: the job did not complete in {attempts} attempt(s) "
+        f"(deploy.devices.{job.device}.retries = {dev.retries}): {'; '.join(history)}. "
+        "See the flow runs' logs on the Prefect server (`prefect flow-run logs <id>`) and the worker's log "
+        "on the host, fix the cause, and run the stage again."
+    )
+
+
+def _submit(name: str, parameters: dict, job: DeployJob, dev: DeviceParams, attempt: int) -> Any:
+    from prefect.deployments import run_deployment
+
+    return run_deployment(
+        name,
+        parameters=parameters,
+        work_queue_name=dev.queue,
+        timeout=0,  # return at once; _wait watches the run and the queue itself
+        as_subflow=False,
+        flow_run_name=f"{job.variant}-{job.device}-try{attempt}",
+        tags=["greenpipe", f"device:{job.device}", f"variant:{job.variant}"],
+    )
+
+
+def _wait(client: Any, run_id: Any, job: DeployJob, dev: DeviceParams, farm: Farm, history: list[str]) -> str:
+    """Watch a flow run until it completes ("COMPLETED"), ends otherwise or loses its host (a reason).
+
+    Raises FarmError when nobody picks it up, or it does not finish, within ``dev.timeout_s``.
+    """
+    from prefect.states import Cancelled, Crashed
+
+    start = time.monotonic()
+    deadline = start + dev.timeout_s
+    picked_up: float | None = None
+    last_state = None
+    while True:
+        run = client.read_flow_run(run_id)
+        state = run.state
+        if state is not None and state.type.value != last_state:
+            last_state = state.type.value
+            _say(f"  {run.name}: {last_state} after {time.monotonic() - start:.1f} s")
+        if state is not None and state.is_completed():
+            return "COMPLETED"
+        if state is not None and state.is_final():
+            return f"{state.type.value} ({state.message or 'no message'})"
+        taken = state is not None and (state.is_pending() or state.is_running())
+        if taken and picked_up is None:
+            picked_up = time.monotonic()
+        queue = client.read_work_queue_by_name(dev.queue, work_pool_name=dev.pool)
+        age = _age_s(queue.last_polled)
+        now = time.monotonic()
+        if taken and now - picked_up > dev.lost_after_s and (age is None or age > dev.lost_after_s):
+            # The host took the run, then stopped polling its queue: its worker (or the machine) died.
+            why = (
+                f"host lost: queue {dev.queue!r} not polled for {age:.0f} s (> lost_after_s "
+                f"{dev.lost_after_s:g} s) while the run was {state.type.value}"
+            )
+            client.set_flow_run_state(run_id, Crashed(message=f"greenpipe: {why}"), force=True)
+            return why
+        if now > deadline:
+            if taken:
+                client.set_flow_run_state(run_id, Crashed(message="greenpipe: timed out"), force=True)
+                what = f"was taken by the host but did not finish within timeout_s = {dev.timeout_s:g} s"
+                fix = f"raise deploy.devices.{job.device}.timeout_s, or look at the host's worker log"
+            else:
+                client.set_flow_run_state(run_id, Cancelled(message="greenpipe: no worker"), force=True)
+                polled = "never" if age is None else f"{age:.0f} s ago"
+                what = (
+                    f"was not picked up within timeout_s = {dev.timeout_s:g} s: no worker serves the queue "
+                    f"(last polled {polled})"
+                )
+                fix = (
+                    f"start the worker on {dev.host} (`prefect worker start --pool {dev.pool} --work-queue "
+                    f"{dev.queue}`, infra/agent/, or `greenpipe farm up` for the simulated cpu hosts) and "
+                    "check it reaches the Prefect server"
+                )
+            before = f" Earlier: {'; '.join(history)}." if history else ""
+            raise FarmError(
+                f"{_where(job, dev)}: flow run {run.name} ({run_id}) {what}. Prefect server: "
+                f"{farm.api_url} ({farm.where}).{before} Fix: {fix}."
+            )
+        time.sleep(POLL_S)
+
+
+def fetch_results(store: ArtifactStore, run_id: str, job: DeployJob, out: Path) -> dict:
+    """Download a completed run's outputs into ``out`` (replaced whole) and return its metrics."""
+    summary = store.get_json(store.result_key(run_id, "summary.json"))
+    if (
+        summary.get("flow_run_id") != run_id
+        or not summary.get("complete")
+        or summary.get("job") != job.to_dict()
+    ):
+        raise FarmError(
+            f"results/{run_id}/summary.json in {store} does not describe this job (flow run, completeness or "
+            "job parameters differ); the result store was written by something else. Run the stage again."
+        )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
+    try:
+        store.get_dir(summary["outputs"], incoming)
+        os.chmod(incoming, 0o755)  # mkdtemp made it private; outputs are ordinary readable files
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(incoming, out)
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    return summary["metrics"]

@@ -1,0 +1,391 @@
+"""The loopback device farm: a Prefect server, an S3 server and one Prefect worker per simulated host.
+
+    greenpipe farm up        # starts it in the background (state in .greenpipe/farm), returns when ready
+    greenpipe farm status    # servers, pools, queues (last polled), workers
+    greenpipe farm down      # stops everything it started
+
+Everything listens on 127.0.0.1 only. ``farm up`` starts a supervisor process
+(``python -m greenpipe.farm.stack <state_dir>``) in its own session; the supervisor starts
+:class:`~greenpipe.farm.prefect_server.LocalPrefect` (SQLite), :class:`~greenpipe.farm.s3server.LocalS3`
+(``rclone serve s3``), creates the bucket, the ``process`` work pool and one queue per host, the
+``device-run/<pool>`` deployment, and one ``prefect worker start --pool P --work-queue Q`` per host, then
+waits for SIGTERM (``farm down``) and stops them all. Simulated hosts run the ``ort`` runtime on this CPU
+and are named as what they are: ``cpu-host-1``, ``cpu-host-2`` (kind ``cpu``), never as a DPU card.
+
+:func:`start_worker` is also what the tests use to put workers on their own servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from greenpipe.errors import GreenpipeError
+from greenpipe.farm.prefect_server import LocalPrefect
+from greenpipe.farm.s3server import KEYS_FILE, LocalS3, S3Endpoint, _pid_alive, _write_private_json
+from greenpipe.store import ArtifactStore
+
+STATE_FILE = "farm.json"
+SUPERVISOR_LOG = "farm.log"
+DEFAULT_POOL = "cpu-hosts"
+DEFAULT_HOSTS = ("cpu-host-1", "cpu-host-2")
+DEFAULT_BUCKET = "greenpipe"
+# Worker poll interval (s): Prefect's default is 10; 1 keeps a job's pick-up delay about a second.
+QUERY_S = 1.0
+HEARTBEAT_S = 5.0  # worker heartbeat to the server (s); Prefect's default is 30
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Worker:
+    """A running ``prefect worker start`` for one host (its own session: killing it takes its jobs too)."""
+
+    host: str
+    pool: str
+    queue: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM the worker's process group (worker and any job), SIGKILL after ``timeout_s`` s."""
+        _stop_group(self.proc.pid, timeout_s, self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its running job at once: what losing the host looks like."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def _stop_group(pgid: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        if proc is None and not _pid_alive(pgid):
+            break
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)  # whatever is left of the group (a job the worker did not stop)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait()
+
+
+def worker_env(
+    api_url: str, endpoint: S3Endpoint | None, host: str, home: Path, source_dir: Path = REPO_ROOT,
+    query_s: float = QUERY_S,
+) -> dict[str, str]:  # fmt: skip
+    """Environment of a simulated host's worker: Prefect API, S3 keys, its name and checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "GREENPIPE_"))}
+    env.update(
+        PREFECT_API_URL=api_url,
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_WORKER_QUERY_SECONDS=f"{query_s:g}",
+        PREFECT_WORKER_HEARTBEAT_SECONDS=f"{HEARTBEAT_S:g}",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        GREENPIPE_AGENT_DIR=str(source_dir),
+        GREENPIPE_AGENT_HOST=host,
+        GREENPIPE_AGENT_CACHE=str(home / "cache"),
+        PYTHONUNBUFFERED="1",
+        # Jobs run `python -m prefect.engine`: this interpreter's environment comes first.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    )
+    if endpoint is not None:
+        env.update(endpoint.env())
+    return env
+
+
+def start_worker(
+    api_url: str, endpoint: S3Endpoint | None, pool: str, queue: str, host: str, state_dir: Path,
+    source_dir: Path = REPO_ROOT, query_s: float = QUERY_S,
+) -> Worker:  # fmt: skip
+    """Start a process worker for ``host`` on ``pool`` / ``queue``; logs in ``state_dir/workers``.
+
+    The work pool must exist (``ensure_pool``). Returns at once; :func:`wait_polled` waits until it polls.
+    """
+    home = state_dir / "workers" / host
+    home.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "workers" / f"{host}.log"
+    env = worker_env(api_url, endpoint, host, home, source_dir, query_s)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--work-queue", queue,
+             "--type", "process", "--name", host],
+            cwd=source_dir, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+            start_new_session=True,  # one process group per host: its worker and the jobs it runs
+        )  # fmt: skip
+    return Worker(host, pool, queue, proc, log)
+
+
+def ensure_pool(api_url: str, pool: str, queues: tuple[str, ...] | list[str]) -> None:
+    """Create the ``process`` work pool and its queues unless they exist."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.process import ProcessWorker
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            try:
+                client.create_work_pool(
+                    WorkPoolCreate(
+                        name=pool,
+                        type="process",
+                        base_job_template=ProcessWorker.get_default_base_job_template(),
+                    )  # fmt: skip
+                )
+            except ObjectAlreadyExists:
+                pass
+        for queue in queues:
+            try:
+                client.read_work_queue_by_name(queue, work_pool_name=pool)
+            except ObjectNotFound:
+                try:
+                    client.create_work_queue(name=queue, work_pool_name=pool)
+                except ObjectAlreadyExists:
+                    pass
+
+
+def wait_polled(api_url: str, pool: str, queues: list[str], timeout_s: float = 60.0,
+                workers: list[Worker] | None = None) -> float:  # fmt: skip
+    """Wait until a worker has polled each queue after this call; return the seconds it took."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    since = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    pending = set(queues)
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        while pending:
+            for w in workers or []:
+                if w.proc.poll() is not None:
+                    tail = "\n".join(w.log.read_text(errors="replace").splitlines()[-15:])
+                    raise GreenpipeError(
+                        f"The worker of {w.host} (pool {w.pool}, queue {w.queue}) exited with status "
+                        f"{w.proc.returncode} while starting. Last lines of {w.log}:\n{tail}"
+                    )
+            for q in sorted(pending):
+                polled = client.read_work_queue_by_name(q, work_pool_name=pool).last_polled
+                if polled is not None and polled >= since:
+                    pending.discard(q)
+            if pending and time.monotonic() - t0 > timeout_s:
+                raise GreenpipeError(
+                    f"No worker polled queue(s) {', '.join(sorted(pending))} of pool {pool} within "
+                    f"{timeout_s:g} s; see the worker logs."
+                )
+            time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+class LocalStack:
+    """The loopback farm whose state lives in ``state_dir`` (default ``.greenpipe/farm``)."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.state_dir = Path(state_dir).expanduser().resolve()
+
+    # -- paths and state ---------------------------------------------------------------------------
+
+    @property
+    def prefect_dir(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def s3_dir(self) -> Path:
+        return self.state_dir / "s3"
+
+    def info(self) -> dict[str, Any] | None:
+        """What the supervisor wrote in ``farm.json`` (None when the stack is not up)."""
+        try:
+            return json.loads((self.state_dir / STATE_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def running(self) -> StackInfo | None:
+        """The running stack's API URL and S3 endpoint, or None when it is not (fully) up."""
+        info = self.info()
+        if not info or not info.get("ready") or not _pid_alive(int(info.get("pid", 0))):
+            return None
+        api_url = LocalPrefect.api_url_of(self.prefect_dir)
+        if api_url is None or not (self.s3_dir / KEYS_FILE).exists():
+            return None
+        return StackInfo(api_url, S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET), info)
+
+    def store(self) -> ArtifactStore:
+        """The artifact store on the stack's S3 server (keys from its ``s3.json``)."""
+        info = self.info() or {}
+        return ArtifactStore.from_endpoint(S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET))
+
+    # -- up / down ---------------------------------------------------------------------------------
+
+    def up(self, hosts: tuple[str, ...] = DEFAULT_HOSTS, pool: str = DEFAULT_POOL,
+           timeout_s: float = 180.0) -> StackInfo:  # fmt: skip
+        """Start the supervisor in the background and return once servers and workers answer."""
+        if self.running() is not None:
+            raise GreenpipeError(
+                f"The loopback farm already runs from {self.state_dir}: `greenpipe farm status` shows it, "
+                "`greenpipe farm down` stops it."
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        log = self.state_dir / SUPERVISOR_LOG
+        args = [sys.executable, "-m", "greenpipe.farm.stack", "--pool", pool, str(self.state_dir), *hosts]
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+        t0 = time.monotonic()
+        while True:
+            running = self.running()
+            if running is not None:
+                return running
+            if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+                why = (
+                    f"exited with status {proc.returncode}"
+                    if proc.poll() is not None
+                    else (f"was not up within {timeout_s:g} s")
+                )
+                if proc.poll() is None:
+                    _stop_group(proc.pid, 30.0, proc)
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                raise GreenpipeError(
+                    f"The loopback farm (supervisor `python -m greenpipe.farm.stack`) {why}. "
+                    f"Last lines of {log}:\n{tail}"
+                )
+            time.sleep(0.3)
+
+    def down(self, timeout_s: float = 60.0) -> bool:
+        """Stop the supervisor (which stops workers and servers); False when nothing was running."""
+        info = self.info()
+        if not info or not _pid_alive(int(info.get("pid", 0))):
+            (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+            return False
+        _stop_group(int(info["pid"]), timeout_s)
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        return True
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Servers, pool, queues (seconds since last polled) and workers, as a plain dict."""
+        running = self.running()
+        out: dict[str, Any] = {"state_dir": str(self.state_dir), "up": running is not None}
+        if running is None:
+            return out
+        out.update(prefect=running.api_url, s3=running.endpoint.url, bucket=running.bucket,
+                   pool=running.info["pool"], hosts=running.info["hosts"])  # fmt: skip
+        out["workers_alive"] = {h: _pid_alive(pid) for h, pid in running.info["worker_pids"].items()}
+        out["queues"] = queue_status(running.api_url, running.info["pool"])
+        return out
+
+    # -- the supervisor ------------------------------------------------------------------------------
+
+    def serve(self, hosts: list[str], pool: str) -> None:
+        """Run the stack in this process until SIGTERM/SIGINT (what ``farm up`` starts in the background)."""
+        from greenpipe.farm.client import ensure_deployment
+
+        stop = {"now": False}
+
+        def _term(signum: int, frame: Any) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGTERM, _term)
+        signal.signal(signal.SIGINT, _term)
+        prefect = LocalPrefect(self.prefect_dir)
+        s3 = LocalS3(self.state_dir / "s3-root", self.s3_dir)
+        workers: list[Worker] = []
+        try:
+            t0 = time.monotonic()
+            api_url = prefect.start()
+            endpoint = s3.start()
+            ArtifactStore.from_endpoint(endpoint, DEFAULT_BUCKET).ensure_bucket()
+            ensure_pool(api_url, pool, hosts)
+            from prefect.client.orchestration import get_client
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as c:
+                ensure_deployment(c, pool)
+            for host in hosts:
+                workers.append(start_worker(api_url, endpoint, pool, host, host, self.state_dir))
+            wait_polled(api_url, pool, list(hosts), workers=workers)
+            _write_private_json(
+                self.state_dir / STATE_FILE,
+                {"pid": os.getpid(), "ready": True, "api_url": api_url, "s3": endpoint.url,
+                 "bucket": DEFAULT_BUCKET, "pool": pool, "hosts": list(hosts),
+                 "worker_pids": {w.host: w.pid for w in workers},
+                 "startup_s": round(time.monotonic() - t0, 2), "started_at": time.time()},
+            )  # fmt: skip
+            print(f"farm up in {time.monotonic() - t0:.1f} s: {api_url}, {endpoint.url}", flush=True)
+            while not stop["now"]:
+                time.sleep(0.5)
+        finally:
+            for w in workers:
+                w.stop()
+            s3.stop()
+            prefect.stop()
+            print("farm down", flush=True)
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    api_url: str
+    endpoint: S3Endpoint
+    bucket: str
+    info: dict[str, Any]
+
+
+def queue_status(api_url: str, pool: str) -> dict[str, dict[str, Any]]:
+    """Per queue of ``pool``: seconds since a worker last polled it (None = never) and its status."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        queues = client.read_work_queues(work_pool_name=pool)
+    now = datetime.now(timezone.utc)
+    return {
+        q.name: {
+            "last_polled_s": None
+            if q.last_polled is None
+            else round((now - q.last_polled).total_seconds(), 1),
+            "status": q.status.value if q.status else None,
+        }
+        for q in queues
+    }
+
+
+def _main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run the loopback farm in the foreground (`greenpipe farm up` "
+                                 "starts this in the background).")  # fmt: skip
+    ap.add_argument("state_dir", type=Path)
+    ap.add_argument("hosts", nargs="*", default=list(DEFAULT_HOSTS))
+    ap.add_argument("--pool", default=DEFAULT_POOL)
+    args = ap.parse_args(argv)
+    LocalStack(args.state_dir).serve(args.hosts or list(DEFAULT_HOSTS), args.pool)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,96 @@
+"""Recipe ``video``: Temporal Shift Module (TSM) networks in Keras, scored by clip top-1.
+
+Model: TSM MobileNetV2 online (default) or ResNet50 offline,
+:mod:`greenpipe.models.tsm_tf`; ``shift: false`` is the TSN baseline.
+Data: the Jester / Something-Something frame-folder layout or video files,
+built-in camera-motion clips by default (:mod:`greenpipe.data.video`).
+Pipeline boundaries: the input of every kernel between shifts --
+``k00_input``, then ``kKK_shift`` and ``kKK_residual`` per kernel (11 kernels,
+21 boundaries for MobileNetV2).  Pre-processing: frames (H, W, 3) uint8 ->
+(1, S, S, 3) float32 in [0, 1] (kernel 0 normalises).  Score: top-1 of the
+logits smoothed over a window of frames (the online demo's smoothing) at each
+clip's last frame.
+
+The recipe's own stages (``tasks/video_*.py``) use it; TensorFlow is imported
+only when a model is built, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from greenpipe.recipes.base import RECIPES
+
+
+class VideoRecipe:
+    name = "video"
+
+    def build_model(self, model_args: dict[str, Any]):
+        """A fresh :class:`~greenpipe.models.tsm_tf.TSMNet` (Keras layers) from a checkpoint's ``model_args``."""
+        from greenpipe.models.tsm_tf import TSMConfig, make_net
+
+        return make_net(TSMConfig(**model_args))
+
+    def boundaries(self, model) -> dict[str, None]:
+        """Every kernel input of the split network, in pipeline order (all dumped by the host loop)."""
+        from greenpipe.models.tsm_tf import split_models
+        from greenpipe.video.calib import boundary_names
+
+        return {name: None for name in boundary_names(split_models(model)[1])}
+
+    def calibration_inputs(self, data_root: Path, count: int, crop: int,
+                           rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
+        """``count`` train clips, drawn without replacement: (video id, (T, crop, crop, 3) uint8).
+
+        Every frame of each clip is kept: online, the kernels see every frame of a stream.
+        """
+        from greenpipe.data.video import read_frames, read_split, resize_frames
+
+        refs = read_split(data_root, "train")
+        for i in rng.permutation(len(refs))[:count]:
+            yield refs[i].id, resize_frames(read_frames(refs[i].path), crop)
+
+    def to_input(self, sample: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 frame -> (1, H, W, 3) float32 in [0, 1]."""
+        return (np.asarray(sample, dtype=np.float32) / 255.0)[None]
+
+    def multiple(self, model_args: dict[str, Any]) -> int:
+        """Frames are resized to the model's input size, so any size is accepted."""
+        return 1
+
+    def evaluate(self, run: Callable[[np.ndarray], np.ndarray], data_root: Path, max_side: int = 0,
+                 multiple: int = 1, outputs: dict[str, np.ndarray] | None = None, *, n_frames: int = 8,
+                 size: int = 64, window: int = 8, classes: list[str] | None = None) -> dict:
+        """Top-1 (%) of ``run`` on the val split.
+
+        ``run`` maps one clip, (T, size, size, 3) float32 in [0, 1], to per-frame
+        logits (T, classes) -- the online loop starting from empty buffers.
+        The prediction is the argmax at the last frame of the logits smoothed
+        over ``window`` frames.  ``outputs`` (if a dict) receives each clip's
+        per-frame logits by video id.
+        """
+        from greenpipe.data.video import load_clip, read_labels, read_split
+        from greenpipe.video.host import smooth
+
+        names = classes or read_labels(data_root)
+        rows, confusion = [], np.zeros((len(names), len(names)), dtype=int)
+        for ref in read_split(data_root, "val"):
+            logits = run(load_clip(ref, n_frames, size).astype(np.float32) / 255.0)
+            if outputs is not None:
+                outputs[ref.id] = logits
+            pred = int(np.argmax(smooth(logits, window)[-1]))
+            confusion[ref.label, pred] += 1
+            rows.append(pred == ref.label)
+        return {
+            "top1": float(100.0 * np.mean(rows)),
+            "clips": len(rows),
+            "classes": list(names),
+            "confusion": confusion.tolist(),
+        }
+
+
+RECIPES.register("video")(VideoRecipe())

@@ -1,0 +1,38 @@
+"""Small helpers the video stages share: TensorFlow's threads and quiet start, the dataset's root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from greenpipe.errors import DataError
+from greenpipe.io import read_json
+
+DATASET_FILE = "dataset.json"
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Import TensorFlow with its start-up banners off and ``threads`` intra-op threads (one inter-op)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised in this process (tests): the first setting stands
+
+
+def group_size(data_dir: str | Path) -> int:
+    """Consecutive train clips shot from one scene (7 for the built-in set, 1 for other datasets)."""
+    dataset_root(data_dir)  # the same error when video_data has not run
+    return int(read_json(Path(data_dir) / DATASET_FILE).get("group_size", 1))
+
+
+def dataset_root(data_dir: str | Path) -> Path:
+    """The folder in the Jester layout that ``video_data`` prepared (itself, or the external source it names)."""
+    data_dir = Path(data_dir)
+    pointer = data_dir / DATASET_FILE
+    if not pointer.exists():
+        raise DataError(f"{pointer}: missing; run the video data stage first (dvc repro video_data)")
+    return Path(read_json(pointer)["root"]) if read_json(pointer)["root"] != "." else data_dir

@@ -1,0 +1,212 @@
+"""The host loop: run a TSM network's K kernels in order and do the shifts on the CPU.
+
+This is what runs beside a DPU (or on a CPU with TFLite): kernel 0 takes the
+pre-processed frame; between kernel k-1 and kernel k the host builds the
+shift-concat tensor and passes the unshifted tensor as the residual input.
+
+* **online** (MobileNetV2): one frame per step; boundary k keeps a shift
+  buffer, the previous frame's first ``fold`` channels.  Buffers start at
+  real zero (the quantized zero point in int8) and persist across frames
+  until :meth:`HostPipeline.reset` (a new video).
+* **offline** (ResNet50): one clip of T frames per step; the shift is
+  bidirectional inside the batch (:func:`shift_clip`).
+
+Tensors between kernels stay in the producing kernel's representation (int8
+for int8 kernels): the shift only moves channels, so int8 buffers are exact.
+When the consuming kernel's input quantization differs from the producer's
+output quantization, the host rescales (``q' = round((q - zp) * s / s') + zp'``),
+and counts how often it had to.
+
+Every step records where its time goes: pre-process, each kernel, each shift.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One kernel input or output: name, shape, dtype and (scale, zero_point) when quantized."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float = 0.0  # 0 = float tensor
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0
+
+
+class Kernel(Protocol):
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+    def invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the kernel on named inputs; return named outputs."""
+
+
+class KerasKernel:
+    """A float Keras kernel (from :func:`greenpipe.models.tsm_tf.split_models`) behind the Kernel interface."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.inputs = [TensorInfo(t.name, tuple(int(d) for d in t.shape), np.dtype(np.float32))
+                       for t in model.inputs]
+        self.outputs = [TensorInfo(f"{model.name}_output", tuple(int(d) for d in model.outputs[0].shape),
+                                   np.dtype(np.float32))]
+
+    def invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [feeds[i.name] for i in self.inputs]
+        return {self.outputs[0].name: np.asarray(self.model(args, training=False))}
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Real values -> ``info``'s representation (float tensors pass through)."""
+    if not info.quantized:
+        return np.asarray(x, dtype=np.float32)
+    lo, hi = np.iinfo(info.dtype).min, np.iinfo(info.dtype).max
+    return np.clip(np.round(x / info.scale) + info.zero_point, lo, hi).astype(info.dtype)
+
+
+def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """``info``'s representation -> real values, float32."""
+    if not info.quantized:
+        return np.asarray(q, dtype=np.float32)
+    return ((q.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)
+
+
+def same_representation(a: TensorInfo, b: TensorInfo) -> bool:
+    return a.dtype == b.dtype and a.scale == b.scale and a.zero_point == b.zero_point
+
+
+def convert(q: np.ndarray, src: TensorInfo, dst: TensorInfo) -> np.ndarray:
+    """A tensor in ``src``'s representation re-expressed in ``dst``'s (int8 -> int8 is a rescale)."""
+    if same_representation(src, dst):
+        return q
+    if src.quantized and dst.quantized:
+        lo, hi = np.iinfo(dst.dtype).min, np.iinfo(dst.dtype).max
+        y = np.round((q.astype(np.float32) - src.zero_point) * np.float32(src.scale / dst.scale)) + dst.zero_point
+        return np.clip(y, lo, hi).astype(dst.dtype)
+    return quantize(dequantize(q, src), dst)
+
+
+def real_zero(info: TensorInfo, shape: tuple[int, ...]) -> np.ndarray:
+    """Zeros in ``info``'s representation (the zero point for a quantized tensor)."""
+    return np.full(shape, info.zero_point if info.quantized else 0, dtype=info.dtype)
+
+
+def shift_clip(x: np.ndarray, fold: int, zero: float = 0) -> np.ndarray:
+    """Bidirectional TSM shift of one clip on the host: (T, H, W, C) -> (T, H, W, C).
+
+    Channels ``[0, fold)`` of frame t come from frame t+1, ``[fold, 2 fold)``
+    from frame t-1; frames off the ends give ``zero`` (the zero point in int8).
+    """
+    out = x.copy()
+    out[:-1, ..., :fold] = x[1:, ..., :fold]
+    out[-1, ..., :fold] = zero
+    out[1:, ..., fold : 2 * fold] = x[:-1, ..., fold : 2 * fold]
+    out[0, ..., fold : 2 * fold] = zero
+    return out
+
+
+@dataclass
+class Timing:
+    """Seconds spent per part, summed over the steps since the last reset."""
+
+    preprocess: float = 0.0
+    kernels: list[float] = field(default_factory=list)
+    shifts: list[float] = field(default_factory=list)
+    steps: int = 0
+
+    def per_step_ms(self) -> dict[str, Any]:
+        n = max(self.steps, 1)
+        return {
+            "preprocess_ms": 1e3 * self.preprocess / n,
+            "kernel_ms": [1e3 * t / n for t in self.kernels],
+            "shift_ms": [1e3 * t / n for t in self.shifts],
+            "inference_ms": 1e3 * (sum(self.kernels) + sum(self.shifts)) / n,
+        }
+
+
+class HostPipeline:
+    """Runs K kernels with host shifts; ``online`` selects per-frame buffers or per-clip shifts.
+
+    ``manifest`` is the split manifest (greenpipe.models.tsm_tf.split_models):
+    its per-kernel ``fold`` says how many channels each boundary shifts.
+    ``on_feed(kernel_index, feeds)`` sees every kernel's inputs as fed (the
+    calibration dump records them there).
+    """
+
+    def __init__(self, kernels: list[Kernel], manifest: dict, online: bool,
+                 on_feed: Callable[[int, dict[str, np.ndarray]], None] | None = None):
+        if len(kernels) != len(manifest["kernels"]):
+            raise ValueError(f"{len(kernels)} kernels but the manifest describes {len(manifest['kernels'])}")
+        self.kernels, self.manifest, self.online, self.on_feed = kernels, manifest, online, on_feed
+        self.folds = [int(k["fold"]) for k in manifest["kernels"]]
+        self.timing = Timing(kernels=[0.0] * len(kernels), shifts=[0.0] * (len(kernels) - 1))
+        # Boundaries where the consumer reads another representation than the producer writes.
+        self.rescaled = [
+            k for k in range(1, len(kernels))
+            if not all(same_representation(kernels[k - 1].outputs[0], i) for i in kernels[k].inputs)
+        ]
+        self.buffers: list[np.ndarray | None] = [None] * len(kernels)
+
+    def reset(self) -> None:
+        """Start a new video: every shift buffer back to zero."""
+        self.buffers = [None] * len(self.kernels)
+
+    def reset_timing(self) -> None:
+        self.timing = Timing(kernels=[0.0] * len(self.kernels), shifts=[0.0] * (len(self.kernels) - 1))
+
+    def _shift(self, k: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Feeds of kernel k from kernel k-1's output ``x`` (in the producer's representation)."""
+        src = self.kernels[k - 1].outputs[0]
+        fold = self.folds[k]
+        zero = src.zero_point if src.quantized else 0
+        if self.online:
+            if self.buffers[k] is None:
+                self.buffers[k] = real_zero(src, (*x.shape[:-1], fold))
+            shifted = np.concatenate([self.buffers[k], x[..., fold:]], axis=-1)
+            self.buffers[k] = x[..., :fold].copy()
+        else:
+            shifted = shift_clip(x, fold, zero)
+        by_role = {i.name.rsplit("_", 1)[-1]: i for i in self.kernels[k].inputs}  # kKK_shift, kKK_residual
+        sh_info, res_info = by_role["shift"], by_role["residual"]
+        return {sh_info.name: convert(shifted, src, sh_info), res_info.name: convert(x, src, res_info)}
+
+    def step(self, x: np.ndarray, preprocess_s: float = 0.0) -> np.ndarray:
+        """Run one frame (online, (1, H, W, 3)) or clip (offline, (T, H, W, 3)) of real values; return logits."""
+        tm = self.timing
+        t0 = time.perf_counter()
+        first = self.kernels[0].inputs[0]
+        feeds = {first.name: quantize(x, first)}
+        tm.preprocess += preprocess_s + time.perf_counter() - t0
+        out = None
+        for k, kernel in enumerate(self.kernels):
+            if k:
+                t0 = time.perf_counter()
+                feeds = self._shift(k, out)
+                tm.shifts[k - 1] += time.perf_counter() - t0
+            if self.on_feed is not None:
+                self.on_feed(k, feeds)
+            t0 = time.perf_counter()
+            out = kernel.invoke(feeds)[kernel.outputs[0].name]
+            tm.kernels[k] += time.perf_counter() - t0
+        tm.steps += 1
+        return dequantize(out, self.kernels[-1].outputs[0])
+
+
+def smooth(logits: np.ndarray, window: int) -> np.ndarray:
+    """Online-demo smoothing: the mean of the last ``window`` frames' logits at every frame. (T, C) -> (T, C)."""
+    out = np.empty_like(logits)
+    for t in range(len(logits)):
+        out[t] = logits[max(0, t - window + 1) : t + 1].mean(axis=0)
+    return out

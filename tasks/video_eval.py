@@ -1,0 +1,146 @@
+"""Stage ``video_eval``: run the quantized TSM kernels with CPU shifts; top-1, FPS and where the time goes.
+
+    python -m tasks.video_eval --data artifacts/video/data --quant artifacts/video/quant \
+        --train-metrics metrics/video --metrics metrics/video/eval.json
+
+For every per-kernel variant whose artifacts TFLite runs (``tflite_fp32``,
+``tflite_int8``), the host loop (greenpipe/video/host.py) runs the K kernels
+in order with the shifts on the CPU (int8 buffers for int8 kernels):
+
+* **top-1** on the val clips, online: frame by frame from empty buffers,
+  logits smoothed over ``video.eval.smooth_window`` frames, argmax at the
+  clip's last frame;
+* **FPS as TSM's online demo reports it**: 1 / (pre-process + inference) of
+  one frame, from the mean per-frame times of a timed run of
+  ``video.eval.fps_frames`` frames (after ``warmup_frames``), with the
+  per-kernel and per-shift breakdown;
+* **sustained throughput**: frames / wall-clock over the same run.
+
+It also reads the train stage's metrics to report TSM vs the no-shift TSN
+baseline, and int8 vs float top-1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from greenpipe.params import Params
+from tasks._cli import run_stage
+
+
+def _pipeline(quant_dir: Path, threads: int):
+    from greenpipe.quant.kernels import read_kernels_manifest
+    from greenpipe.runtime import RUNTIMES
+    from greenpipe.video.host import HostPipeline
+
+    manifest = read_kernels_manifest(quant_dir)
+    load = RUNTIMES.get(manifest["runtime"])
+    runners = [load(quant_dir / k["artifact"], threads, 1) for k in manifest["kernels"]]
+    return HostPipeline(runners, manifest, online=manifest["mode"] == "online"), runners[0].describe()
+
+
+def _clip_runner(pipe):
+    def run(clip: np.ndarray) -> np.ndarray:
+        pipe.reset()
+        if not pipe.online:
+            return pipe.step(clip)
+        return np.concatenate([pipe.step(clip[t : t + 1]) for t in range(len(clip))])
+
+    return run
+
+
+def timed_run(pipe, clips: np.ndarray, frames: int, warmup: int) -> dict:
+    """Stream ``frames`` frames (cycling through ``clips``, (N, T, S, S, 3) uint8) and time every part."""
+    stream = clips.reshape(-1, *clips.shape[2:])
+    per_clip = clips.shape[1]
+    pipe.reset()
+    pipe.reset_timing()
+    t_start = None
+    for i in range(warmup + frames):
+        if i == warmup:
+            pipe.reset_timing()
+            t_start = time.perf_counter()
+        if i % per_clip == 0:
+            pipe.reset()
+        t0 = time.perf_counter()
+        x = stream[i % len(stream)][None].astype(np.float32) / 255.0  # (1, S, S, 3) in [0, 1]
+        pipe.step(x, preprocess_s=time.perf_counter() - t0)
+    wall = time.perf_counter() - t_start
+    ms = pipe.timing.per_step_ms()
+    return {
+        **ms,
+        "fps": 1e3 / (ms["preprocess_ms"] + ms["inference_ms"]),
+        "sustained_fps": frames / wall,
+        "frames": frames,
+        "shift_total_ms": float(sum(ms["shift_ms"])),
+        "kernel_total_ms": float(sum(ms["kernel_ms"])),
+        "rescaled_boundaries": [pipe.kernels[k].inputs[0].name.split("_")[0] for k in pipe.rescaled],
+    }
+
+
+def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> dict:
+    """Evaluate every TFLite per-kernel variant; return top-1, FPS, breakdowns and the comparisons."""
+    from greenpipe.data.video import load_split
+    from greenpipe.errors import GreenpipeError
+    from greenpipe.io import read_json
+    from greenpipe.quant.kernels import read_kernels_manifest
+    from greenpipe.recipes import get_recipe
+    from greenpipe.video.env import configure_tensorflow, dataset_root
+
+    configure_tensorflow(params.base.threads)
+    vp, root = params.video, dataset_root(data)
+    recipe = get_recipe("video")
+    m, ev = vp.model, vp.eval
+    val_clips = load_split(root, "val", m.n_frames, m.input_size)[0]
+    results = {}
+    for variant in vp.quantize:
+        if read_kernels_manifest(quant / variant)["runtime"] != "tflite":
+            continue  # DPU artifacts run on a board (VART), not here
+        pipe, described = _pipeline(quant / variant, params.base.threads)
+        score = recipe.evaluate(_clip_runner(pipe), root, n_frames=m.n_frames, size=m.input_size,
+                                window=ev.smooth_window)
+        timing = timed_run(pipe, val_clips, ev.fps_frames, ev.warmup_frames)
+        results[variant] = {
+            "top1": score["top1"], "clips": score["clips"], "confusion": score["confusion"],
+            "kernels": len(pipe.kernels), **timing,
+            "source": f"measured on {described['host']} with {described['label']}; host loop in Python "
+                      f"(numpy shifts), input {m.input_size}x{m.input_size}, batch 1",
+        }
+    if not results:
+        raise GreenpipeError("video.quantize lists no TFLite variant (tflite_fp32 / tflite_int8), so nothing "
+                             "runs on this CPU; add one to params.yaml")
+    tsm, tsn = (read_json(train_metrics / f"train_{n}.json") for n in ("tsm", "tsn"))
+    out = {
+        "variants": results,
+        "tsm_float_top1": tsm["val_top1"],
+        "tsn_float_top1": tsn["val_top1"],
+        "tsm_minus_tsn_points": tsm["val_top1"] - tsn["val_top1"],
+        "comparison_source": "float Keras models from video_train (same network, shift on / off), val clips",
+        "fps_definition": "fps = 1 / (preprocess + inference) per frame, as TSM's online demo; "
+                          "sustained_fps = frames / wall-clock of the timed run",
+        "preprocess_definition": "uint8 frame at the input size -> float [0, 1] -> the first kernel's input "
+                                 "type (no decode or resize: the clips are stored at the input size)",
+    }
+    if "tflite_int8" in results and "tflite_fp32" in results:
+        out["int8_minus_float_points"] = results["tflite_int8"]["top1"] - results["tflite_fp32"]["top1"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--quant", type=Path, required=True)
+    ap.add_argument("--train-metrics", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    run_stage(lambda params: video_eval(params, args.data, args.quant, args.train_metrics), args.params,
+              args.metrics)
+
+
+if __name__ == "__main__":
+    main()

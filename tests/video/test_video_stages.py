@@ -1,0 +1,76 @@
+"""The video stages end to end on tiny params: data -> train (tsm, tsn) -> calib -> quantize -> eval."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from greenpipe.params import parse_params
+
+
+def test_importing_the_recipe_and_registries_does_not_load_tensorflow():
+    code = ("import sys, greenpipe.recipes, greenpipe.runtime, greenpipe.quant, tasks.video_eval; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_bad_video_params_name_the_key():
+    from greenpipe.errors import ParamsError
+
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["video"]["model"]["width_mult"] = 0
+    with pytest.raises(ParamsError, match="video.model.width_mult"):
+        parse_params(raw)
+
+
+@pytest.mark.slow
+def test_video_stages_end_to_end(tmp_path):
+    import cv2
+
+    from greenpipe.io import write_json
+    from tasks.video_calib import video_calib
+    from tasks.video_data import video_data
+    from tasks.video_eval import video_eval
+    from tasks.video_quantize import video_quantize
+    from tasks.video_train import video_train
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "data" / "clean"
+    photos.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(photos / f"{name}.png"),
+                    cv2.GaussianBlur(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8), (0, 0), 2))
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["base"]["profile"] = "quick"
+    raw["video"] = {
+        "data": {"val_sources": ["c"], "train_clips_per_class": 1, "val_clips_per_class": 1},
+        "model": {"width_mult": 0.25, "input_size": 32, "n_frames": 4, "last_channel": 32},
+        "train": {"steps": 2, "batch_clips": 2, "eval_every": 1},
+        "calib": {"clips": 2},
+        "quantize": {"tflite_fp32": {}, "tflite_int8": {}},
+        "eval": {"smooth_window": 4, "fps_frames": 8, "warmup_frames": 2},
+    }
+    params = parse_params(raw)
+    data, models, metrics = tmp_path / "vdata", tmp_path / "models", tmp_path / "metrics"
+    assert video_data(params, photos, data)["val_clips"] == 7
+    for net in ("tsm", "tsn"):
+        m = video_train(params, net, data, models / net, metrics / f"train_{net}_curve.csv")
+        write_json(metrics / f"train_{net}.json", m)
+        assert 0 <= m["val_top1"] <= 100 and (models / net / "checkpoint.npz").exists()
+    calib = video_calib(params, data, models / "tsm", tmp_path / "calib")
+    assert calib["boundaries"] == 21 and calib["samples_per_boundary"] == 2 * 4
+    for variant in ("tflite_fp32", "tflite_int8"):
+        assert video_quantize(params, variant, models / "tsm", tmp_path / "calib", tmp_path / "quant" / variant)[
+            "kernels"] == 11
+    result = video_eval(params, data, tmp_path / "quant", metrics)
+    for variant in ("tflite_fp32", "tflite_int8"):
+        r = result["variants"][variant]
+        assert r["clips"] == 7 and len(r["kernel_ms"]) == 11 and len(r["shift_ms"]) == 10
+        assert r["fps"] > 0 and r["sustained_fps"] > 0 and "measured on local CPU" in r["source"]
+    # The float TFLite kernels reproduce the float Keras network's val top-1 (same clips, same smoothing).
+    assert result["variants"]["tflite_fp32"]["top1"] == pytest.approx(result["tsm_float_top1"])
+    assert "int8_minus_float_points" in result
