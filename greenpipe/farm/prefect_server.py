@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from greenpipe.errors import GreenpipeError
-from greenpipe.farm.s3server import _pid_alive, _write_private_json
+from greenpipe.farm.s3server import _pid_alive, _write_private_json, terminate
 
 STATE_FILE = "prefect.json"
 LOG_FILE = "prefect-server.log"
@@ -139,13 +139,7 @@ class LocalPrefect:
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(proc, timeout_s)
             state = self.state_dir / STATE_FILE
             try:
                 if json.loads(state.read_text()).get("pid") == proc.pid:

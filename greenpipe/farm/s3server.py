@@ -144,6 +144,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def terminate(proc: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM ``proc``, SIGKILL it if it is still there after ``timeout_s`` seconds; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def _write_private_json(path: Path, obj: dict[str, Any]) -> None:
     """Write ``obj`` to ``path`` atomically with mode 0600 (it holds a secret key)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -307,14 +319,7 @@ class LocalS3:
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            self._returncode = proc.returncode
+            self._returncode = terminate(proc, timeout_s)
             self._remove_keys_file(proc.pid)
         if self._log_fh is not None:
             self._log_fh.close()
