@@ -146,7 +146,7 @@ class DeviceParams(Section):
     kind: Literal["cpu", "gpu", "vck5000", "zcu104", "ultra96"] = "cpu"
     host: str = "local"  # "local" = run in this process; otherwise the device host whose Prefect worker runs it
     target: str = "cpu"
-    runtime: Literal["ort", "vart", "torch_cuda", "tflite"] = "ort"
+    runtime: Literal["ort", "vart", "torch_cuda", "torch_cuda_fp16", "tflite"] = "ort"
     batch: int = Field(1, ge=1, le=64)
     meter: str = "estimate"  # a registered power meter (greenpipe.power), or "auto": rapl if readable, else estimate
     meter_options: dict[str, Any] = {}  # keyword options of that meter (e.g. {index: 0} for nvml)
