@@ -64,7 +64,8 @@ def test_soak_local_estimate_end_to_end(compiled, tmp_path):
 def test_remote_device_needs_the_device_agent(compiled, tmp_path):
     params = stage_params(deploy={"devices": {
         "local": DeviceParams().model_dump(),
-        "vck-lab": {"kind": "vck5000", "host": "vck-lab.example", "runtime": "vart", "meter": "xbutil"}}})
+        "vck-lab": {"kind": "vck5000", "host": "vck-lab.example", "pool": "vck5000", "queue": "vck-lab",
+                    "runtime": "vart", "meter": "xbutil"}}})
     with pytest.raises(GreenpipeError) as err:
         soak_stage(params, "ptq8", "vck-lab", compiled.root / "compiled", tmp_path / "c", tmp_path / "o")
     assert "deploy.devices.vck-lab" in str(err.value) and "device agent" in str(err.value)

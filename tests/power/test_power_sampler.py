@@ -47,7 +47,9 @@ def test_a_failing_meter_is_raised_by_stop(proc_tree):
     meter = EstimateMeter(proc_root=proc_tree.root)
     sampler = Sampler(meter, hz=100).start()
     time.sleep(0.03)
-    (proc_tree.root / "stat").write_text("garbage\n")
+    # Replace the file whole, as the kernel's /proc/stat is never seen half-written.
+    (proc_tree.root / "stat.new").write_text("garbage\n")
+    (proc_tree.root / "stat.new").replace(proc_tree.root / "stat")
     time.sleep(0.05)
     with pytest.raises(GreenpipeError, match="does not start with the aggregate 'cpu' line"):
         sampler.stop()
