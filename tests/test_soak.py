@@ -61,14 +61,16 @@ def test_soak_local_estimate_end_to_end(compiled, tmp_path):
     assert read_json(out / "soak.json")["fps"] == m["fps"]
 
 
-def test_remote_device_needs_the_device_agent(compiled, tmp_path):
-    params = stage_params(deploy={"devices": {
-        "local": DeviceParams().model_dump(),
-        "vck-lab": {"kind": "vck5000", "host": "vck-lab.example", "pool": "vck5000", "queue": "vck-lab",
-                    "runtime": "vart", "meter": "xbutil"}}})
+def test_remote_device_without_pool_or_queue_is_refused_with_the_fix():
+    """A remote soak goes through the farm (tests/farm/test_remote_soak.py); a device that names no pool or
+    queue cannot be reached, and params validation says so before any stage runs."""
     with pytest.raises(GreenpipeError) as err:
-        soak_stage(params, "ptq8", "vck-lab", compiled.root / "compiled", tmp_path / "c", tmp_path / "o")
-    assert "deploy.devices.vck-lab" in str(err.value) and "device agent" in str(err.value)
+        stage_params(deploy={"devices": {
+            "local": DeviceParams().model_dump(),
+            "vck-lab": {"kind": "vck5000", "host": "vck-lab.example", "runtime": "vart", "meter": "xbutil"}}})
+    msg = str(err.value)
+    assert "deploy.devices.vck-lab" in msg and "pool and queue must name the Prefect work pool" in msg
+    assert "host: local" in msg
 
 
 def test_device_meter_is_validated_against_the_registry():

@@ -1,7 +1,13 @@
-"""Build-host side of a remote deploy: upload, ``run_deployment`` on the device's queue, wait, fetch results.
+"""Build-host side of a remote job: upload, ``run_deployment`` on the device's queue, wait, fetch results.
 
     from greenpipe.farm.client import run_remote
     metrics = run_remote(job, device_params, artifact_path, prepared_dir, out_dir)  # as tasks/deploy.py does
+    result = run_on_host("soak", job, device_params, upload, take)                  # as tasks/soak.py does
+
+:func:`run_on_host` is the machinery both stages share (the checks, the upload, the submission, the
+watch and the retries); :func:`run_remote` is deploy's use of it. A job names its ``stage``: the host's
+``device_run`` flow runs :func:`tasks.deploy.measure` for ``deploy`` and
+:func:`tasks.soak.soak_on_host` for ``soak``.
 
 Where the farm is comes from the environment, not params.yaml (changing servers must not rerun stages):
 
@@ -33,14 +39,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from greenpipe.params import DeviceParams
-    from tasks.deploy import DeployJob
 
 FLOW_NAME = "device-run"
 ENTRYPOINT = "flows/device_run.py:device_run"
@@ -49,6 +56,17 @@ FARM_DIR_ENV = "GREENPIPE_FARM_DIR"
 DEFAULT_FARM_DIR = ".greenpipe/farm"
 DEFAULT_BUCKET = "greenpipe"
 POLL_S = 0.25  # how often the stage reads the run's state, seconds (loopback API calls are ~ms)
+
+T = TypeVar("T")
+
+
+class Job(Protocol):
+    """What a remote job carries (``tasks.deploy.DeployJob``, ``tasks.soak.SoakJob``): plain JSON."""
+
+    variant: str
+    device: str
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class FarmError(GreenpipeError):
@@ -140,18 +158,18 @@ def ensure_deployment(client: Any, pool: str) -> str:
         # One process per job: the engine itself (it runs the pull step), not a supervisor that starts
         # the engine. `python` is the host's environment with greenpipe[board] (first on the worker's PATH).
         job_variables={"command": "python -m prefect.engine"},
-        description="greenpipe device_run: measure one compiled artifact on a device host",
+        description="greenpipe device_run: measure (deploy) or soak one compiled artifact on a device host",
         tags=["greenpipe"],
         enforce_parameter_schema=False,
     )
     return deployment_name(pool)
 
 
-def _where(job: DeployJob, dev: DeviceParams) -> str:
+def _where(job: Job, dev: DeviceParams) -> str:
     return f"device {job.device!r} (host {dev.host}, work pool {dev.pool!r}, queue {dev.queue!r})"
 
 
-def _check_queue(client: Any, job: DeployJob, dev: DeviceParams, farm: Farm) -> Any:
+def _check_queue(client: Any, job: Job, dev: DeviceParams, farm: Farm) -> Any:
     """The device's work queue; FarmError naming device, pool and queue when pool or queue is missing."""
     from prefect.exceptions import ObjectNotFound
 
@@ -181,8 +199,8 @@ def _age_s(ts: datetime | None) -> float | None:
     return (datetime.now(timezone.utc) - ts).total_seconds()
 
 
-def _say(msg: str) -> None:
-    print(f"deploy: {msg}", file=sys.stderr, flush=True)
+def _say(msg: str, stage: str = "deploy") -> None:
+    print(f"{stage}: {msg}", file=sys.stderr, flush=True)
 
 
 def upload_inputs(store: ArtifactStore, artifact: Path, data_dir: Path) -> tuple[ArtifactRef, ArtifactRef]:
@@ -204,14 +222,52 @@ def upload_inputs(store: ArtifactStore, artifact: Path, data_dir: Path) -> tuple
     return art, data
 
 
-def run_remote(job: DeployJob, dev: DeviceParams, artifact: Path, data_dir: Path, out: Path) -> dict:
-    """Run ``job`` on ``dev``'s host through Prefect; fill ``out`` as a local run would; return metrics."""
+def run_remote(job: Job, dev: DeviceParams, artifact: Path, data_dir: Path, out: Path) -> dict:
+    """Run deploy ``job`` on ``dev``'s host through Prefect; fill ``out`` as a local run would; return metrics."""
+
+    def upload(store: ArtifactStore) -> dict[str, Any]:
+        t0 = time.monotonic()
+        art, data = upload_inputs(store, artifact, data_dir)
+        _say(f"uploaded {artifact.name} and the val split to {store} in {time.monotonic() - t0:.1f} s")
+        return {"artifact": art.to_dict(), "data": data.to_dict()}
+
+    def take(store: ArtifactStore, run_id: str) -> dict:
+        metrics = fetch_results(store, run_id, job, out)
+        _say(f"results of flow run {run_id} are in {out}")
+        return metrics
+
+    return run_on_host("deploy", job, dev, upload, take)
+
+
+def run_on_host(
+    stage: str,
+    job: Job,
+    dev: DeviceParams,
+    upload: Callable[[ArtifactStore], dict[str, Any]],
+    take: Callable[[ArtifactStore, str], T],
+    earlier_runs: list[str] | tuple[str, ...] = (),
+    on_submit: Callable[[Farm, list[str]], None] | None = None,
+    planned_s: float = 0.0,
+) -> T:
+    """Run ``stage``'s ``job`` on ``dev``'s host: check, upload, submit, watch, retry; return ``take``'s result.
+
+    ``upload(store)`` puts the inputs in the farm's S3 store and returns the flow parameters naming
+    them (``artifact``, ``data``); ``take(store, run_id)`` reads a COMPLETED run's results. Jobs other
+    than deploy also get ``stage`` and ``earlier_runs`` (the given ``earlier_runs``, then this call's
+    failed attempts, oldest first: a soak resumes from their stored windows); deploy's parameters carry
+    neither, as before. ``on_submit(farm, runs)`` hears every run id as soon as the run exists (the soak
+    stage writes them down, so a partial result can be found later). ``planned_s`` is how long the job
+    itself is meant to run (a soak's plan): an attempt may take ``timeout_s`` on top of it. Raises
+    FarmError naming device, pool, queue and the fix when the farm is unreachable, the queue missing, or
+    no attempt completes.
+    """
     from prefect.client.orchestration import get_client
 
     farm = Farm.resolve()
     t0 = time.monotonic()
     attempts = 1 + dev.retries
     history: list[str] = []
+    runs = list(earlier_runs)
     with _api(farm.api_url), get_client(sync_client=True) as client:
         unhealthy = client.api_healthcheck()  # None when the server answers
         if unhealthy is not None:
@@ -220,17 +276,20 @@ def run_remote(job: DeployJob, dev: DeviceParams, artifact: Path, data_dir: Path
                 f"{unhealthy!r}. Start it (`greenpipe farm up` for the loopback farm) or fix PREFECT_API_URL."
             )
         _check_queue(client, job, dev, farm)  # before any upload: a wrong pool/queue fails at once
-        art, data = upload_inputs(farm.store, artifact, data_dir)
-        _say(f"uploaded {artifact.name} and the val split to {farm.store} in {time.monotonic() - t0:.1f} s")
-        parameters = {"job": job.to_dict(), "artifact": art.to_dict(), "data": data.to_dict(),
-                      "store": farm.store_spec()}  # fmt: skip
+        inputs = upload(farm.store)
         name = ensure_deployment(client, dev.pool)
         for attempt in range(1, attempts + 1):
-            flow_run = _submit(name, parameters, job, dev, attempt)
+            parameters = {"job": job.to_dict(), **inputs, "store": farm.store_spec()}
+            if stage != "deploy":  # deploy's parameters stay what a host running an older flow accepts
+                parameters.update(stage=stage, earlier_runs=list(runs))
+            flow_run = _submit(name, parameters, stage, job, dev, attempt)
+            runs.append(str(flow_run.id))
+            if on_submit is not None:
+                on_submit(farm, list(runs))
             _say(f"{job.variant} on {_where(job, dev)}: flow run {flow_run.name} ({flow_run.id}), "
-                 f"attempt {attempt}/{attempts}")  # fmt: skip
+                 f"attempt {attempt}/{attempts}", stage)  # fmt: skip
             try:
-                outcome = _wait(client, flow_run.id, job, dev, farm, history)
+                outcome = _wait(client, flow_run.id, job, dev, farm, history, stage, planned_s)
             except KeyboardInterrupt:
                 # Do not leave a job running on the host for a stage nobody waits on any more.
                 from prefect.states import Cancelled
@@ -239,37 +298,48 @@ def run_remote(job: DeployJob, dev: DeviceParams, artifact: Path, data_dir: Path
                                           force=True)  # fmt: skip
                 raise
             if outcome == "COMPLETED":
-                metrics = fetch_results(farm.store, str(flow_run.id), job, out)
-                _say(f"results of {flow_run.name} are in {out} ({time.monotonic() - t0:.1f} s in all)")
-                return metrics
+                result = take(farm.store, str(flow_run.id))
+                _say(f"{flow_run.name} done, {time.monotonic() - t0:.1f} s in all", stage)
+                return result
             history.append(f"attempt {attempt}: {outcome}")
-            _say(f"attempt {attempt}/{attempts} did not complete: {outcome}")
+            _say(f"attempt {attempt}/{attempts} did not complete: {outcome}", stage)
     raise FarmError(
-        f"{_where(job, dev)}: the job did not complete in {attempts} attempt(s) "
+        f"{_where(job, dev)}: the {stage} job did not complete in {attempts} attempt(s) "
         f"(deploy.devices.{job.device}.retries = {dev.retries}): {'; '.join(history)}. "
         "See the flow runs' logs on the Prefect server (`prefect flow-run logs <id>`) and the worker's log "
         "on the host, fix the cause, and run the stage again."
     )
 
 
-def _submit(name: str, parameters: dict, job: DeployJob, dev: DeviceParams, attempt: int) -> Any:
+def _submit(name: str, parameters: dict, stage: str, job: Job, dev: DeviceParams, attempt: int) -> Any:
     from prefect.deployments import run_deployment
 
+    run_name = f"{job.variant}-{job.device}-try{attempt}"
     return run_deployment(
         name,
         parameters=parameters,
         work_queue_name=dev.queue,
         timeout=0,  # return at once; _wait watches the run and the queue itself
         as_subflow=False,
-        flow_run_name=f"{job.variant}-{job.device}-try{attempt}",
-        tags=["greenpipe", f"device:{job.device}", f"variant:{job.variant}"],
+        flow_run_name=run_name if stage == "deploy" else f"{stage}-{run_name}",
+        tags=["greenpipe", f"stage:{stage}", f"device:{job.device}", f"variant:{job.variant}"],
     )
 
 
-def _wait(client: Any, run_id: Any, job: DeployJob, dev: DeviceParams, farm: Farm, history: list[str]) -> str:
+def _wait(
+    client: Any,
+    run_id: Any,
+    job: Job,
+    dev: DeviceParams,
+    farm: Farm,
+    history: list[str],
+    stage: str = "deploy",
+    planned_s: float = 0.0,
+) -> str:
     """Watch a flow run until it completes ("COMPLETED"), ends otherwise or loses its host (a reason).
 
-    Raises FarmError when nobody picks it up, or it does not finish, within ``dev.timeout_s``.
+    Raises FarmError when nobody picks it up within ``dev.timeout_s``, or it does not finish within
+    ``dev.timeout_s`` plus ``planned_s`` (the job's own planned length, seconds).
     """
     from prefect.states import Cancelled, Crashed
 
@@ -282,7 +352,7 @@ def _wait(client: Any, run_id: Any, job: DeployJob, dev: DeviceParams, farm: Far
         state = run.state
         if state is not None and state.type.value != last_state:
             last_state = state.type.value
-            _say(f"  {run.name}: {last_state} after {time.monotonic() - start:.1f} s")
+            _say(f"  {run.name}: {last_state} after {time.monotonic() - start:.1f} s", stage)
         if state is not None and state.is_completed():
             return "COMPLETED"
         if state is not None and state.is_final():
@@ -301,10 +371,11 @@ def _wait(client: Any, run_id: Any, job: DeployJob, dev: DeviceParams, farm: Far
             )
             client.set_flow_run_state(run_id, Crashed(message=f"greenpipe: {why}"), force=True)
             return why
-        if now > deadline:
+        if now > deadline + (planned_s if taken else 0.0):  # a taken job may run its planned length too
             if taken:
                 client.set_flow_run_state(run_id, Crashed(message="greenpipe: timed out"), force=True)
-                what = f"was taken by the host but did not finish within timeout_s = {dev.timeout_s:g} s"
+                plus = f" plus its planned {planned_s:g} s" if planned_s else ""
+                what = f"was taken by the host but did not finish within timeout_s = {dev.timeout_s:g} s{plus}"
                 fix = f"raise deploy.devices.{job.device}.timeout_s, or look at the host's worker log"
             else:
                 client.set_flow_run_state(run_id, Cancelled(message="greenpipe: no worker"), force=True)
@@ -326,7 +397,7 @@ def _wait(client: Any, run_id: Any, job: DeployJob, dev: DeviceParams, farm: Far
         time.sleep(POLL_S)
 
 
-def fetch_results(store: ArtifactStore, run_id: str, job: DeployJob, out: Path) -> dict:
+def fetch_results(store: ArtifactStore, run_id: str, job: Job, out: Path) -> dict:
     """Download a completed run's outputs into ``out`` (replaced whole) and return its metrics."""
     summary = store.get_json(store.result_key(run_id, "summary.json"))
     if (

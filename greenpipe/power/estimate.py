@@ -36,21 +36,48 @@ def read_cpu_ticks(proc_root: str | Path = "/proc") -> tuple[int, int]:
     total = user + nice + system + idle + iowait + irq + softirq + steal
     (guest time is already inside user/nice); busy = total - idle - iowait.
     """
-    line = (Path(proc_root) / "stat").read_text().splitlines()[0]
+    path = Path(proc_root) / "stat"
+    lines = path.read_text().splitlines()
+    line = lines[0] if lines else ""
     fields = line.split()
+    if not fields:
+        raise GreenpipeError(
+            f"{path} read empty: no aggregate 'cpu' line to take CPU time from (a procfs that is not "
+            "mounted, or a file read while something replaced it in place). Fix: on Linux leave "
+            "proc_root=/proc (procfs mounted); a test tree must replace its stat file whole (write a new "
+            "file, then rename it over)."
+        )
     if fields[0] != "cpu":
-        raise GreenpipeError(f"{proc_root}/stat does not start with the aggregate 'cpu' line: {line!r}")
-    values = [int(v) for v in fields[1:9]] + [0] * (9 - len(fields))
-    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+        raise GreenpipeError(f"{path} does not start with the aggregate 'cpu' line: {line!r}")
+    try:
+        values = [int(v) for v in fields[1:9]]
+    except ValueError:
+        values = []
+    if len(values) < 4:  # user nice system idle: every kernel has these; later columns default to 0
+        raise GreenpipeError(
+            f"{path} is truncated or not procfs: its aggregate line {line!r} lacks the integer columns user, "
+            "nice, system and idle (proc(5)). Fix: on Linux leave proc_root=/proc; a test tree must write "
+            "the whole line and replace the file whole (write a new file, then rename it over)."
+        )
+    values += [0] * (8 - len(values))
+    user, nice, system, idle, iowait, irq, softirq, steal = values
     total = user + nice + system + idle + iowait + irq + softirq + steal
     return total - idle - iowait, total
 
 
 def read_process_ticks(pid: int, proc_root: str | Path = "/proc") -> int:
     """utime + stime ticks (USER_HZ) of process ``pid`` (its threads included, reaped children not)."""
-    text = (Path(proc_root) / str(pid) / "stat").read_text()
-    after_comm = text.rsplit(")", 1)[1].split()  # comm may hold spaces and ')': split after the last one
-    return int(after_comm[11]) + int(after_comm[12])  # fields 14 and 15 of proc(5)
+    path = Path(proc_root) / str(pid) / "stat"
+    text = path.read_text()
+    after_comm = text.rsplit(")", 1)[-1].split()  # comm may hold spaces and ')': split after the last one
+    try:
+        return int(after_comm[11]) + int(after_comm[12])  # fields 14 and 15 of proc(5)
+    except (IndexError, ValueError):
+        raise GreenpipeError(
+            f"{path} is empty or truncated ({text[:80]!r}): no utime/stime (fields 14 and 15 of proc(5)). "
+            "Fix: on Linux leave proc_root=/proc and pass the pid of a running process; a test tree must "
+            "replace the file whole."
+        ) from None
 
 
 @METERS.register("estimate")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from greenpipe.runtime import ort, torch_cuda, vart  # noqa: F401  (registers the runtimes)
 from greenpipe.runtime import tflite  # noqa: F401  (registers "tflite"; TensorFlow loads on first use)
-from greenpipe.runtime.base import RUNTIMES, Runner, cpu_model, describe_host
+from greenpipe.runtime.base import RUNTIMES, Runner, cpu_model, describe_host, host_facts
 
-__all__ = ["RUNTIMES", "Runner", "cpu_model", "describe_host", "load"]
+__all__ = ["RUNTIMES", "Runner", "cpu_model", "describe_host", "host_facts", "load"]
 
 
 def load(runtime: str, path: str | Path, threads: int, batch: int = 1) -> Runner:

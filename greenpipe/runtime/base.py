@@ -10,7 +10,11 @@ every measured number can name its source.
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
+import socket
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -18,6 +22,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from greenpipe.registry import Registry
+
+# The name a device host serves under (its queue's host): the farm stack and infra/agent set it for the worker.
+HOST_ENV = "GREENPIPE_AGENT_HOST"
 
 
 class Runner(Protocol):
@@ -49,3 +56,49 @@ def cpu_model() -> str:
 def describe_host(threads: int) -> str:
     """E.g. ``local CPU (AMD EPYC), 2 threads``: how every CPU-measured number names its source."""
     return f"local CPU ({cpu_model()}), {threads} thread{'s' if threads != 1 else ''}"
+
+
+def _run_quiet(argv: list[str]) -> str | None:
+    """First lines of a tool's output, or None when it is absent or fails (fingerprints are optional)."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (proc.stdout or proc.stderr).strip()
+    return "\n".join(text.splitlines()[:20]) if proc.returncode == 0 and text else None
+
+
+def _mem_total_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def host_facts(threads: int, runtime: str | None) -> dict[str, Any]:
+    """What this host is: its name, CPU, memory, OS, and the XRT / DPU fingerprint where there is one.
+
+    ``name`` is ``$GREENPIPE_AGENT_HOST`` on a device host's worker, else the hostname; ``runtime`` is
+    the runner's one-line label (``describe()["label"]``) or the runtime's name.
+    """
+    name = os.environ.get(HOST_ENV) or socket.gethostname()
+    cpu = cpu_model()
+    return {
+        "name": name,
+        "hostname": socket.gethostname(),
+        "label": f"{name} ({cpu}), {threads} thread{'s' if threads != 1 else ''}",
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "mem_total_mb": _mem_total_mb(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "runtime": runtime,
+        "xrt": _run_quiet(["xbutil", "--version"]),  # VCK5000 hosts (XRT)
+        "dpu": _run_quiet(["xdputil", "query"]),  # boards with the Vitis AI runtime image
+    }

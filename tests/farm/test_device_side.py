@@ -1,4 +1,5 @@
-"""The device side is light: what a host imports to run flows/device_run.py pulls in no torch, TF or DVC."""
+"""The device side is light: what a host imports to run flows/device_run.py (deploy and soak jobs) pulls in
+no torch, TF or DVC."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from tests.stage_fixtures import ROOT
 
 PROBE = """
 import json, sys
-import flows.device_run, tasks.deploy, greenpipe.runtime, greenpipe.bench.loadgen, greenpipe.store
+import flows.device_run, tasks.deploy, tasks.soak, greenpipe.runtime, greenpipe.bench.loadgen, greenpipe.store
+import greenpipe.power
 from greenpipe.recipes import get_recipe
 get_recipe("denoise")
 print(json.dumps(sorted(m for m in ("torch", "tensorflow", "dvc") if m in sys.modules)))

@@ -75,3 +75,24 @@ def test_bad_parameters_and_missing_process(proc_tree):
         EstimateMeter(tdp_w=10, idle_w=20)
     with pytest.raises(GreenpipeError, match="cannot read CPU time of process 999999"):
         EstimateMeter(pid=999999, proc_root=proc_tree.root)
+
+
+@pytest.mark.parametrize("text, cause", [("", "read empty"), ("\n", "read empty"),
+                                         ("cpu  1000 10\n", "truncated"), ("cpu  1000 10 50", "truncated"),
+                                         ("cpu  1000 1x 500 50000\n", "truncated")])
+def test_an_empty_or_truncated_proc_stat_names_the_file_and_the_fix(proc_tree, text, cause):
+    (proc_tree.root / "stat").write_text(text)
+    with pytest.raises(GreenpipeError, match=cause) as err:
+        read_cpu_ticks(proc_tree.root)
+    assert str(proc_tree.root / "stat") in str(err.value) and "Fix:" in str(err.value)
+    with pytest.raises(GreenpipeError, match=cause):  # the meter says the same, not an IndexError
+        EstimateMeter(proc_root=proc_tree.root)
+    (proc_tree.root / "stat").write_text("cpu  1000 10 500 50000\n")  # a kernel with only 4 columns
+    assert read_cpu_ticks(proc_tree.root) == (1510, 51510)
+
+
+def test_a_truncated_process_stat_names_the_file(proc_tree):
+    (proc_tree.root / str(proc_tree.PID) / "stat").write_text(f"{proc_tree.PID} (py) S 1 1")
+    with pytest.raises(GreenpipeError, match="empty or truncated") as err:
+        read_process_ticks(proc_tree.PID, proc_tree.root)
+    assert str(proc_tree.root / str(proc_tree.PID) / "stat") in str(err.value)
