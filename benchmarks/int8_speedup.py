@@ -1,18 +1,19 @@
-"""How much faster is the int8 (ptq8) ONNX artifact than the float model on this CPU?
+"""How much faster are the int8 ONNX artifacts (ptq8, inc) than the float model on this CPU?
 
     python benchmarks/int8_speedup.py                 # DVC outputs if present, else a standalone model
     python benchmarks/int8_speedup.py --size 256 --threads 2 --runs 30
 
 Measured in one run, on one seeded ``1x3xSxS`` input, batch 1: the fp32
-PyTorch eager model, the fp32 ONNX artifact in ONNX Runtime and the int8
-(ptq8) ONNX artifact in ONNX Runtime; each is the median of ``--runs`` timed
-calls, taken in alternating blocks that each start with ``--warmup`` untimed
-calls.  Paths default to the DVC outputs (models/denoise/checkpoint.pt,
-artifacts/compile/{fp32,ptq8}/cpu/model.onnx);
-when any is missing, a width-16 depth-3 UNet with random weights is built,
+PyTorch eager model, the fp32 ONNX artifact in ONNX Runtime, the int8
+(ptq8, DPU numerics) ONNX artifact and, when it was compiled, the int8 (inc,
+Intel x86 numerics) one, all in ONNX Runtime; each is the median of ``--runs``
+timed calls, taken in alternating blocks that each start with ``--warmup``
+untimed calls.  Paths default to the DVC outputs (models/denoise/checkpoint.pt,
+artifacts/compile/{fp32,ptq8,inc}/cpu/model.onnx);
+when fp32 or ptq8 is missing, a width-16 depth-3 UNet with random weights is built,
 quantized with ptq8 on random calibration data and compiled the same way, so
-the script also runs on a fresh clone.  Every line says where its number
-came from.
+the script also runs on a fresh clone (inc, which tunes against the val split,
+is then left out).  Every line says where its number came from.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", type=Path, default=Path("models/denoise/checkpoint.pt"))
     ap.add_argument("--fp32-onnx", type=Path, default=Path("artifacts/compile/fp32/cpu/model.onnx"))
     ap.add_argument("--int8-onnx", type=Path, default=Path("artifacts/compile/ptq8/cpu/model.onnx"))
+    ap.add_argument("--inc-onnx", type=Path, default=Path("artifacts/compile/inc/cpu/model.onnx"))
     ap.add_argument("--size", type=int, default=256, help="input height = width (px)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ONNX Runtime")
     ap.add_argument("--runs", type=int, default=30, help="timed calls per contender (split over 3 blocks)")
@@ -100,12 +102,16 @@ def main(argv: list[str] | None = None) -> None:
             model, _ = model_from_checkpoint(args.checkpoint)
             fp32_path, int8_path = args.fp32_onnx, args.int8_onnx
             what = f"{args.checkpoint} and the DVC compile outputs {fp32_path}, {int8_path}"
+            inc_path = args.inc_onnx if args.inc_onnx.exists() else None
+            if inc_path is not None:
+                what += f", {inc_path}"
         else:
             print(
                 "DVC outputs not found: building a standalone random-weight model (takes ~20 s)",
                 file=sys.stderr,
             )
             model, fp32_path, int8_path, what = standalone_artifacts(Path(tmp))
+            inc_path = None
 
         x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
         xt = torch.from_numpy(x)
@@ -116,12 +122,13 @@ def main(argv: list[str] | None = None) -> None:
             with torch.inference_mode():
                 model(xt)
 
+        contenders = {"eager": eager, "fp32": lambda: fp32_ort.run(x), "int8": lambda: int8_ort.run(x)}
+        if inc_path is not None:
+            inc_ort = OrtRunner(inc_path, args.threads, 1)
+            contenders["inc"] = lambda: inc_ort.run(x)
+
         load_before = os.getloadavg()[0]
-        ms = median_ms(
-            {"eager": eager, "fp32": lambda: fp32_ort.run(x), "int8": lambda: int8_ort.run(x)},
-            args.runs,
-            args.warmup,
-        )
+        ms = median_ms(contenders, args.runs, args.warmup)
         load_after = os.getloadavg()[0]
         eager_ms, fp32_ms, int8_ms = ms["eager"], ms["fp32"], ms["int8"]
         ort_version = fp32_ort.describe()["version"]
@@ -137,9 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  fp32 PyTorch {torch.__version__} eager, inference_mode : {eager_ms:8.2f} ms")
     print(f"  fp32 ONNX Runtime {ort_version}, CPU EP             : {fp32_ms:8.2f} ms")
     print(f"  int8 ONNX Runtime {ort_version}, ptq8 artifact      : {int8_ms:8.2f} ms")
+    if "inc" in ms:
+        print(f"  int8 ONNX Runtime {ort_version}, inc artifact       : {ms['inc']:8.2f} ms")
     print()
     print(f"  int8 ORT vs fp32 PyTorch eager : {eager_ms / int8_ms:5.2f}x faster")
     print(f"  int8 ORT vs fp32 ORT           : {fp32_ms / int8_ms:5.2f}x faster")
+    if "inc" in ms:
+        print(f"  inc ORT vs fp32 PyTorch eager  : {eager_ms / ms['inc']:5.2f}x faster")
+        print(f"  inc ORT vs fp32 ORT            : {fp32_ms / ms['inc']:5.2f}x faster")
     print(f"  fp32 ORT vs fp32 PyTorch eager : {eager_ms / fp32_ms:5.2f}x faster")
 
 

@@ -5,7 +5,8 @@
 
 The variant (``quantize.variants.<name>`` in params.yaml, a handler in
 greenpipe/quant/) is fed the calibration dump at the recipe's boundary.  The
-result is exported (QCDQ for quantized variants, plain ONNX for float), and
+result is exported (QCDQ for Brevitas variants, QDQ for the PT2E graph of
+``inc``, plain ONNX for float), and
 the fake-quant PyTorch model is scored on val; its val outputs are kept as the
 reference the compile stage checks the deployed artifact against.  Output
 layout: greenpipe/quant/artifact.py.
@@ -27,7 +28,15 @@ from greenpipe.params import Params
 from greenpipe.quant import CalibrationSet, parse_variant, quantize_variant
 from greenpipe.quant.context import QuantContext, quant_context
 from greenpipe.quant.artifact import REFERENCE_FILE, REPORT_FILE, write_reference
-from greenpipe.quant.export import EXPORT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_scales
+from greenpipe.quant.export import (
+    EXPORT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    QCDQ_FILE,
+    QDQ_FILE,
+    export_onnx,
+    onnx_scales,
+)
 from greenpipe.recipes import get_recipe
 from greenpipe.recipes.base import model_from_checkpoint
 from tasks._cli import run_stage
@@ -103,7 +112,7 @@ def quantize_stage(
         "multiple": multiple,
         "checkpoint_fingerprint": ckpt.get("data_fingerprint"),
         "artifact": artifact.name,
-        "format": "qcdq" if artifact.name.endswith(".qcdq.onnx") else "float",
+        "format": {QCDQ_FILE: "qcdq", QDQ_FILE: "qdq"}.get(artifact.name, "float"),
         "opset": EXPORT_OPSET,
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
@@ -136,6 +145,7 @@ def quantize_stage(
         "calibration_batches": calibration.get("batches", 0),
         "quantize_s": quant_s,
         "wall_s": report["wall_s"],
+        **result.metrics,  # what the variant adds (inc: its tuning trials)
         "source": "fake-quant PyTorch model on val (not the deployed artifact)",
     }
 

@@ -18,6 +18,8 @@ def _metrics(root):
     write_json(root / "deploy" / "ptq8-local.json", _deploy(31.8, 12.0, 80.0))
     write_json(root / "compile" / "ptq8-cpu.json", {"agreement": {"max_abs_diff": 0.0078}})
     write_json(root / "quantize" / "ptq8.json", {"dpu_numerics": True})
+    write_json(root / "deploy" / "inc-local.json", _deploy(31.9, 18.0, 55.0))
+    write_json(root / "quantize" / "inc.json", {"dpu_numerics": False, "numerics": "Intel x86 path (INC)"})
     write_json(root / "baseline.json", {"noisy_psnr": 25.0, "nlm": {"psnr": 29.0, "ssim": 0.8},
                                         "wavelet": {"psnr": 28.0, "ssim": 0.7}})
     write_json(root / "train.json", {"val_psnr": 32.1, "val_ssim": 0.91})
@@ -44,6 +46,8 @@ def test_report_stage_writes_table_plot_and_markdown(tmp_path):
     report(params, metrics, tmp_path / "out")
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "| ptq8 | local | 31.80 |" in md and "non-local means" in md and "measured on local CPU" in md
+    # inc is labelled as the Intel x86 path wherever variants are tabled, never as DPU numerics.
+    assert "| no: Intel x86 path (INC) |" in md and "Intel x86 path (INC)" in (tmp_path / "out" / "table.csv").read_text()
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "table.csv").read_text().startswith("variant,device,psnr")
 

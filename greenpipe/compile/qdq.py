@@ -1,4 +1,4 @@
-"""Rewrite a DPU-numerics QCDQ export into QDQ that ONNX Runtime runs in int8.
+"""Rewrite a quantized export into QDQ that ONNX Runtime runs in int8.
 
 Brevitas exports fixed-point (power-of-two, per-tensor, symmetric int8) models
 as Quantize/Clip/Dequantize chains around float ops.  That graph is exact but
@@ -16,6 +16,19 @@ fixed-point model, only in a form ORT can execute with int8 kernels:
   the op onto the integers: they commute with a monotone per-tensor dequant;
 * int8 activations become uint8 (see :func:`_to_uint8`), which is what ORT's
   fastest x86 kernels take, with the DPU's saturation at 127 kept.
+
+A PT2E QDQ export (``inc``: uint8 activations, per-channel int8 weights,
+float scales, float bias) needs three more, also exact:
+
+* weights: ``float const -> Q -> Clip -> DQ`` becomes ``int8 const -> DQ``,
+  the integers computed with PyTorch's quantize arithmetic (``x * (1/s)``,
+  round half to even), i.e. the ones the fake-quant model uses;
+* bias: a float bias that lies on its accumulator grid (``inc`` snaps it there,
+  :func:`greenpipe.quant.inc.snap_bias_to_accumulator`) becomes
+  ``DQ(int32 b/(s_x*s_w), s_x*s_w)`` per output channel;
+* ``Relu -> Resize(nearest) -> Q`` gets the same ``Q -> DQ`` before the Resize
+  (nearest copy commutes with quantizing), so the conv before it ends in a Q
+  and fuses; a ``DQ -> Q`` pair with equal parameters left over is dropped.
 """
 
 from __future__ import annotations
@@ -147,6 +160,113 @@ def _int32_bias(g: _Graph) -> tuple[int, int]:
     return count, kept
 
 
+def _fold_weight_quantize(g: _Graph) -> int:
+    """``Q(float const)`` ==> the int8 constant, as torch's ``quantize_per_channel/tensor`` computes it."""
+    count = 0
+    for q in [n for n in g.graph.node if n.op_type == "QuantizeLinear"]:
+        x, scale = g.const(q.input[0]), g.const(q.input[1])
+        zp = g.const(q.input[2]) if len(q.input) > 2 else np.zeros((), np.uint8)
+        if x is None or scale is None or zp is None or x.dtype != np.float32:
+            continue
+        shape = [1] * x.ndim
+        if scale.size > 1:
+            shape[_attr(q, "axis", 1) % x.ndim] = -1
+        inv = (np.float32(1.0) / scale.astype(np.float32)).reshape(shape)
+        info = np.iinfo(zp.dtype)
+        ints = np.rint(x * inv) + zp.astype(np.float32).reshape(shape)
+        folded = g.add_const(q.input[0] + "_q", np.clip(ints, info.min, info.max).astype(zp.dtype))
+        for c in g.consumers(q.output[0]):
+            c.input[:] = [folded if i == q.output[0] else i for i in c.input]
+        g.graph.node.remove(q)
+        count += 1
+    return count
+
+
+def _dq_scales(g: _Graph, tensor: str) -> np.ndarray | None:
+    """float32 scale(s) of the DequantizeLinear producing ``tensor`` (per tensor or per channel)."""
+    node = g.producer(tensor)
+    if node is None or node.op_type != "DequantizeLinear":
+        return None
+    scale = g.const(node.input[1])
+    return None if scale is None else scale.astype(np.float32).ravel()
+
+
+def _float_bias_to_int32(g: _Graph) -> tuple[int, int]:
+    """Float conv biases on their accumulator grid ==> ``DQ(int32, s_x*s_w)``; return (converted, kept)."""
+    count = kept = 0
+    for conv in [n for n in g.graph.node if n.op_type == "Conv" and len(n.input) > 2]:
+        b = g.const(conv.input[2])
+        s_x, s_w = _dq_scales(g, conv.input[0]), _dq_scales(g, conv.input[1])
+        if b is None or b.dtype != np.float32 or g.producer(conv.input[2]) is not None:
+            continue  # no bias, or one that is already dequantized
+        if s_x is None or s_w is None or s_x.size != 1:
+            continue  # a float conv
+        acc = (s_x * s_w).astype(np.float32)  # float32 products, as inc's snap forms them
+        acc = np.broadcast_to(acc, b.shape).copy()
+        ratio = b.astype(np.float64) / acc
+        ints = np.rint(ratio)
+        # On the grid to float32 precision (k * acc rounds to 24 bits), inside int32: else it stays float.
+        if np.any(np.abs(ratio - ints) > 1e-3 + np.abs(ints) * 2.0**-22) or np.abs(ints).max() >= 2**31 - 1:
+            kept += 1
+            continue
+        dq = helper.make_node(
+            "DequantizeLinear",
+            [g.add_const(conv.input[2] + "_i32", ints.astype(np.int32)),
+             g.add_const(conv.input[2] + "_scale", acc),
+             g.add_const(conv.input[2] + "_zp", np.zeros(acc.shape, np.int32))],
+            [conv.input[2] + "_dq"],
+            name=f"{conv.name or conv.output[0]}/bias/DequantizeLinear",
+            axis=0,
+        )
+        g.graph.node.insert(list(g.graph.node).index(conv), dq)
+        conv.input[2] = dq.output[0]
+        count += 1
+    return count, kept
+
+
+def _quantize_before_resize(g: _Graph) -> int:
+    """``x -> Resize(nearest) -> Q(s, z)`` ==> ``x -> Q(s, z) -> DQ -> Resize -> Q(s, z)`` (exact)."""
+    count = 0
+    for resize in [n for n in g.graph.node if n.op_type == "Resize"]:
+        src = g.producer(resize.input[0])
+        users = g.consumers(resize.output[0])
+        if src is None or src.op_type == "DequantizeLinear" or _attr(resize, "mode", b"nearest") != b"nearest":
+            continue
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or _scale_zp(g, users[0]) is None:
+            continue
+        q = users[0]
+        stem = resize.input[0]
+        new_q = helper.make_node("QuantizeLinear", [stem, *q.input[1:]], [stem + "_q"], name=f"{q.name}_pre")
+        new_dq = helper.make_node("DequantizeLinear", [stem + "_q", *q.input[1:]], [stem + "_dq"],
+                                  name=f"{q.name}_pre_dq")
+        at = list(g.graph.node).index(resize)
+        g.graph.node.insert(at, new_dq)
+        g.graph.node.insert(at, new_q)
+        resize.input[0] = new_dq.output[0]
+        count += 1
+    return count
+
+
+def _drop_requantize(g: _Graph) -> int:
+    """``DQ(s, z) -> Q(s, z)`` (same parameters and type) is the identity on the integers: drop it."""
+    count = 0
+    for q in [n for n in g.graph.node if n.op_type == "QuantizeLinear"]:
+        dq = g.producer(q.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        a, b = _scale_zp(g, dq), _scale_zp(g, q)
+        if a is None or a != b or g.const(dq.input[2]).dtype != g.const(q.input[2]).dtype:
+            continue
+        users = g.consumers(q.output[0])
+        if any(c.op_type != "DequantizeLinear" for c in users):
+            continue  # e.g. a narrow Brevitas quantizer's Clip, which _to_uint8 moves with its Q
+        for c in users:
+            c.input[:] = [dq.input[0] if i == q.output[0] else i for i in c.input]
+        g.graph.node.remove(q)
+        count += 1
+    return count
+
+
 _INT8_OPS = ("MaxPool", "Concat", "Resize")  # commute with a per-tensor dequant
 _PASS_THROUGH = _INT8_OPS + ("Clip",)
 
@@ -255,15 +375,19 @@ def _unique_dq_per_consumer(g: _Graph) -> int:
 
 
 def to_ort_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
-    """Return an ORT-fusible copy of a fixed-point QCDQ ``model`` and rewrite counts."""
+    """Return an ORT-fusible copy of a quantized ``model`` (QCDQ or PT2E QDQ) and rewrite counts."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = _Graph(model)
-    stats = {
-        "weight_clips_folded": _fold_weight_clips(g),
-        "ops_moved_to_integers": _int8_domain(g),
-    }
+    stats = {"weights_quantized": _fold_weight_quantize(g)}  # before anything reads Q nodes as activations
+    stats["weight_clips_folded"] = _fold_weight_clips(g)
+    stats["quantize_before_resize"] = _quantize_before_resize(g)
+    stats["ops_moved_to_integers"] = _int8_domain(g)
+    stats["requantize_dropped"] = _drop_requantize(g)
     # reads the int8 zero points, so before _to_uint8
     stats["bias_to_int32"], stats["bias_kept_float"] = _int32_bias(g)
+    converted, kept = _float_bias_to_int32(g)
+    stats["bias_to_int32"] += converted
+    stats["bias_kept_float"] += kept
     stats.update(_to_uint8(g))
     stats["dq_duplicated"] = _unique_dq_per_consumer(g)
     g.prune()

@@ -6,7 +6,7 @@ see :mod:`greenpipe.quant.base`.  Adding one is a new module here plus its
 import here.  :mod:`greenpipe.quant.export` turns a result into ONNX.
 """
 
-from greenpipe.quant import fastft8, fp32, ptq8, qat4, qat8, vitis  # noqa: F401  (registers the variants)
+from greenpipe.quant import fastft8, fp32, inc, ptq8, qat4, qat8, vitis  # noqa: F401  (registers the variants)
 from greenpipe.quant import tflite_kernels, vitis_tf  # noqa: F401  (per-kernel variants, greenpipe.quant.kernels)
 from greenpipe.quant.base import (
     VARIANTS,

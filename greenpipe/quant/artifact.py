@@ -3,6 +3,7 @@
 Layout (written by ``tasks.quantize``)::
 
     <quant_dir>/model.qcdq.onnx      # quantized variants: Brevitas QCDQ export (exact fixed-point model)
+    <quant_dir>/model.qdq.onnx       # inc: QDQ export of INC's PT2E graph (dynamo exporter)
     <quant_dir>/model.onnx           # float variants: plain ONNX
     <quant_dir>/quant_report.json    # variant, bits, numerics, per-tensor scales, recipe + model_args, ...
     <quant_dir>/reference_val.npz    # the fake-quant PyTorch model's outputs on val, by pair name (float16)

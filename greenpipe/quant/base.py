@@ -51,7 +51,8 @@ class QuantResult:
     (the fake-quantized values for a quantized variant).  ``bits`` names the
     bit width of weights, activations and biases.  ``report`` holds whatever
     the variant wants recorded in quant_report.json (calibration method,
-    layers left in float and why, ...).
+    layers left in float and why, ...); ``metrics`` the few figures it adds to
+    the stage's metrics JSON (inc: its tuning trials).
     """
 
     model: nn.Module
@@ -61,6 +62,7 @@ class QuantResult:
     )
     bits: dict[str, int]
     report: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 Handler = Callable[[nn.Module, Iterable[torch.Tensor], Any], QuantResult]

@@ -3,7 +3,8 @@
 Sensitivity here is the output error of every conv of a quantized variant
 against the same conv of the fp32 model, on a few val crops, both run from
 the quantize stage's ONNX exports with ONNX Runtime (``model.onnx`` of fp32,
-``model.qcdq.onnx`` of the variant: the exact fixed-point model).  Error is
+``model.qcdq.onnx`` of the variant: the exact fixed-point model, or
+``model.qdq.onnx``: inc's PT2E graph).  Error is
 reported as SQNR in dB, ``10 log10(sum f^2 / sum (q - f)^2)`` (higher is
 better); it accumulates along the network, so the layer where it *falls*
 most is where quantization hurts::
@@ -100,7 +101,8 @@ def sensitivity(rows: Sequence[Any], quant_root: Path, data: Path) -> dict[str, 
     """Per-layer SQNR of the best and the worst quantized variant (by deployed PSNR), or None."""
     float_onnx = _artifact(quant_root, "fp32")
     scored = [r for r in rows if r.variant != "fp32" and not math.isnan(r.psnr)
-              and (p := _artifact(quant_root, r.variant)) is not None and p.name.endswith(".qcdq.onnx")]
+              and (p := _artifact(quant_root, r.variant)) is not None
+              and p.name.endswith((".qcdq.onnx", ".qdq.onnx"))]
     if float_onnx is None or not scored:
         return None
     ranked = sorted({r.variant: r.psnr for r in scored}.items(), key=lambda kv: kv[1])

@@ -31,6 +31,7 @@ class Row:
     source: str
     bits: str | None = None  # 'w8a8', 'w4a8' (greenpipe.report.quant.bits_label)
     deployable_to_dpu: bool | None = None  # the Vitis AI compiler can take it
+    numerics: str | None = None  # a variant's own label for its numerics ('Intel x86 path (INC)')
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +77,7 @@ def collect(metrics: Path) -> list[Row]:
                 source=str(d.get("source", "unknown")),
                 bits=bits_label(quant.get("bits")),
                 deployable_to_dpu=quant.get("deployable_to_dpu"),
+                numerics=quant.get("numerics"),
             )
         )
     return rows
@@ -87,6 +89,11 @@ def _fmt(v, spec: str = ".2f", none: str = "—") -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     return format(v, spec)
+
+
+def _numerics(r: Row) -> str:
+    """The DPU-numerics cell: yes / no, plus the variant's own label (``no: Intel x86 path (INC)``)."""
+    return _fmt(r.dpu_numerics) + (f": {r.numerics}" if r.numerics else "")
 
 
 def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_desc: str = "",
@@ -102,7 +109,7 @@ def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_d
         valid = {True: "VALID", False: "INVALID", None: "—"}[r.loadgen_valid]
         lines.append(
             f"| {r.variant} | {r.device} | {_fmt(r.psnr)} | {_fmt(r.ssim, '.4f')} | {_fmt(r.drop_db, '+.2f')} "
-            f"| {_fmt(r.p90_ms)} | {_fmt(r.fps, '.1f')} | {_fmt(r.model_mb, '.3f')} | {_fmt(r.dpu_numerics)} "
+            f"| {_fmt(r.p90_ms)} | {_fmt(r.fps, '.1f')} | {_fmt(r.model_mb, '.3f')} | {_numerics(r)} "
             f"| {r.bits or '—'} | {_fmt(r.deployable_to_dpu)} | {valid} |"
         )
     lines.append("")

@@ -25,10 +25,11 @@ def _fake_quant(model, x: torch.Tensor) -> np.ndarray:
     return getattr(out, "value", out).numpy()
 
 
-# Keys that keep the training variants to a few steps on the tiny model; every
-# other variant runs its defaults.
+# Keys that keep the training variants to a few steps (and inc to one tuning
+# trial) on the tiny model; every other variant runs its defaults.
 TINY_CONFIGS = {
     "fastft8": {"iterations": 5, "batch_size": 2},
+    "inc": {"max_trials": 1, "calib_samples": 2, "act_algo": ["minmax"]},
     "qat8": {"steps": 3, "batch_size": 2, "crop": 32},
     "qat4": {"steps": 3, "batch_size": 2, "crop": 32},
     "vitis_qat": {"steps": 3, "batch_size": 2, "crop": 32},
@@ -37,7 +38,7 @@ TINY_CONFIGS = {
 
 @pytest.mark.parametrize("name", VARIANTS.names())
 def test_variant_deploys_and_agrees_with_fake_quant(name, tmp_path):
-    # The stage context gives QAT its train split (a tiny prepared dataset).
+    # The stage context gives QAT its train split and inc its val split (a tiny prepared dataset).
     ctx = QuantContext(data=make_prepared(tmp_path / "data", size=48), seed=0, out=tmp_path / "quant", multiple=4)
     try:
         with quant_context(ctx):
