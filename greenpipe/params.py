@@ -92,6 +92,8 @@ class TrainParams(Section):
     fresh_noise: bool = True
     tint: bool = False  # random per-channel gains on synthetic-noise crops (colour diversity for grey sources)
     ema: float = Field(0.0, ge=0, lt=1)  # per-step decay of the weight average that is validated and saved; 0 = off
+    # forward/backward arithmetic; auto = bf16 where the CPU has it natively. Weights and the saved model stay fp32.
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     @model_validator(mode="after")
     def _crop_fits_depth(self) -> "TrainParams":

@@ -102,3 +102,30 @@ def test_ema_weights_are_what_is_saved(params, data, tmp_path):
     train(averaged, data, tmp_path / "b", tmp_path / "b.csv")
     a, b = _weights(tmp_path / "a" / "checkpoint.pt"), _weights(tmp_path / "b" / "checkpoint.pt")
     assert a.shape == b.shape and not torch.equal(a, b)  # same run, but the average is saved
+
+
+def test_bf16_training_saves_fp32_weights_and_is_deterministic(params, data, tmp_path):
+    fp32, bf16 = (params.model_copy(update={"train": params.train.model_copy(update={"precision": p})})
+                  for p in ("fp32", "bf16"))
+    train(fp32, data, tmp_path / "f", tmp_path / "f.csv")
+    metrics = train(bf16, data, tmp_path / "a", tmp_path / "a.csv")
+    train(bf16, data, tmp_path / "b", tmp_path / "b.csv")
+    a, b, f = (_weights(tmp_path / d / "checkpoint.pt") for d in "abf")
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, f)  # the arithmetic changed, so the weights did
+    assert np.isfinite(metrics["val_psnr"])
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path, monkeypatch):
+    import tasks.train as stage
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not stage.cpu_has_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert stage.cpu_has_bf16(info)
+    assert not stage.cpu_has_bf16(tmp_path / "missing")
+    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: False)
+    assert stage.train_precision("auto") == "fp32" and stage.train_precision("fp32") == "fp32"
+    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: True)
+    assert stage.train_precision("auto") == "bf16"
