@@ -281,11 +281,25 @@ class VideoDataParams(Section):
     val_sources: tuple[str, ...] = ("coffee", "chelsea", "flower")  # built-in photographs held out for val
     train_clips_per_class: int = Field(16, ge=1)  # built-in: clips per class per train photograph
     val_clips_per_class: int = Field(8, ge=1)  # built-in: clips per class per val photograph
+    # built-in: motion per frame, [low, high] drawn per scene: the pan as a fraction of the frame, the zoom ratio
+    pan_per_frame: tuple[float, float] = (0.1, 0.16)
+    zoom_per_frame: tuple[float, float] = (1.1, 1.17)
 
-    @field_validator("val_sources", mode="before")
+    @field_validator("val_sources", "pan_per_frame", "zoom_per_frame", mode="before")
     @classmethod
     def _list(cls, v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _motion(self) -> VideoDataParams:
+        (p0, p1), (z0, z1) = self.pan_per_frame, self.zoom_per_frame
+        if not 0 < p0 <= p1 <= 1:
+            raise ValueError(f"pan_per_frame = {list(self.pan_per_frame)}: expected [low, high] with "
+                             "0 < low <= high <= 1 (fraction of the frame per frame)")
+        if not 1 < z0 <= z1 <= 2:
+            raise ValueError(f"zoom_per_frame = {list(self.zoom_per_frame)}: expected [low, high] with "
+                             "1 < low <= high <= 2 (zoom ratio per frame)")
+        return self
 
 
 class VideoModelParams(Section):

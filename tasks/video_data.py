@@ -35,7 +35,8 @@ def video_data(params: Params, photos: Path, out: Path) -> dict:
         summary = materialize_builtin(
             photos, tmp, size=vp.model.input_size, n_frames=vp.model.n_frames,
             train_per_class=vp.data.train_clips_per_class, val_per_class=vp.data.val_clips_per_class,
-            val_sources=vp.data.val_sources, seed=params.base.seed)
+            val_sources=vp.data.val_sources, seed=params.base.seed, pan=vp.data.pan_per_frame,
+            zoom=vp.data.zoom_per_frame)
         write_json(tmp / DATASET_FILE, {"root": ".", "layout": "jester", "source": "builtin",
                                         "group_size": summary["group_size"]})
     else:

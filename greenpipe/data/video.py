@@ -98,9 +98,16 @@ def render(image: np.ndarray, windows: list[Window], size: int) -> np.ndarray:
     return np.stack(frames)
 
 
+# Default motion per frame: the pan as a fraction of the frame, the zoom ratio.  What a network
+# needs is motion of about a pixel or more where its shifts are (see docs/architecture.md).
+PAN_PER_FRAME = (0.1, 0.16)
+ZOOM_PER_FRAME = (1.1, 1.17)
+
+
 @dataclass(frozen=True)
 class Scene:
-    """Where a clip is shot: the middle window (centre, side) and how far it pans (travel) or zooms."""
+    """Where a clip is shot: the middle window (centre, side) and, over the whole clip, how far it pans
+    (travel, source px) or zooms (ratio)."""
 
     centre: tuple[float, float]
     side: float
@@ -108,23 +115,32 @@ class Scene:
     zoom: float
 
 
-def draw_scene(image_shape: tuple[int, ...], size: int, rng: np.random.Generator,
-               travel: tuple[float, float] = (0.5, 0.8), zoom: tuple[float, float] = (1.6, 2.2)) -> Scene:
-    """A random scene on a photograph of ``image_shape`` for ``size`` px clips.
+def draw_scene(image_shape: tuple[int, ...], size: int, rng: np.random.Generator, n_frames: int,
+               pan: tuple[float, float] = PAN_PER_FRAME, zoom: tuple[float, float] = ZOOM_PER_FRAME) -> Scene:
+    """A random scene on a photograph of ``image_shape`` for ``n_frames``-frame clips of ``size`` px.
 
-    The middle window's side is 1.5-2x ``size``; ``travel`` is the pan
-    distance over the clip as a fraction of that side, ``zoom`` the clip's
-    zoom-ratio range.  The centre leaves room for the largest window any
-    class reaches, so every class can be shot from the same scene.
+    The middle window's side is 1.5-2x ``size``; ``pan`` is the range of the
+    pan per frame as a fraction of that side (so of the frame), ``zoom`` the
+    range of the zoom ratio per frame (> 1).  The centre leaves room for the
+    largest window any class reaches, so every class can be shot from the
+    same scene.
     """
     h, w = image_shape[:2]
     side = float(rng.uniform(1.5, 2.0) * size)
-    t = float(rng.uniform(*travel) * side)
-    z = float(rng.uniform(*zoom))
+    t = float(rng.uniform(*pan) * (n_frames - 1) * side)
+    z = float(rng.uniform(*zoom) ** (n_frames - 1))
     half = max(side * z**0.5, side + t) / 2
     if 2 * half >= min(h, w):
-        raise DataError(f"photograph of {w}x{h} px is too small for {size} px clips; use larger images")
+        raise DataError(f"photograph of {w}x{h} px is too small for {size} px clips with this motion; "
+                        f"use larger images (short side >= {photo_side(size, n_frames, pan, zoom)} px)")
     return Scene((float(rng.uniform(half, w - half)), float(rng.uniform(half, h - half))), side, t, z)
+
+
+def photo_side(size: int, n_frames: int, pan: tuple[float, float] = PAN_PER_FRAME,
+               zoom: tuple[float, float] = ZOOM_PER_FRAME) -> int:
+    """Short side (px) a photograph is scaled to: room for the largest window of the motion, with a margin."""
+    reach = 2.0 * size * max(1 + pan[1] * (n_frames - 1), zoom[1] ** ((n_frames - 1) / 2))
+    return int(np.ceil(1.25 * reach))
 
 
 def shoot(image: np.ndarray, scene: Scene, label: str, n_frames: int, size: int) -> np.ndarray:
@@ -134,7 +150,7 @@ def shoot(image: np.ndarray, scene: Scene, label: str, n_frames: int, size: int)
 
 def synth_clip(image: np.ndarray, label: str, n_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """One clip of camera motion ``label`` over ``image`` from a random scene: (n_frames, size, size, 3) uint8."""
-    return shoot(image, draw_scene(image.shape, size, rng), label, n_frames, size)
+    return shoot(image, draw_scene(image.shape, size, rng, n_frames), label, n_frames, size)
 
 
 def _load_photo(path: Path, short_side: int) -> np.ndarray:
@@ -158,12 +174,14 @@ def _write_frames(folder: Path, frames: np.ndarray) -> None:
 
 
 def materialize_builtin(photos: str | Path, out: str | Path, *, size: int, n_frames: int, train_per_class: int,
-                        val_per_class: int, val_sources: tuple[str, ...], seed: int) -> dict:
+                        val_per_class: int, val_sources: tuple[str, ...], seed: int,
+                        pan: tuple[float, float] = PAN_PER_FRAME, zoom: tuple[float, float] = ZOOM_PER_FRAME) -> dict:
     """Write the built-in camera-motion dataset in the Jester layout under ``out``.
 
     ``photos`` is a folder of photographs (``data/clean``, the built-in set);
     train clips come from every photograph not named in ``val_sources`` (file
-    stems), val clips from those.  Returns counts and per-split sources;
+    stems), val clips from those; ``pan`` and ``zoom`` are the per-frame motion
+    ranges (:func:`draw_scene`).  Returns counts and per-split sources;
     ``out/SOURCES.json`` records each clip's photograph and its licence when
     ``photos/../SOURCES.json`` has one.
     """
@@ -189,11 +207,11 @@ def materialize_builtin(photos: str | Path, out: str | Path, *, size: int, n_fra
         per_class = val_per_class if split == "validation" else train_per_class
         if per_class == 0:
             continue
-        image = _load_photo(path, short_side=4 * size)
+        image = _load_photo(path, short_side=photo_side(size, n_frames, pan, zoom))
         for i in range(per_class):
             # One scene shot with every camera motion: within a group, content says nothing about
             # the class, which training uses (greenpipe.video.train samples whole groups).
-            scene = draw_scene(image.shape, size, rng)
+            scene = draw_scene(image.shape, size, rng, n_frames, pan, zoom)
             for label in CLASSES:
                 vid = f"{path.stem}-{i:03d}-{label}"
                 _write_frames(out / "frames" / vid, shoot(image, scene, label, n_frames, size))
@@ -218,6 +236,8 @@ def materialize_builtin(photos: str | Path, out: str | Path, *, size: int, n_fra
         "frames_per_clip": n_frames,
         "size": size,
         "group_size": len(CLASSES),  # consecutive rows of the split lists share one scene
+        "pan_per_frame": list(pan),
+        "zoom_per_frame": list(zoom),
     }
 
 

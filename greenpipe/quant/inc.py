@@ -81,9 +81,13 @@ class IncConfig(VariantConfig):
 
 def _inc():
     """INC's PyTorch API, imported on first use (it is slow and logs at import)."""
+    # torchao tries its CUDA-only kernel libraries at import and warns for each one a CPU cannot load;
+    # INC warns that it found no accelerator. Neither concerns a CPU run.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
     try:
-        from neural_compressor.torch import quantization
-        from neural_compressor.torch.export import export
+        with _quiet_inc():
+            from neural_compressor.torch import quantization
+            from neural_compressor.torch.export import export
     except ImportError as exc:
         raise ToolchainMissing(
             f"variant inc needs Intel Neural Compressor for PyTorch ({exc}); install the project's "

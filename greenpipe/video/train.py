@@ -2,7 +2,7 @@
 
 Clips are (N, T, H, W, 3) uint8; the network sees (N*T, H, W, 3) float32 in
 [0, 1] and its per-frame logits are averaged over each clip (TSN's average
-consensus).  Augmentations keep the camera-motion labels true: a horizontal
+consensus), online from the second frame on (:func:`scored_frames`).  Augmentations keep the camera-motion labels true: a horizontal
 flip swaps pan_left / pan_right, a vertical flip pan_up / pan_down, playing
 the clip backwards swaps every direction and zoom_in / zoom_out.
 """
@@ -73,15 +73,21 @@ class TrainSettings:
     bn: str = "batch"  # batch: BN on batch statistics (standard); running: on running statistics only
 
 
+def scored_frames(net: TSMNet) -> slice:
+    """The frames of a clip whose logits count: online, every frame after the first (the first has only
+    zero shift buffers behind it, so it cannot see motion; training does not score it either)."""
+    return slice(1, None) if net.config.online and net.config.n_frames > 1 else slice(None)
+
+
 def clip_logits(net: TSMNet, clips: np.ndarray, batch_clips: int = 8) -> np.ndarray:
-    """Per-clip logits (N, classes): per-frame logits of the float clip model averaged over T."""
+    """Per-clip logits (N, classes): per-frame logits of the float clip model averaged over the scored frames."""
     t = net.config.n_frames
     model = clip_model(net, clips=None)
     out = []
     for i in range(0, len(clips), batch_clips):
         chunk = clips[i : i + batch_clips]
         logits = model(to_frames(chunk), training=False).numpy()
-        out.append(logits.reshape(len(chunk), t, -1).mean(axis=1))
+        out.append(logits.reshape(len(chunk), t, -1)[:, scored_frames(net)].mean(axis=1))
     return np.concatenate(out)
 
 

@@ -62,6 +62,22 @@ def test_zoom_labels_match_the_scale_change(label, grows):
         assert (m > 1.0) == grows and abs(m - 1.0) > 0.02, (label, t, m)
 
 
+def test_pan_per_frame_is_the_displacement_per_frame():
+    import cv2
+
+    from greenpipe.data.builtin import locate, sources
+    from greenpipe.data.video import draw_scene, photo_side, shoot
+
+    record = next(r for r in sources() if r["name"] == "astronaut")
+    img = cv2.cvtColor(cv2.imread(str(locate(record))), cv2.COLOR_BGR2RGB)
+    side = photo_side(64, 4, pan=(0.15, 0.15), zoom=(1.1, 1.1))
+    img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+    scene = draw_scene(img.shape, 64, np.random.default_rng(0), 4, pan=(0.15, 0.15), zoom=(1.1, 1.1))
+    clip = shoot(img, scene, "pan_right", 4, 64)
+    for t in range(3):  # 0.15 of the frame per frame: 9.6 px at 64 px
+        assert _shift_between(clip[t], clip[t + 1])[0] in (9, 10)
+
+
 def test_every_class_has_the_same_middle_window():
     # Per-frame positions and scales are symmetric about the middle frame: a single frame cannot tell the class.
     for label in CLASSES:

@@ -27,6 +27,15 @@ def test_bad_video_params_name_the_key():
         parse_params(raw)
 
 
+def test_bad_motion_range_names_the_key():
+    from greenpipe.errors import ParamsError
+
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["video"]["data"]["pan_per_frame"] = [0.3, 0.2]
+    with pytest.raises(ParamsError, match="pan_per_frame"):
+        parse_params(raw)
+
+
 @pytest.mark.slow
 def test_video_stages_end_to_end(tmp_path):
     import cv2
@@ -52,7 +61,8 @@ def test_video_stages_end_to_end(tmp_path):
         "train": {"steps": 2, "batch_clips": 2, "eval_every": 1},
         "calib": {"clips": 2},
         "quantize": {"tflite_fp32": {}, "tflite_int8": {}},
-        "eval": {"smooth_window": 4, "fps_frames": 8, "warmup_frames": 2},
+        # smooth_window = n_frames - 1: the online score covers the frames the float score averages
+        "eval": {"smooth_window": 3, "fps_frames": 8, "warmup_frames": 2},
     }
     params = parse_params(raw)
     data, models, metrics = tmp_path / "vdata", tmp_path / "models", tmp_path / "metrics"
