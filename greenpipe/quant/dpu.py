@@ -28,6 +28,9 @@ ACT_CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "mse")
 DPU_BITS = {"weights": 8, "activations": 8, "bias": 8}
 
 
+MIN_ACT_SCALE = 2.0**-24  # smallest activation scale; a power of two (see act_quantizer)
+
+
 def _quantizers():
     # Imported lazily: brevitas takes seconds to import and registers nothing we need at import time.
     from brevitas.inject import ExtendedInjector
@@ -47,7 +50,7 @@ def _quantizers():
         scaling_impl_type = ScalingImplType.PARAMETER_FROM_STATS
         scaling_stats_op = StatsOp.MAX  # |x| max: the range of a symmetric quantizer
         collect_stats_steps = 300
-        scaling_min_val = 1e-10
+        scaling_min_val = MIN_ACT_SCALE
 
     class Int8ActPerTensorFixedPointMax(
         IntQuant, RuntimeAbsMaxScaling, PerTensorPoTScaling8bit, ActQuantSolver
@@ -74,9 +77,12 @@ def act_quantizer(method: ActCalibration, percentile: float = 99.999) -> Any:
     quant = _quantizers()
     if method not in ACT_CALIBRATIONS:
         raise ValueError(f"act calibration {method!r}: expected one of {', '.join(ACT_CALIBRATIONS)}")
+    # A tensor that is zero over the whole calibration set (a ReLU that never fires) gets the floor
+    # scale: a power of two like every other DPU scale.
+    floor = {"scaling_min_val": MIN_ACT_SCALE}
     if method == "percentile":
-        return quant["percentile"].let(high_percentile_q=float(percentile))
-    return quant[method]
+        return quant["percentile"].let(high_percentile_q=float(percentile), **floor)
+    return quant[method].let(**floor)
 
 
 def dpu_maps(act_quant: Any) -> dict[str, dict]:

@@ -145,3 +145,19 @@ def test_graph_not_ending_in_a_quantizer_gets_an_int8_output(tmp_path):
     np.testing.assert_array_equal(
         OrtRunner(tmp_path / "deployed.onnx", 1, 1).run(x.numpy()), _fake_quant(result.model, x)
     )
+
+
+@pytest.mark.parametrize("act_calibration", ["minmax", "percentile", "mse"])
+def test_an_activation_that_never_fires_still_gets_a_power_of_two_scale(act_calibration, tmp_path):
+    # A ReLU that is zero over the whole calibration set (a dead decoder layer of a trained
+    # UNet) has no range to calibrate; its scale must still be a power of two, as a DPU needs.
+    model = tiny_unet()
+    dead = model.up_convs[0][0]
+    with torch.no_grad():
+        dead.weight.zero_()
+        dead.bias.fill_(-1.0)
+    config = {"act_calibration": act_calibration, "bias_correction": False}
+    result = quantize_variant("ptq8", {"ptq8": config}, model, calib_batches())
+    scales = onnx_scales(onnx.load(export_onnx(result.model, calib_batches(1)[0], tmp_path)))
+    not_pow2 = {tensor: s["scale"] for tensor, s in scales.items() if not s["pow2"]}
+    assert not not_pow2
