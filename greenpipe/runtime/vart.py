@@ -9,6 +9,16 @@ whose ``fix_point`` attribute is the power-of-two scale:
 on the way out.  The runner's batch is the DPU kernel's (the first input
 dimension); a call with fewer images fills the batch with zeros.
 
+Two ways in:
+
+* ``run(x)``: one float NCHW input, one float NCHW output (the UNet);
+* ``invoke(feeds)`` with ``inputs`` / ``outputs``: every DPU tensor by name,
+  int8 NHWC as the DPU holds it, each described by a
+  :class:`~greenpipe.video.host.TensorInfo` with scale ``2**-fix_point`` and
+  zero point 0.  This is what the TSM host loop drives, kernel by kernel
+  (:func:`greenpipe.video.host.bind` maps the compiler's tensor names onto the
+  split manifest's).
+
 ``xir`` and ``vart`` are not on PyPI; without them :func:`load` raises
 :class:`~greenpipe.errors.ToolchainMissing` saying where they come from.
 """
@@ -23,6 +33,7 @@ import numpy as np
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.runtime.base import RUNTIMES, cpu_model
+from greenpipe.video.host import TensorInfo
 
 
 def missing_toolchain_message(missing: list[str]) -> str:
@@ -59,6 +70,12 @@ def from_dpu_output(y: np.ndarray, fix_point: int) -> np.ndarray:
     return np.ascontiguousarray((y.astype(np.float32) * np.float32(2.0**-fix_point)).transpose(0, 3, 1, 2))
 
 
+def _tensor_info(tensor: Any) -> TensorInfo:
+    """A DPU tensor as the host loop sees it: int8, scale 2**-fix_point, zero point 0, batch 1."""
+    return TensorInfo(tensor.name, (1, *(int(d) for d in tensor.dims[1:])), np.dtype(np.int8),
+                      2.0 ** -int(tensor.get_attr("fix_point")), 0)
+
+
 class VartRunner:
     """One DPU subgraph of an xmodel, run through a VART runner."""
 
@@ -77,31 +94,57 @@ class VartRunner:
             )
         self.subgraph = dpu[0]
         self.runner = vart.Runner.create_runner(self.subgraph, "run")
-        self.in_tensor = self.runner.get_input_tensors()[0]
-        self.out_tensor = self.runner.get_output_tensors()[0]
+        self.in_tensors = list(self.runner.get_input_tensors())
+        self.out_tensors = list(self.runner.get_output_tensors())
+        self.in_tensor, self.out_tensor = self.in_tensors[0], self.out_tensors[0]
         self.in_dims = tuple(self.in_tensor.dims)  # (batch, H, W, C)
         self.out_dims = tuple(self.out_tensor.dims)
         self.in_fix = int(self.in_tensor.get_attr("fix_point"))
         self.out_fix = int(self.out_tensor.get_attr("fix_point"))
         self.batch = self.in_dims[0]
+        self.inputs = [_tensor_info(t) for t in self.in_tensors]
+        self.outputs = [_tensor_info(t) for t in self.out_tensors]
+
+    def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """int8 NHWC arrays, one per DPU input (any number of rows) -> one per DPU output, same rows.
+
+        Rows go through in chunks of the DPU's batch; a short chunk is filled
+        with zeros and the filler rows are dropped from the outputs.
+        """
+        n = len(arrays[0])
+        outputs: list[list[np.ndarray]] = [[] for _ in self.out_tensors]
+        for start in range(0, n, self.batch):
+            rows = min(self.batch, n - start)
+            ins = []
+            for t, a in zip(self.in_tensors, arrays):
+                filled = np.zeros(tuple(t.dims), dtype=np.int8)
+                filled[:rows] = a[start : start + rows].reshape(rows, *t.dims[1:])
+                ins.append(filled)
+            outs = [np.empty(tuple(t.dims), dtype=np.int8) for t in self.out_tensors]
+            job_id = self.runner.execute_async(ins, outs)
+            self.runner.wait(job_id)
+            for kept, out in zip(outputs, outs):
+                kept.append(out[:rows])
+        return [np.concatenate(kept) for kept in outputs]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        n, _, h, w = x.shape
+        h, w = x.shape[2:]
         if (h, w) != self.in_dims[1:3]:
             raise GreenpipeError(
                 f"{self.path}: the DPU kernel takes {self.in_dims[1]}x{self.in_dims[2]} inputs, got {h}x{w}; "
                 "tile or resize the input to the compiled size"
             )
-        outputs = []
-        for start in range(0, n, self.batch):
-            chunk = to_dpu_input(x[start : start + self.batch], self.in_fix)
-            filled = np.zeros(self.in_dims, dtype=np.int8)  # fill the DPU batch; extra rows are dropped below
-            filled[: len(chunk)] = chunk
-            out = np.empty(self.out_dims, dtype=np.int8)
-            job_id = self.runner.execute_async([filled], [out])
-            self.runner.wait(job_id)
-            outputs.append(from_dpu_output(out[: len(chunk)], self.out_fix))
-        return np.concatenate(outputs)
+        out = self._execute([to_dpu_input(x, self.in_fix)])[0]
+        return from_dpu_output(out, self.out_fix)
+
+    def invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Named int8 NHWC inputs (the DPU tensors' names) -> named int8 outputs, as the DPU holds them."""
+        missing = [i.name for i in self.inputs if i.name not in feeds]
+        if missing:
+            raise GreenpipeError(f"{self.path}: no array fed for DPU input(s) {missing}; "
+                                 f"the kernel's inputs are {[i.name for i in self.inputs]}")
+        outs = self._execute([np.asarray(feeds[i.name], dtype=np.int8) for i in self.inputs])
+        return {o.name: out.reshape(len(out), *o.shape[1:]) for o, out in zip(self.outputs, outs)}
 
     def describe(self) -> dict[str, Any]:
         def attr(name: str) -> Any:

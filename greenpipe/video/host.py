@@ -22,12 +22,15 @@ Every step records where its time goes: pre-process, each kernel, each shift.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from greenpipe.errors import GreenpipeError
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,68 @@ class KerasKernel:
     def invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [feeds[i.name] for i in self.inputs]
         return {self.outputs[0].name: np.asarray(self.model(args, training=False))}
+
+
+def _named(name: str, actual: list[str]) -> str | None:
+    """The one tensor of ``actual`` that is ``name``, or ``name`` with a compiler's prefix / suffix."""
+    if name in actual:
+        return name
+    token = re.compile(rf"(^|[^0-9A-Za-z]){re.escape(name)}($|[^0-9A-Za-z])")
+    hits = [a for a in actual if token.search(a)]
+    return hits[0] if len(hits) == 1 else None
+
+
+class BoundKernel:
+    """A kernel whose tensors carry the split manifest's names (``kKK_shift``, ``kKK_residual``, ``kKK_output``).
+
+    Compilers decorate names (``k01_shift`` may come back from vai_c as
+    ``k01_shift_aquant`` or ``quant_k01_shift``); :func:`bind` finds each
+    manifest name as a whole token in the kernel's own names, and an only
+    output is taken whatever it is called.  Outputs are reshaped to the
+    manifest's shape (a DPU gives logits as (N, 1, 1, C) where the model said (N, C)).
+    """
+
+    def __init__(self, kernel: Kernel, in_names: dict[str, str], out_names: dict[str, str], entry: dict):
+        self.kernel, self._in, self._out = kernel, in_names, out_names  # manifest name -> kernel's name
+        own_in = {i.name: i for i in kernel.inputs}
+        own_out = {o.name: o for o in kernel.outputs}
+        shapes = {o["name"]: tuple(o["shape"]) for o in entry["outputs"]}
+        self.inputs = [_renamed(own_in[k], m) for m, k in in_names.items()]
+        self.outputs = [_renamed(own_out[k], m, shapes[m]) for m, k in out_names.items()]
+
+    def invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        got = self.kernel.invoke({k: feeds[m] for m, k in self._in.items()})
+        return {o.name: got[self._out[o.name]].reshape(-1, *o.shape[1:]) for o in self.outputs}
+
+    def describe(self) -> dict[str, Any]:
+        return self.kernel.describe()
+
+
+def _renamed(info: TensorInfo, name: str, shape: tuple[int, ...] | None = None) -> TensorInfo:
+    return TensorInfo(name, shape or info.shape, info.dtype, info.scale, info.zero_point)
+
+
+def bind(kernel: Kernel, entry: dict, where: str = "") -> Kernel:
+    """``kernel`` addressed by the names of its split-manifest ``entry``; itself when they already match."""
+    want_in = [i["name"] for i in entry["inputs"]]
+    want_out = [o["name"] for o in entry["outputs"]]
+    own_in, own_out = [i.name for i in kernel.inputs], [o.name for o in kernel.outputs]
+    if sorted(own_in) == sorted(want_in) and own_out == want_out:
+        return kernel
+    in_names = {m: _named(m, own_in) for m in want_in}
+    if len(own_out) == len(want_out) == 1:
+        out_names = {want_out[0]: own_out[0]}
+    else:
+        out_names = {m: _named(m, own_out) for m in want_out}
+    unmatched = [m for m, k in (*in_names.items(), *out_names.items()) if k is None]
+    if unmatched or len(own_in) != len(want_in) or len(set(in_names.values())) != len(in_names):
+        raise GreenpipeError(
+            f"{where or entry['name']}: cannot match the kernel's tensors {own_in} -> {own_out} to the split "
+            f"manifest's {want_in} -> {want_out} (unmatched: {unmatched or 'counts differ'}); the artifact was "
+            "built from another split, or its compiler renamed the inputs beyond a prefix / suffix: rebuild it "
+            "with `dvc repro video_quantize`"
+        )
+    return BoundKernel(kernel, in_names, out_names, entry)
 
 
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
