@@ -82,6 +82,24 @@ def train_precision(requested: str) -> str:
     return requested
 
 
+def ema_with_warmup(decay: float):
+    """Per-step weight averaging whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after n updates.
+
+    A fixed decay of 0.999 from the first step keeps the random start and the
+    high-learning-rate phase in the average for thousands of steps (after
+    4480 steps 1 % of the average is still the first step's weights, and the
+    per-epoch val PSNR climbs from 19 dB); with the ramp the average follows
+    the model early on (0.998 at step 4480, ``decay`` from step 8991).
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return update
+
+
 def random_batch(
     pairs: list[tuple[np.ndarray, np.ndarray, bool]],
     rng: np.random.Generator,
@@ -175,9 +193,7 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
     start_epoch, resumed_from = 0, None
     # The weight average (when train.ema > 0) is what is validated and saved: a short cosine run's last
     # iterates are noisy, their average is a better denoiser.
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tp.ema)
-    ) if tp.ema else None
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(tp.ema)) if tp.ema else None
     state = load_state(resume_state, key, model, opt, sched, rng)
     if state is not None:
         rows, start_epoch, resumed_from = state["rows"], state["epoch"], state["epoch"]

@@ -7,7 +7,7 @@ import yaml
 
 from greenpipe.params import parse_params
 from greenpipe.recipes.base import model_from_checkpoint
-from tasks.train import random_batch, train
+from tasks.train import ema_with_warmup, random_batch, train
 from tests.workspace import make_prepared, tiny_params
 
 
@@ -102,6 +102,24 @@ def test_ema_weights_are_what_is_saved(params, data, tmp_path):
     train(averaged, data, tmp_path / "b", tmp_path / "b.csv")
     a, b = _weights(tmp_path / "a" / "checkpoint.pt"), _weights(tmp_path / "b" / "checkpoint.pt")
     assert a.shape == b.shape and not torch.equal(a, b)  # same run, but the average is saved
+
+
+def test_weight_average_ramps_its_decay_up_from_the_first_steps():
+    net = torch.nn.Linear(1, 1, bias=False)
+    avg = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=ema_with_warmup(0.999))
+    values = [1.0, 2.0, 3.0]
+    for v in values:
+        net.weight.data.fill_(v)
+        avg.update_parameters(net)
+    # update 1 copies; update 2 keeps 2/11 of the average; update 3 keeps 3/12.
+    after2 = 2 / 11 * 1.0 + 9 / 11 * 2.0
+    assert avg.module.weight.item() == pytest.approx(3 / 12 * after2 + 9 / 12 * 3.0)
+    for _ in range(9000):  # (1 + n) / (10 + n) passes 0.999 at n = 8991
+        avg.update_parameters(net)
+    net.weight.data.fill_(4.0)
+    before = avg.module.weight.item()
+    avg.update_parameters(net)
+    assert avg.module.weight.item() == pytest.approx(0.999 * before + 0.001 * 4.0)  # the full decay, late on
 
 
 def test_bf16_training_saves_fp32_weights_and_is_deterministic(params, data, tmp_path):
