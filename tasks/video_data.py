@@ -5,7 +5,7 @@
 ``video.data.source: builtin`` synthesises camera-motion clips (pan left /
 right / up / down, zoom in / out, static) from the built-in photographs in
 ``--photos``, train and val from disjoint photographs
-(greenpipe/data/video.py); each scene is shot with all seven motions, and
+(greenpipe/data/video.py), one lossless FFV1 AVI per clip; each scene is shot with all seven motions, and
 ``dataset.json`` records that group size for training's batch sampler.  Any other value is a folder already in the
 Jester / Something-Something layout: it is checked (both splits read, every
 video found) and ``--out/dataset.json`` points the later stages at it.

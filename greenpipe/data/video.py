@@ -18,7 +18,9 @@ pan left / right / up / down, zoom in / out, or stay static -- and each frame is
 the window resampled to ``size`` px.  Every class draws its window positions
 and scales from the same per-frame distribution, so a single frame cannot tell
 the class: only motion between frames does (what Jester's swipe classes need).
-Train and validation clips come from disjoint photographs.
+Train and validation clips come from disjoint photographs.  Each clip is
+stored as one lossless FFV1 AVI (Something-Something v2 style: the split lists
+name video files), which the readers decode to exactly the frames rendered.
 """
 
 from __future__ import annotations
@@ -165,18 +167,33 @@ def _load_photo(path: Path, short_side: int) -> np.ndarray:
     return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
-def _write_frames(folder: Path, frames: np.ndarray) -> None:
+def write_video(path: Path, frames: np.ndarray, fps: float = 12.0) -> None:
+    """(T, H, W, 3) uint8 RGB -> a lossless FFV1 AVI that :func:`read_video` returns bit for bit.
+
+    One file per clip rather than a folder of frames keeps the built-in set at
+    one file per clip, which is what DVC walks and hashes on every
+    ``dvc status`` / ``dvc repro`` (six frame files per clip made that walk
+    the slowest part of a no-op repro).
+    """
     import cv2
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(frames):
-        cv2.imwrite(str(folder / f"{t + 1:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    if not writer.isOpened():
+        raise DataError(f"{path}: this OpenCV build cannot write FFV1 video (lossless); install "
+                        "opencv-python-headless as the project pins it (`make demo` does)")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
 
 
 def materialize_builtin(photos: str | Path, out: str | Path, *, size: int, n_frames: int, train_per_class: int,
                         val_per_class: int, val_sources: tuple[str, ...], seed: int,
                         pan: tuple[float, float] = PAN_PER_FRAME, zoom: tuple[float, float] = ZOOM_PER_FRAME) -> dict:
-    """Write the built-in camera-motion dataset in the Jester layout under ``out``.
+    """Write the built-in camera-motion dataset under ``out``: Jester's split lists, one lossless video per clip.
 
     ``photos`` is a folder of photographs (``data/clean``, the built-in set);
     train clips come from every photograph not named in ``val_sources`` (file
@@ -214,7 +231,7 @@ def materialize_builtin(photos: str | Path, out: str | Path, *, size: int, n_fra
             scene = draw_scene(image.shape, size, rng, n_frames, pan, zoom)
             for label in CLASSES:
                 vid = f"{path.stem}-{i:03d}-{label}"
-                _write_frames(out / "frames" / vid, shoot(image, scene, label, n_frames, size))
+                write_video(out / "videos" / f"{vid}.avi", shoot(image, scene, label, n_frames, size))
                 rows[split].append((vid, label))
                 clip_sources[vid] = path.stem
     out.mkdir(parents=True, exist_ok=True)

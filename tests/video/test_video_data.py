@@ -12,6 +12,7 @@ from greenpipe.data.video import (
     read_video,
     sample_indices,
     trajectory,
+    write_video,
 )
 from greenpipe.errors import DataError
 from tests.video.conftest import real_clip
@@ -117,6 +118,13 @@ def test_builtin_writes_jester_layout_split_by_photograph(tmp_path):
     assert clip.shape == (4, 32, 32, 3) and clip.dtype == np.uint8
     assert load_clip(train[0], 2, 16).shape == (2, 16, 16, 3)  # resampled in time and space
     assert (out / "SOURCES.json").exists()
+    assert len(list((out / "videos").glob("*.avi"))) == len(train) + len(val)  # one file per clip
+
+
+def test_clip_video_files_are_lossless(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)  # worst case for a codec
+    write_video(tmp_path / "clip.avi", frames)
+    np.testing.assert_array_equal(read_video(tmp_path / "clip.avi"), frames)
 
 
 def test_val_source_that_does_not_exist_is_named(tmp_path):
