@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from greenpipe.data.noise import synthesize_pair
+from greenpipe.data.noise import log_read_on_line, synthesize_pair
 from greenpipe.data.prepared import load_split
 from greenpipe.io import read_json
 from greenpipe.metrics import psnr
 from greenpipe.params import load_params
 from greenpipe.recipes.base import model_from_checkpoint
 from greenpipe.recipes.denoise import denoise_image
-from tasks.baseline import _nlm
+from tasks.baseline import METHODS
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -42,13 +42,6 @@ def luma_chroma_psnr(clean: np.ndarray, out: np.ndarray) -> tuple[float, float]:
     cc, co = clean - yc[..., None], out - yo[..., None]
     return (float(10 * np.log10(1 / max(np.mean((yc - yo) ** 2), 1e-12))),
             float(10 * np.log10(1 / max(np.mean((cc - co) ** 2), 1e-12))))
-
-
-def read_level(shot: float, shots: tuple[float, float], reads: tuple[float, float]) -> float:
-    """Read-noise variance for ``shot`` on the log-linear line through the params' range corners."""
-    (s_lo, s_hi), (r_lo, r_hi) = shots, reads
-    t = (np.log(shot) - np.log(s_lo)) / (np.log(s_hi) - np.log(s_lo)) if s_hi > s_lo else 0.5
-    return float(np.exp(np.log(r_lo) + t * (np.log(r_hi) - np.log(r_lo))))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     noise = params.ingest.noise
     torch.set_num_threads(params.base.threads)
     net, _ = model_from_checkpoint(args.checkpoint)
-    nlm = _nlm(float(read_json(args.baseline)["nlm"]["strength"]))
+    nlm = METHODS["nlm"][0](float(read_json(args.baseline)["nlm"]["strength"]))
 
     def unet(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -79,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         clean, _ = sample.load()
         for shot in args.shots:
             rng = np.random.default_rng(args.seed)
-            read = read_level(shot, noise.shot, noise.read)
+            read = float(np.exp(log_read_on_line(np.log(shot), noise.shot, noise.read)))
             ref, noisy, _ = synthesize_pair(clean, rng, (shot, shot), (read, read))
             noisy = np.clip(clean + (noisy - ref), 0.0, 1.0).astype(np.float32)  # same residual as training
             u, n = unet(noisy), nlm(noisy)

@@ -92,9 +92,16 @@ def random_noise_levels(
     s_lo, s_hi = (max(v, _MIN_LEVEL) for v in shot)
     r_lo, r_hi = (max(v, _MIN_LEVEL) for v in read)
     log_shot = rng.uniform(np.log(s_lo), np.log(s_hi))
-    t = (log_shot - np.log(s_lo)) / (np.log(s_hi) - np.log(s_lo)) if s_hi > s_lo else 0.5
-    log_read = np.log(r_lo) + t * (np.log(r_hi) - np.log(r_lo)) + rng.normal(0.0, READ_JITTER)
+    log_read = log_read_on_line(log_shot, shot, read) + rng.normal(0.0, READ_JITTER)
     return float(np.exp(log_shot)), float(np.clip(np.exp(log_read), r_lo, r_hi))
+
+
+def log_read_on_line(log_shot: float, shot: tuple[float, float], read: tuple[float, float]) -> float:
+    """log(read) for ``log_shot`` on the log-linear line from (shot lo, read lo) to (shot hi, read hi), no jitter."""
+    s_lo, s_hi = (max(v, _MIN_LEVEL) for v in shot)
+    r_lo, r_hi = (max(v, _MIN_LEVEL) for v in read)
+    t = (log_shot - np.log(s_lo)) / (np.log(s_hi) - np.log(s_lo)) if s_hi > s_lo else 0.5
+    return np.log(r_lo) + t * (np.log(r_hi) - np.log(r_lo))
 
 
 # --- pipeline steps (pure, float32) ------------------------------------------------------------
