@@ -3,8 +3,14 @@
 Layout (written by ``tasks.calib_dump``, read by every quantizer)::
 
     <root>/index.json                    # {"boundaries": [names in pipeline order]}
-    <root>/<boundary>/manifest.json      # see BoundaryManifest
-    <root>/<boundary>/<k:06d>.npy        # one array per calibration sample
+    <root>/<boundary>/manifest.json      # name, shape, dtype, count, min/max/mean/std, entries, sources
+    <root>/<boundary>/arrays.npz         # one ``.npy`` entry per calibration sample, ``<k:06d>.npy``
+
+``arrays.npz`` is an uncompressed zip of ``.npy`` files (``numpy.load`` opens
+it; each sample is read on its own), written one sample at a time so a dump
+never holds all its arrays in memory.  One file per boundary instead of one
+per sample keeps the DVC walk of a dump cheap (a TSM dump has thousands of
+samples).
 
 A boundary is a place where a pipeline is cut: the input of a model (UNet),
 or the input of each kernel between temporal shifts (TSM).  Arrays keep the
@@ -13,6 +19,7 @@ layout the model sees there, e.g. ``(1, 3, H, W)`` float32 for the UNet.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +28,8 @@ import numpy as np
 from greenpipe.errors import DataError
 from greenpipe.io import read_json, write_json
 
+ARCHIVE = "arrays.npz"
+
 
 class BoundaryWriter:
     """Accumulates one boundary's arrays and running statistics."""
@@ -28,6 +37,7 @@ class BoundaryWriter:
     def __init__(self, root: Path, name: str):
         self.dir = Path(root) / name
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._zip = zipfile.ZipFile(self.dir / ARCHIVE, "w", zipfile.ZIP_STORED, allowZip64=True)
         self.name = name
         self.count = 0
         self.sources: list[str] = []
@@ -37,7 +47,8 @@ class BoundaryWriter:
 
     def add(self, array: np.ndarray, source: str) -> None:
         array = np.ascontiguousarray(array)
-        np.save(self.dir / f"{self.count:06d}.npy", array)
+        with self._zip.open(f"{self.count:06d}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, array, allow_pickle=False)
         self.count += 1
         self.sources.append(source)
         self.shape = list(array.shape) if self.shape is None or list(array.shape) == self.shape else "varies"
@@ -49,6 +60,7 @@ class BoundaryWriter:
         self._n += a.size
 
     def close(self) -> dict:
+        self._zip.close()
         mean = self._sum / max(self._n, 1)
         manifest = {
             "boundary": self.name,
@@ -59,7 +71,8 @@ class BoundaryWriter:
             "max": self._max,
             "mean": mean,
             "std": float(np.sqrt(max(self._sumsq / max(self._n, 1) - mean * mean, 0.0))),
-            "files": [f"{k:06d}.npy" for k in range(self.count)],
+            "archive": ARCHIVE,
+            "entries": [f"{k:06d}" for k in range(self.count)],
             "sources": self.sources,
         }
         write_json(self.dir / "manifest.json", manifest)
@@ -84,8 +97,19 @@ def read_manifest(root: str | Path, boundary: str) -> dict:
     return read_json(path)
 
 
-def iter_boundary(root: str | Path, boundary: str, limit: int | None = None) -> Iterator[np.ndarray]:
-    """Yield the arrays dumped at ``boundary`` in dump order."""
+def open_boundary(root: str | Path, boundary: str) -> tuple[list[str], np.lib.npyio.NpzFile]:
+    """The sample names (dump order) of ``boundary`` and its opened archive; close it when done."""
     manifest = read_manifest(root, boundary)
-    for name in manifest["files"][:limit]:
-        yield np.load(Path(root) / boundary / name)
+    path = Path(root) / boundary / manifest.get("archive", ARCHIVE)
+    if "entries" not in manifest or not path.exists():
+        raise DataError(f"{path}: missing or {path.parent / 'manifest.json'} has no 'entries' (a dump in an "
+                        "older format); rerun the stage that wrote it (dvc repro calib_dump / video_calib)")
+    return list(manifest["entries"]), np.load(path, allow_pickle=False)
+
+
+def iter_boundary(root: str | Path, boundary: str, limit: int | None = None) -> Iterator[np.ndarray]:
+    """Yield the arrays dumped at ``boundary`` in dump order, one at a time."""
+    entries, archive = open_boundary(root, boundary)
+    with archive:
+        for name in entries[:limit]:
+            yield archive[name]

@@ -6,6 +6,7 @@ import torch
 import yaml
 
 from greenpipe import calib
+from greenpipe.errors import DataError
 from greenpipe.params import parse_params
 from greenpipe.recipes import get_recipe
 from greenpipe.recipes.base import model_from_checkpoint
@@ -60,3 +61,27 @@ def test_failed_dump_keeps_previous_output(params, tmp_path):
     with pytest.raises(Exception):
         calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
     assert calib.read_manifest(tmp_path / "calib", "input")["count"] == params.calib_dump.samples
+
+
+def test_boundary_archive_round_trip_with_varying_shapes(tmp_path):
+    """Each sample is one entry of the boundary's archive, read back bit-exact and in order."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(1, 3, s, s)).astype(np.float32) for s in (8, 16, 8)] + [np.arange(6, dtype=np.int8)]
+    writer = calib.BoundaryWriter(tmp_path, "b")
+    for k, a in enumerate(arrays):
+        writer.add(a, f"s{k}")
+    manifest = writer.close()
+    assert manifest["shape"] == "varies" and manifest["entries"] == ["000000", "000001", "000002", "000003"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["arrays.npz", "manifest.json"]
+    back = list(calib.iter_boundary(tmp_path, "b"))
+    assert len(back) == 4 and all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(arrays, back))
+    assert len(list(calib.iter_boundary(tmp_path, "b", limit=2))) == 2
+
+
+def test_dump_without_archive_names_the_fix(tmp_path):
+    writer = calib.BoundaryWriter(tmp_path, "b")
+    writer.add(np.zeros((1, 3, 4, 4), np.float32), "s")
+    writer.close()
+    (tmp_path / "b" / "arrays.npz").unlink()
+    with pytest.raises(DataError, match=r"arrays\.npz: missing.*dvc repro calib_dump"):
+        next(calib.iter_boundary(tmp_path, "b"))

@@ -154,7 +154,7 @@ class CalibrationSet:
     """Re-iterable calibration batches from one boundary of a calibration dump.
 
     Yields float32 tensors in the layout dumped (``(1, 3, H, W)`` for the
-    UNet input); each pass re-reads the ``.npy`` files, so memory stays flat.
+    UNet input); each pass re-reads the dump's archive, so memory stays flat.
     """
 
     def __init__(self, root: str | Path, boundary: str, limit: int | None = None):

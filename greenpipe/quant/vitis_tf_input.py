@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greenpipe.calib import read_manifest
+from greenpipe.calib import open_boundary
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
 
@@ -34,15 +34,15 @@ def make_input_fn(calib: str | Path, kernel: str) -> Callable[[int], dict[str, n
     if kernel not in entries:
         raise GreenpipeError(f"kernel {kernel!r}: not in {split} (kernels: {', '.join(entries)})")
     nodes = [i["name"] for i in entries[kernel]["inputs"]]
-    files = {n: read_manifest(calib, n)["files"] for n in nodes}
+    dumps = {n: open_boundary(calib, n) for n in nodes}  # (entries, archive), open while input_fn lives
 
     def input_fn(iter: int) -> dict[str, np.ndarray]:
         out = {}
-        for n in nodes:
-            if iter >= len(files[n]):
+        for n, (entries, archive) in dumps.items():
+            if iter >= len(entries):
                 raise GreenpipeError(f"input_fn: calibration iteration {iter} but {calib / n} holds "
-                                     f"{len(files[n])} samples; pass --calib_iter <= {len(files[n])}")
-            out[n] = np.load(calib / n / files[n][iter]).astype(np.float32)
+                                     f"{len(entries)} samples; pass --calib_iter <= {len(entries)}")
+            out[n] = archive[entries[iter]].astype(np.float32)
         return out
 
     return input_fn
