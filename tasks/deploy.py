@@ -41,8 +41,11 @@ SAMPLE_CROP = 256  # px
 
 
 @dataclass(frozen=True)
-class DeployJob:
-    """Everything a device needs to measure one artifact; plain JSON, it travels to device hosts."""
+class DeviceJob:
+    """What every job for a device names: the artifact's variant and where and how it runs.
+
+    Jobs are plain JSON (``to_dict`` / ``from_dict``); they travel to device hosts.
+    """
 
     variant: str
     device: str  # key under deploy.devices
@@ -51,6 +54,19 @@ class DeployJob:
     runtime: str
     batch: int
     threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DeployJob(DeviceJob):
+    """Everything a device needs to measure one artifact."""
+
     recipe: str
     multiple: int  # input H, W must be multiples of this (px)
     channels: int
@@ -60,13 +76,6 @@ class DeployJob:
     offline_s: float
     artifact: str  # the artifact's path on the build host, as recorded in eval.json
     artifact_bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DeployJob:
-        return cls(**d)
 
 
 def _source(desc: dict) -> str:

@@ -42,7 +42,7 @@ import hashlib
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ from greenpipe.power import available, open_meter
 from greenpipe.power.base import Meter
 from greenpipe.power.soak import Checkpoint, Publish, SoakPlan, run_soak, soak_key, summarize
 from tasks._cli import run_stage
+from tasks.deploy import DeviceJob
 
 if TYPE_CHECKING:
     from greenpipe.store import ArtifactStore
@@ -66,16 +67,9 @@ RECORD_KINDS = ("header", "idle", "window", "resume", "overhead")  # what a chec
 
 
 @dataclass(frozen=True)
-class SoakJob:
-    """Everything a soak needs besides the artifact file; plain JSON, it travels to device hosts."""
+class SoakJob(DeviceJob):
+    """Everything a soak needs besides the artifact file."""
 
-    variant: str
-    device: str  # key under deploy.devices
-    kind: str
-    target: str
-    runtime: str
-    batch: int
-    threads: int
     shape: list[int]  # (batch, C, N, N) input the artifact runs on
     meter: str  # a registered meter or "auto", chosen where the soak runs
     meter_options: dict[str, Any]  # as written in params ("pid: self" is resolved where the soak runs)
@@ -83,13 +77,6 @@ class SoakJob:
     artifact: str  # the artifact's path on the build host, as recorded in the results
     artifact_bytes: int
     artifact_sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SoakJob:
-        return cls(**d)
 
 
 def plan_of(params: Params) -> SoakPlan:

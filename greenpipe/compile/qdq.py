@@ -144,20 +144,26 @@ def _int32_bias(g: _Graph) -> tuple[int, int]:
         if not np.array_equal(b32, exact):
             kept += 1
             continue
-        new_dq = helper.make_node(
-            "DequantizeLinear",
-            [
-                g.add_const(bias_dq.input[0] + "_i32", b32),
-                g.add_const(bias_dq.input[0] + "_scale", np.array(acc_scale, np.float32)),
-                g.add_const(bias_dq.input[0] + "_zp", np.array(0, np.int32)),
-            ],
-            [bias_dq.output[0] + "_i32"],
-            name=(bias_dq.name or "bias") + "_i32",
-        )
-        g.graph.node.insert(list(g.graph.node).index(conv), new_dq)
-        conv.input[2] = new_dq.output[0]
+        _dequantize_bias(g, conv, bias_dq.input[0], b32, np.array(acc_scale, np.float32),
+                         output=bias_dq.output[0] + "_i32", name=(bias_dq.name or "bias") + "_i32")
         count += 1
     return count, kept
+
+
+def _dequantize_bias(g: _Graph, conv, const: str, ints: np.ndarray, scale: np.ndarray, output: str, name: str,
+                     **attrs) -> None:
+    """Feed ``conv`` its bias as ``DequantizeLinear(int32 ints, scale, 0)``, inserted just before it."""
+    dq = helper.make_node(
+        "DequantizeLinear",
+        [g.add_const(const + "_i32", ints.astype(np.int32)),
+         g.add_const(const + "_scale", scale),
+         g.add_const(const + "_zp", np.zeros(scale.shape, np.int32))],
+        [output],
+        name=name,
+        **attrs,
+    )
+    g.graph.node.insert(list(g.graph.node).index(conv), dq)
+    conv.input[2] = dq.output[0]
 
 
 def _fold_weight_quantize(g: _Graph) -> int:
@@ -209,17 +215,8 @@ def _float_bias_to_int32(g: _Graph) -> tuple[int, int]:
         if np.any(np.abs(ratio - ints) > 1e-3 + np.abs(ints) * 2.0**-22) or np.abs(ints).max() >= 2**31 - 1:
             kept += 1
             continue
-        dq = helper.make_node(
-            "DequantizeLinear",
-            [g.add_const(conv.input[2] + "_i32", ints.astype(np.int32)),
-             g.add_const(conv.input[2] + "_scale", acc),
-             g.add_const(conv.input[2] + "_zp", np.zeros(acc.shape, np.int32))],
-            [conv.input[2] + "_dq"],
-            name=f"{conv.name or conv.output[0]}/bias/DequantizeLinear",
-            axis=0,
-        )
-        g.graph.node.insert(list(g.graph.node).index(conv), dq)
-        conv.input[2] = dq.output[0]
+        _dequantize_bias(g, conv, conv.input[2], ints, acc, output=conv.input[2] + "_dq",
+                         name=f"{conv.name or conv.output[0]}/bias/DequantizeLinear", axis=0)
         count += 1
     return count, kept
 

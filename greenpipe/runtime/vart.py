@@ -96,11 +96,9 @@ class VartRunner:
         self.runner = vart.Runner.create_runner(self.subgraph, "run")
         self.in_tensors = list(self.runner.get_input_tensors())
         self.out_tensors = list(self.runner.get_output_tensors())
-        self.in_tensor, self.out_tensor = self.in_tensors[0], self.out_tensors[0]
-        self.in_dims = tuple(self.in_tensor.dims)  # (batch, H, W, C)
-        self.out_dims = tuple(self.out_tensor.dims)
-        self.in_fix = int(self.in_tensor.get_attr("fix_point"))
-        self.out_fix = int(self.out_tensor.get_attr("fix_point"))
+        self.in_dims = tuple(self.in_tensors[0].dims)  # (batch, H, W, C) of the first input
+        self.in_fix = int(self.in_tensors[0].get_attr("fix_point"))
+        self.out_fix = int(self.out_tensors[0].get_attr("fix_point"))
         self.batch = self.in_dims[0]
         self.inputs = [_tensor_info(t) for t in self.in_tensors]
         self.outputs = [_tensor_info(t) for t in self.out_tensors]
