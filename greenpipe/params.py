@@ -91,6 +91,8 @@ class TrainParams(Section):
     val_max_side: int = Field(256, ge=0)
     fresh_noise: bool = True
     tint: bool = False  # random per-channel gains on synthetic-noise crops (colour diversity for grey sources)
+    dead_leaves: float = Field(0.0, ge=0, lt=1)  # share of crops cut from synthetic dead-leaves images
+    dead_leaves_images: int = Field(40, ge=1, le=10000)  # how many (side 2 * crop) are drawn per run
     ema: float = Field(0.0, ge=0, lt=1)  # per-step decay of the weight average that is validated and saved; 0 = off
     # forward/backward arithmetic; auto = bf16 where the CPU has it natively. Weights and the saved model stay fp32.
     precision: Literal["fp32", "bf16", "auto"] = "fp32"

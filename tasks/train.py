@@ -4,12 +4,16 @@
         --out models/denoise --metrics metrics/train.json --curve metrics/train_curve.csv
 
 Adam with a cosine learning-rate schedule, random crops / flips / 90-degree
-rotations, L1 loss; with ``train.precision`` bf16 (or auto on a CPU with native
-bf16) the forward and backward pass run under bf16 autocast.  With ``train.fresh_noise`` every crop of an image whose
-noise ingest synthesised gets a new camera-noise draw (as in Brooks et al.),
-so the model sees thousands of cameras and noise levels rather than the few
-stored realisations.  Deterministic under ``base.seed`` (same params and data
--> same weights).  The state is saved after every epoch to ``--resume-state``
+rotations, L1 loss.  With ``train.precision`` bf16 (or auto on a CPU with
+native bf16) the forward and backward pass run under bf16 autocast.  With
+``train.fresh_noise`` every crop of an image whose noise ingest synthesised
+gets a new camera-noise draw (as in Brooks et al.), so the model sees
+thousands of cameras and noise levels rather than the few stored
+realisations.  With ``train.dead_leaves`` > 0 that share of the crops is cut
+from synthetic dead-leaves images (greenpipe.data.dead_leaves) with fresh
+noise, so the model learns that sharp colour detail is signal.
+Deterministic under ``base.seed`` (same params and data -> same weights).
+The state is saved after every epoch to ``--resume-state``
 so a killed run resumes where it stopped, with the same result as an
 uninterrupted one; the file is removed when training completes.
 """
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from greenpipe.data.dead_leaves import dead_leaves
 from greenpipe.data.noise import synthesize_pair
 from greenpipe.data.prepared import center_crop, load_split
 from greenpipe.errors import DataError
@@ -107,17 +112,25 @@ def random_batch(
     crop: int,
     noise: NoiseParams | None = None,
     tint: bool = False,
+    leaves: list[np.ndarray] | None = None,
+    leaves_share: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random aligned crops with flips / rot90 -> (noisy, clean), each (B, 3, crop, crop), channels-last.
 
     ``pairs`` holds (clean, noisy, synthetic); with ``noise`` given, synthetic
     samples get their channels permuted (and with ``tint`` scaled by random
     per-channel gains) and a fresh noise draw per crop instead of their stored
-    noise.
+    noise.  With ``leaves`` (clean dead-leaves images) and ``noise`` given, each
+    crop comes from one of them with probability ``leaves_share``, as a
+    synthetic sample.
     """
     noisy_b, clean_b = [], []
     for _ in range(batch):
-        clean, noisy, synthetic = pairs[rng.integers(len(pairs))]
+        if leaves and noise is not None and rng.random() < leaves_share:
+            leaf = leaves[rng.integers(len(leaves))]
+            clean, noisy, synthetic = leaf, leaf, True
+        else:
+            clean, noisy, synthetic = pairs[rng.integers(len(pairs))]
         h, w = clean.shape[:2]
         top, left = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
         c = clean[top : top + crop, left : left + crop]
@@ -141,6 +154,17 @@ def random_batch(
         torch.from_numpy(np.stack(b).copy()).contiguous(memory_format=torch.channels_last)
         for b in (noisy_b, clean_b)
     )
+
+
+def leaf_images(params: Params) -> list[np.ndarray]:
+    """The run's ``train.dead_leaves_images`` dead-leaves images (side 2 * crop), the same for the same seed."""
+    tp = params.train
+    rng = np.random.default_rng([params.base.seed, 1])  # its own stream: the crops' stream is unchanged
+    t0 = time.perf_counter()
+    images = [dead_leaves(rng, 2 * tp.crop) for _ in range(tp.dead_leaves_images)]
+    print(f"train: {len(images)} dead-leaves images of {2 * tp.crop} px drawn in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+    return images
 
 
 def _validate(model: torch.nn.Module, val: list, multiple: int, max_side: int) -> tuple[float, float]:
@@ -189,6 +213,7 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
     )
     rng = np.random.default_rng(params.base.seed)
     fresh = params.ingest.noise if tp.fresh_noise else None
+    leaves = leaf_images(params) if tp.dead_leaves and fresh is not None else None
     rows: list[dict] = []
     start_epoch, resumed_from = 0, None
     # The weight average (when train.ema > 0) is what is validated and saved: a short cosine run's last
@@ -216,7 +241,8 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
         for epoch in range(start_epoch, tp.epochs):
             losses = []
             for _ in range(tp.steps_per_epoch):
-                noisy, clean = random_batch(train_pairs, rng, tp.batch_size, tp.crop, fresh, tp.tint)
+                noisy, clean = random_batch(train_pairs, rng, tp.batch_size, tp.crop, fresh, tp.tint,
+                                            leaves, tp.dead_leaves)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     denoised = model(noisy)
                 loss = torch.nn.functional.l1_loss(denoised.float(), clean)

@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 
+from greenpipe.data.dead_leaves import dead_leaves
 from greenpipe.params import parse_params
 from greenpipe.recipes.base import model_from_checkpoint
 from tasks.train import ema_with_warmup, random_batch, train
@@ -93,6 +94,40 @@ def test_tint_gives_grey_sources_colour_and_keeps_them_aligned(params):
     noisy, tinted = random_batch([(grey, grey, True)], rng, 2, 32, params.ingest.noise, tint=True)
     assert not torch.equal(tinted[:, 0], tinted[:, 1])  # per-channel gains: now coloured
     assert tinted.max() <= 1.0 and (noisy - tinted).abs().mean() < 0.1  # still a noisy copy of the target
+
+
+def test_dead_leaves_image_is_covered_deterministic_and_colourful():
+    a = dead_leaves(np.random.default_rng(3), 64)
+    assert a.shape == (64, 64, 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, dead_leaves(np.random.default_rng(3), 64))
+    assert 0.0 < a.min() and a.max() < 1.0  # every pixel covered by some disc (colours lie in (0, 1))
+    # sharp, saturated colour detail: many distinct colours, channels far apart, strong edges
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 50
+    assert np.abs(a[..., 0] - a[..., 1]).mean() > 0.1
+    assert np.abs(np.diff(a, axis=1)).max() > 0.3
+
+
+def test_leaves_share_draws_noisy_crops_of_the_leaves(params):
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64, 3), 0.5, np.float32)
+    leaf = dead_leaves(np.random.default_rng(1), 64)
+    noisy, target = random_batch([(flat, flat, True)], rng, 8, 32, params.ingest.noise, leaves=[leaf], leaves_share=1.0)
+    assert all(t.std() > 0.05 for t in target)  # every target is a leaf crop, none the flat photo
+    assert (noisy - target).abs().mean() > 0.005  # with fresh camera noise
+    _, photos = random_batch([(flat, flat, True)], rng, 4, 32, params.ingest.noise, leaves=[leaf], leaves_share=0.0)
+    assert torch.equal(photos, torch.full_like(photos, 0.5))
+
+
+def test_dead_leaves_train_run_is_deterministic(params, data, tmp_path):
+    def run(share, out):
+        tp = params.train.model_copy(update={"dead_leaves": share, "dead_leaves_images": 2})
+        train(params.model_copy(update={"train": tp}), data, out, tmp_path / f"{out.name}.csv")
+
+    run(0.5, tmp_path / "a")
+    run(0.5, tmp_path / "b")
+    run(0.0, tmp_path / "c")
+    assert torch.equal(_weights(tmp_path / "a" / "checkpoint.pt"), _weights(tmp_path / "b" / "checkpoint.pt"))
+    assert not torch.equal(_weights(tmp_path / "a" / "checkpoint.pt"), _weights(tmp_path / "c" / "checkpoint.pt"))
 
 
 def test_ema_weights_are_what_is_saved(params, data, tmp_path):

@@ -61,7 +61,7 @@ TINY_PARAMS_OVERRIDES = {
     "ingest": {"max_side": 96, "val_sources": []},
     "validate": {"min_side": 32, "min_train": 1},
     "train": {"width": 4, "depth": 2, "epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "crop": 32,
-              "val_max_side": 64},
+              "val_max_side": 64, "dead_leaves_images": 2},
     "calib_dump": {"samples": 4, "crop": 32},
     "baseline": {"max_side": 32},
     "deploy": {"input_size": 32, "single_stream_s": 0.3, "offline_s": 0.3},
