@@ -96,6 +96,8 @@ class TrainParams(Section):
     ema: float = Field(0.0, ge=0, lt=1)  # per-step decay of the weight average that is validated and saved; 0 = off
     # forward/backward arithmetic; auto = bf16 where the CPU has it natively. Weights and the saved model stay fp32.
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # l1: mean |denoised - clean|; l1_relative: each crop's L1 over its noise's mean |noisy - clean|
+    loss: Literal["l1", "l1_relative"] = "l1"
 
     @model_validator(mode="after")
     def _crop_fits_depth(self) -> "TrainParams":

@@ -4,7 +4,8 @@
         --out models/denoise --metrics metrics/train.json --curve metrics/train_curve.csv
 
 Adam with a cosine learning-rate schedule, random crops / flips / 90-degree
-rotations, L1 loss.  With ``train.precision`` bf16 (or auto on a CPU with
+rotations, L1 loss (``train.loss``: plain, or each crop's relative to its
+noise level).  With ``train.precision`` bf16 (or auto on a CPU with
 native bf16) the forward and backward pass run under bf16 autocast.  With
 ``train.fresh_noise`` every crop of an image whose noise ingest synthesised
 gets a new camera-noise draw (as in Brooks et al.), so the model sees
@@ -156,6 +157,23 @@ def random_batch(
     )
 
 
+def pixel_loss(denoised: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor, kind: str) -> torch.Tensor:
+    """The training loss ``train.loss`` over a batch of (B, 3, H, W) crops.
+
+    ``l1`` is the mean absolute error.  ``l1_relative`` divides each crop's
+    L1 by its input noise's mean magnitude, then rescales by the batch's mean
+    magnitude (so the loss, and the learning rate, stay on the L1 scale):
+    otherwise the heavy-noise crops, whose errors are several times larger,
+    drive the gradients and light-noise inputs are over-smoothed, although
+    the score (mean PSNR over images) weighs every image alike.
+    """
+    err = (denoised - clean).abs().mean((1, 2, 3))
+    if kind == "l1":
+        return err.mean()
+    level = (noisy - clean).abs().mean((1, 2, 3)) + 1e-3  # 1e-3: a noise-free crop must not dominate
+    return (err / level).mean() * level.mean()
+
+
 def leaf_images(params: Params) -> list[np.ndarray]:
     """The run's ``train.dead_leaves_images`` dead-leaves images (side 2 * crop), the same for the same seed."""
     tp = params.train
@@ -245,7 +263,7 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
                                             leaves, tp.dead_leaves)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     denoised = model(noisy)
-                loss = torch.nn.functional.l1_loss(denoised.float(), clean)
+                loss = pixel_loss(denoised.float(), clean, noisy, tp.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

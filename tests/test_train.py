@@ -8,7 +8,7 @@ import yaml
 from greenpipe.data.dead_leaves import dead_leaves
 from greenpipe.params import parse_params
 from greenpipe.recipes.base import model_from_checkpoint
-from tasks.train import ema_with_warmup, random_batch, train
+from tasks.train import ema_with_warmup, pixel_loss, random_batch, train
 from tests.workspace import make_prepared, tiny_params
 
 
@@ -74,6 +74,30 @@ def test_random_batch_aligns_clean_and_noisy():
     noisy, target = random_batch([(clean, clean + 1, False)], rng, 4, 16)
     assert noisy.shape == (4, 3, 16, 16)
     assert torch.allclose(noisy, target + 1)
+
+
+def test_relative_l1_weighs_light_and_heavy_noise_crops_alike():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 8, 8, generator=gen)
+    sign = torch.randn(2, 3, 8, 8, generator=gen).sign()
+    levels = torch.tensor([0.01, 0.1]).view(2, 1, 1, 1)
+    noisy = clean + levels * sign
+    half = clean + 0.5 * levels * sign  # each crop keeps half its noise
+    assert torch.isclose(pixel_loss(half, clean, noisy, "l1"), torch.nn.functional.l1_loss(half, clean))
+    # Plain L1: the heavy-noise crop's error is 10x the light one's; relative: both count alike,
+    # so halving the light crop's error lowers the loss as much as halving the heavy one's.
+    better_light = half.clone()
+    better_light[0] = clean[0] + 0.25 * levels[0] * sign[0]
+    better_heavy = half.clone()
+    better_heavy[1] = clean[1] + 0.25 * levels[1] * sign[1]
+    def gains(kind):
+        base = pixel_loss(half, clean, noisy, kind)
+        return [float(base - pixel_loss(x, clean, noisy, kind)) for x in (better_light, better_heavy)]
+
+    light, heavy = gains("l1")
+    assert heavy == pytest.approx(10 * light, rel=1e-3)
+    light, heavy = gains("l1_relative")
+    assert light == pytest.approx(heavy, rel=0.15)  # not exact: the 1e-3 floor on the level
 
 
 def test_fresh_noise_draws_new_camera_noise_per_crop(params):
