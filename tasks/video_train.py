@@ -28,7 +28,7 @@ def video_train(params: Params, net_name: str, data: Path, out: Path, curve_path
     from greenpipe.models.tsm_tf import TSMConfig, make_net, save_checkpoint
     from greenpipe.runtime.base import describe_host
     from greenpipe.video.env import configure_tensorflow, dataset_root, group_size
-    from greenpipe.video.train import TrainSettings, clip_logits, fit, top1
+    from greenpipe.video.train import TrainSettings, fit
 
     t0 = time.perf_counter()
     configure_tensorflow(params.base.threads)
@@ -48,7 +48,7 @@ def video_train(params: Params, net_name: str, data: Path, out: Path, curve_path
     group = group_size(data) if tp.bn == "running" else 1
     curve = fit(net, train[:2], val[:2], settings, classes, eval_every=tp.eval_every, group=group,
                 log=lambda s: print(f"video_train {net_name}: {s}", flush=True))
-    acc = top1(clip_logits(net, val[0]), val[1])
+    acc = curve[-1]["val_top1"]  # fit scores the final weights on the val clips
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "checkpoint.npz", net, {"net": net_name, "classes": classes, "val_top1": acc,
                                                   "data_fingerprint": fingerprint(root)})

@@ -79,8 +79,15 @@ def scored_frames(net: TSMNet) -> slice:
     return slice(1, None) if net.config.online and net.config.n_frames > 1 else slice(None)
 
 
-def clip_logits(net: TSMNet, clips: np.ndarray, batch_clips: int = 8) -> np.ndarray:
-    """Per-clip logits (N, classes): per-frame logits of the float clip model averaged over the scored frames."""
+def clip_logits(net: TSMNet, clips: np.ndarray, batch_clips: int = 32) -> np.ndarray:
+    """Per-clip logits (N, classes): per-frame logits of the float clip model averaged over the scored frames.
+
+    Inference mode (BN on its running statistics), so the result does not
+    depend on ``batch_clips``.  Each eager call has a fixed cost that small
+    clips do not amortise: on the quick profile's 336 val clips, 32 per call
+    takes half the time of 8 per call for about 180 MB more memory (64: a
+    quarter of the time, 400 MB more).
+    """
     t = net.config.n_frames
     model = clip_model(net, clips=None)
     out = []

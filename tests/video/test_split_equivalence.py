@@ -42,6 +42,19 @@ def test_online_model_equals_causal_clip_model():
     assert np.abs(clip - _online_unified(build(net), frames)).max() <= TOL
 
 
+def test_clip_logits_average_the_scored_frames_whatever_the_batch():
+    # Val top-1 is scored in batches of clips; inference-mode BN must make the batch size irrelevant.
+    from greenpipe.video.train import clip_logits, scored_frames
+
+    net = tiny_online(seed=2)
+    clips = np.stack([real_clip(label, 4, seed=i) for i, label in enumerate(["pan_up", "zoom_in", "pan_left"])])
+    frames = clips.reshape(-1, *clips.shape[2:]).astype(np.float32) / 255
+    per_frame = np.asarray(clip_model(net, clips=None)(frames, training=False)).reshape(3, 4, -1)
+    expected = per_frame[:, scored_frames(net)].mean(axis=1)
+    for batch in (1, 2, 64):
+        assert np.abs(clip_logits(net, clips, batch_clips=batch) - expected).max() <= TOL
+
+
 def test_offline_split_equals_unified_over_a_clip():
     net = tiny_offline()
     kernels, manifest = build(net, split=True)
