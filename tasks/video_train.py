@@ -40,6 +40,9 @@ def video_train(params: Params, net_name: str, data: Path, out: Path, curve_path
     config = TSMConfig(arch=m.arch, num_classes=len(classes), input_size=m.input_size, n_frames=m.n_frames,
                        shift=net_name == "tsm", fold_div=m.fold_div, width_mult=m.width_mult,
                        last_channel=m.last_channel, resnet_width=m.resnet_width, resnet_blocks=m.resnet_blocks)
+    import keras
+
+    keras.utils.set_random_seed(params.base.seed)  # the initial weights: unseeded, every run starts elsewhere
     net = make_net(config)
     tp = vp.train
     settings = TrainSettings(tp.steps, tp.batch_clips, tp.lr, tp.weight_decay, params.base.seed, bn=tp.bn)

@@ -71,6 +71,11 @@ def test_video_stages_end_to_end(tmp_path):
         m = video_train(params, net, data, models / net, metrics / f"train_{net}_curve.csv")
         write_json(metrics / f"train_{net}.json", m)
         assert 0 <= m["val_top1"] <= 100 and (models / net / "checkpoint.npz").exists()
+    # Deterministic under base.seed, initial weights included: a second run writes the same weights.
+    video_train(params, "tsm", data, models / "tsm_again", metrics / "again.csv")
+    with np.load(models / "tsm" / "checkpoint.npz") as a, np.load(models / "tsm_again" / "checkpoint.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__header__")
     calib = video_calib(params, data, models / "tsm", tmp_path / "calib")
     assert calib["boundaries"] == 21 and calib["samples_per_boundary"] == 2 * 4
     for variant in ("tflite_fp32", "tflite_int8"):
