@@ -99,6 +99,13 @@ def main(argv: list[str] | None = None) -> None:
         parse_params(raw, f"{args.params} with --set {' '.join(args.assignments)}")  # before any training
     except ParamsError as err:
         sys.exit(f"seed_spread: {err}")
+    samples = load_split(args.data, "val")
+    names = [p.name for p in samples]
+    nlm_rows = {r["name"]: r["psnr"] for r in read_json(args.baseline)["nlm"]["per_image"]}
+    unscored = sorted(set(names) - set(nlm_rows))
+    if unscored:
+        sys.exit(f"seed_spread: {args.baseline} has no NLM score for val image(s) {', '.join(unscored)}: "
+                 "it predates this data; run `dvc repro baseline`")
     out = args.out or Path(tempfile.mkdtemp(prefix="seed-spread-"))
     jobs = max(1, min(args.jobs, len(args.seeds)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -109,10 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             lambda s: train_seed(raw, s, threads, out / f"seed-{s}", args.data, args.validated), args.seeds))
 
     torch.set_num_threads(os.cpu_count() or 1)
-    val = [(p.name, *p.load()) for p in load_split(args.data, "val")]
-    nlm_rows = {r["name"]: r["psnr"] for r in read_json(args.baseline)["nlm"]["per_image"]}
-    nlm = [nlm_rows[name] for name, *_ in val]
-    names = [name for name, *_ in val]
+    val = [(p.name, *p.load()) for p in samples]
+    nlm = [nlm_rows[name] for name in names]
     print(f"\n{'run':<8}" + "".join(f"{n:>14}" for n in names) + f"{'mean':>9}")
     print(f"{'NLM':<8}" + "".join(f"{v:14.2f}" for v in nlm) + f"{np.mean(nlm):9.3f}")
     means = []
