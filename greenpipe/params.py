@@ -191,6 +191,7 @@ class DeployParams(Section):
     single_stream_s: float = Field(4, gt=0)
     offline_s: float = Field(4, gt=0)
     eval_max_side: int = Field(0, ge=0)
+    self_ensemble: Literal[1, 2, 4, 8] = 1  # also score and time each artifact averaged over this many flips/rotations
     devices: dict[str, DeviceParams]
 
 

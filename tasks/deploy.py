@@ -11,7 +11,12 @@ then MLPerf LoadGen SingleStream (latency percentiles) and Offline
 
 Outputs: ``eval.json`` (per-image rows), ``bench.json`` (LoadGen results and
 settings), ``loadgen/<scenario>/`` (LoadGen's own logs) and ``samples/*.png``
-(a few denoised val crops for the report).
+(a few denoised val crops for the report).  With ``deploy.self_ensemble`` =
+n > 1 the artifact is scored and benchmarked a second time as an n-pass
+self-ensemble (greenpipe/runtime/ensemble.py: the mean of its outputs over n
+flips / rotations of the input); those figures go under ``self_ensemble`` in
+the metrics, ``eval.json`` and ``bench.json``, with LoadGen's logs under
+``loadgen-x<n>/``.
 
 A device with ``host: local`` runs here, in this process.  Any other host is
 a device host with a Prefect worker (``pool`` / ``queue`` in the catalog):
@@ -76,6 +81,7 @@ class DeployJob(DeviceJob):
     offline_s: float
     artifact: str  # the artifact's path on the build host, as recorded in eval.json
     artifact_bytes: int
+    self_ensemble: int = 1  # > 1: also score and time the artifact averaged over this many flips / rotations
 
 
 def _source(desc: dict) -> str:
@@ -106,6 +112,7 @@ def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifa
         offline_s=params.deploy.offline_s,
         artifact=str(artifact),
         artifact_bytes=artifact.stat().st_size,
+        self_ensemble=params.deploy.self_ensemble,
     )
 
 
@@ -115,50 +122,84 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
     ``host`` (a device host's facts, see flows/device_run.py) replaces the runner's "local CPU" host
     line, so every figure says which machine measured it. Returns the stage's metrics.
     """
-    from greenpipe.bench.loadgen import benchmark
     from greenpipe.data.prepared import center_crop
     from greenpipe.io import write_image, write_json
-    from greenpipe.recipes import get_recipe
 
     desc = {**runner.describe(), "device": job.device, "kind": job.kind, "target": job.target}
     if host is not None:
         desc["host"] = host["label"]
         desc["host_facts"] = host
-    recipe = get_recipe(job.recipe)
     outputs: dict[str, np.ndarray] = {}
-    quality = recipe.evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple, outputs=outputs)
+    quality, bench = _score_and_time(job, runner, data_dir, out / "loadgen", outputs)
     source = _source(desc)
-    write_json(
-        out / "eval.json",
-        {
-            "variant": job.variant,
-            "device_name": job.device,
-            "artifact": job.artifact,
-            "max_side": job.eval_max_side,
-            "summary": {k: quality[k] for k in ("psnr", "ssim", "noisy_psnr", "images")},
-            "per_image": quality["per_image"],
-            "source": f"deployed artifact on val, {source}",
-        },
-    )
-    for name in sorted(outputs)[:SAMPLE_IMAGES]:
-        write_image(out / "samples" / f"{name}.png", center_crop(outputs[name], SAMPLE_CROP))
-
-    n = job.input_size
-    shape = (1, job.channels, n, n)
-    bench = benchmark(
-        runner,
-        shape,
-        job.single_stream_s,
-        job.offline_s,
-        out / "loadgen",
-        batch=job.batch,
-        seed=0,  # fixed rather than base.seed: the inputs only carry timing; keeps base.seed out of the deps
-    )
-    write_json(out / "bench.json", {**bench, "device": desc, "source": source})
-    return {
+    evaluation = {
+        "variant": job.variant,
+        "device_name": job.device,
+        "artifact": job.artifact,
+        "max_side": job.eval_max_side,
+        "summary": _summary(quality),
+        "per_image": quality["per_image"],
+        "source": f"deployed artifact on val, {source}",
+    }
+    bench = {**bench, "device": desc, "source": source}
+    metrics = {
         "variant": job.variant,
         "device_name": job.device,
         "target": job.target,
+        **_headline(quality, bench),
+        "input_shape": bench["input_shape"],
+        "batch": job.batch,
+        "model_mb": job.artifact_bytes / 1e6,
+        "device": desc,
+        "source": source,
+    }
+    if job.self_ensemble > 1:  # the same artifact again, averaged over flips / rotations of each input
+        from greenpipe.runtime.ensemble import SelfEnsemble
+
+        ensemble = SelfEnsemble(runner, job.self_ensemble)
+        n = job.self_ensemble
+        ens_source = _source({**desc, "label": ensemble.describe()["label"]})
+        ens_quality, ens_bench = _score_and_time(job, ensemble, data_dir, out / f"loadgen-x{n}")
+        evaluation["self_ensemble"] = {"passes": n, "summary": _summary(ens_quality),
+                                       "per_image": ens_quality["per_image"],
+                                       "source": f"deployed artifact on val, {ens_source}"}
+        bench["self_ensemble"] = {**ens_bench, "passes": n, "source": ens_source}
+        metrics["self_ensemble"] = {"passes": n, **_headline(ens_quality, ens_bench), "source": ens_source}
+    write_json(out / "eval.json", evaluation)
+    write_json(out / "bench.json", bench)
+    for name in sorted(outputs)[:SAMPLE_IMAGES]:
+        write_image(out / "samples" / f"{name}.png", center_crop(outputs[name], SAMPLE_CROP))
+    return metrics
+
+
+def _score_and_time(job: DeployJob, runner: Any, data_dir: Path, loadgen_dir: Path,
+                    outputs: dict[str, np.ndarray] | None = None) -> tuple[dict, dict]:
+    """``runner``'s quality on the val split and its LoadGen results on ``1 x C x N x N`` inputs."""
+    from greenpipe.bench.loadgen import benchmark
+    from greenpipe.recipes import get_recipe
+
+    quality = get_recipe(job.recipe).evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple,
+                                              outputs=outputs)
+    n = job.input_size
+    bench = benchmark(
+        runner,
+        (1, job.channels, n, n),
+        job.single_stream_s,
+        job.offline_s,
+        loadgen_dir,
+        batch=job.batch,
+        seed=0,  # fixed rather than base.seed: the inputs only carry timing; keeps base.seed out of the deps
+    )
+    return quality, bench
+
+
+def _summary(quality: dict) -> dict:
+    return {k: quality[k] for k in ("psnr", "ssim", "noisy_psnr", "images")}
+
+
+def _headline(quality: dict, bench: dict) -> dict:
+    """The figures a metrics file leads with: quality on val, LoadGen latency, throughput and validity."""
+    return {
         "psnr": quality["psnr"],
         "ssim": quality["ssim"],
         "noisy_psnr": quality["noisy_psnr"],
@@ -169,11 +210,6 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
         "fps": bench["fps"],
         "loadgen_valid": bench["valid"],
         "loadgen_validity": bench["validity"],
-        "input_shape": list(shape),
-        "batch": job.batch,
-        "model_mb": job.artifact_bytes / 1e6,
-        "device": desc,
-        "source": source,
     }
 
 

@@ -37,6 +37,23 @@ def test_denoise_writes_every_image_at_its_size_and_names_bad_files(compiled, tm
     assert read_image(tmp_path / "out" / "big.png").shape == (90, 70, 3)
 
 
+def test_denoise_self_ensemble_averages_eight_passes_of_the_artifact(compiled, tmp_path):
+    src = tmp_path / "in"
+    write_image(src / "odd.png", np.random.default_rng(2).random((37, 53, 3)).astype(np.float32))
+    outs = {}
+    for passes in ("1", "8"):
+        result = runner.invoke(app, ["denoise", str(src), str(tmp_path / passes), "--model", str(compiled),
+                                     "--self-ensemble", passes])
+        assert result.exit_code == 0, result.output
+        outs[passes] = read_image(tmp_path / passes / "odd.png")
+    assert outs["8"].shape == (37, 53, 3) and not np.array_equal(outs["8"], outs["1"])
+
+    result = runner.invoke(app, ["denoise", str(src), str(tmp_path / "bad"), "--model", str(compiled),
+                                 "--self-ensemble", "3"])
+    assert result.exit_code == 2 and "self-ensemble passes = 3: must be one of 1, 2, 4, 8" in result.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_denoise_without_model_says_what_to_run(tmp_path):
     (tmp_path / "in").mkdir()
     result = runner.invoke(app, ["denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tmp_path / "no.onnx")])

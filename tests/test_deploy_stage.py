@@ -45,6 +45,32 @@ def test_deploy_local_evaluates_the_artifact_and_benchmarks_it(compiled, tmp_pat
     assert 1 <= len(samples) <= 3 and read_image(samples[0]).shape == (48, 48, 3)
 
 
+def test_deploy_also_measures_the_self_ensemble_of_the_same_artifact(compiled, tmp_path):
+    ws = compiled
+    params = stage_params(deploy={"self_ensemble": 4})
+    metrics = deploy_stage(params, "ptq8", "local", ws.root / "compiled", ws.data, tmp_path)
+
+    ens = metrics["self_ensemble"]
+    assert ens["passes"] == 4 and ens["images"] == 2 and np.isfinite(ens["psnr"]) and 0 < ens["ssim"] <= 1
+    assert ens["psnr"] != metrics["psnr"]  # four different passes averaged, not the single pass again
+    assert 0 < ens["p50_ms"] <= ens["p90_ms"] <= ens["p99_ms"] and ens["fps"] > 0
+    assert ens["source"].startswith("measured on local CPU (") and ens["source"].endswith(", x4 self-ensemble")
+    assert "self-ensemble" not in metrics["source"]
+    evaluation = read_json(tmp_path / "eval.json")
+    assert evaluation["self_ensemble"]["summary"]["psnr"] == ens["psnr"]
+    assert sorted(r["name"] for r in evaluation["self_ensemble"]["per_image"]) == ["img3", "img4"]
+    assert read_json(tmp_path / "bench.json")["self_ensemble"]["p90_ms"] == ens["p90_ms"]
+    assert (tmp_path / "loadgen-x4" / "SingleStream" / "mlperf_log_summary.txt").exists()
+
+
+def test_self_ensemble_off_measures_the_single_pass_only(compiled, tmp_path):
+    ws = compiled
+    params = stage_params(deploy={"self_ensemble": 1})
+    metrics = deploy_stage(params, "ptq8", "local", ws.root / "compiled", ws.data, tmp_path)
+    assert "self_ensemble" not in metrics and "self_ensemble" not in read_json(tmp_path / "eval.json")
+    assert not list(tmp_path.glob("loadgen-x*"))
+
+
 def test_unknown_device_is_a_user_error(compiled, tmp_path):
     ws = compiled
     params = stage_params()

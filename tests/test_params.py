@@ -36,6 +36,7 @@ def test_profile_selects_values(raw):
         ("train", "typo_key", 1, "train.typo_key = 1: unknown key"),
         ("ingest", "val_fraction", 1.5, "ingest.val_fraction = 1.5"),
         ("deploy", "input_size", 8, "deploy.input_size = 8"),
+        ("deploy", "self_ensemble", 3, "deploy.self_ensemble = 3"),
         ("base", "profile", "huge", "base.profile = 'huge'"),
     ],
 )

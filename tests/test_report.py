@@ -8,9 +8,13 @@ from greenpipe.report.summary import Row, collect, markdown, pareto_front
 from tasks.report import report
 
 
-def _deploy(psnr, p90, fps, src="measured on local CPU"):
-    return {"psnr": psnr, "ssim": 0.9, "p50_ms": p90 * 0.9, "p90_ms": p90, "fps": fps, "model_mb": 1.0,
-            "loadgen_valid": True, "source": src}
+def _deploy(psnr, p90, fps, src="measured on local CPU", x8=None):
+    d = {"psnr": psnr, "ssim": 0.9, "p50_ms": p90 * 0.9, "p90_ms": p90, "fps": fps, "model_mb": 1.0,
+         "loadgen_valid": True, "source": src}
+    if x8 is not None:  # (psnr, p90, fps) of the artifact's 8-pass self-ensemble
+        d["self_ensemble"] = {"passes": 8, "psnr": x8[0], "ssim": 0.92, "p50_ms": x8[1] * 0.9, "p90_ms": x8[1],
+                              "fps": x8[2], "loadgen_valid": True, "source": f"{src}, x8 self-ensemble"}
+    return d
 
 
 def _metrics(root):
@@ -31,6 +35,23 @@ def test_collect_computes_drop_vs_fp32(tmp_path):
     assert rows["fp32"].drop_db == 0.0
     assert abs(rows["ptq8"].drop_db - 0.2) < 1e-9
     assert rows["ptq8"].agreement_max_diff == 0.0078 and rows["ptq8"].dpu_numerics is True
+
+
+def test_self_ensemble_runs_are_rows_of_their_own_compared_with_fp32s_ensemble(tmp_path):
+    metrics = _metrics(tmp_path)
+    write_json(metrics / "deploy" / "fp32-local.json", _deploy(32.0, 40.0, 25.0, x8=(32.3, 320.0, 3.1)))
+    write_json(metrics / "deploy" / "ptq8-local.json", _deploy(31.8, 12.0, 80.0, x8=(32.2, 96.0, 10.0)))
+    rows = {r.label: r for r in collect(metrics)}
+    assert sorted(rows) == ["fp32", "fp32 x8", "inc", "ptq8", "ptq8 x8"]
+    ens = rows["ptq8 x8"]
+    assert ens.passes == 8 and ens.psnr == 32.2 and ens.p90_ms == 96.0 and ens.fps == 10.0
+    assert abs(ens.drop_db - 0.1) < 1e-9 and abs(rows["ptq8"].drop_db - 0.2) < 1e-9
+    assert ens.source.endswith("x8 self-ensemble") and ens.dpu_numerics is True and ens.model_mb == 1.0
+    text = markdown(list(rows.values()), {"nlm": {"psnr": 29.0, "ssim": 0.8}}, {"val_psnr": 32.1})
+    assert "| ptq8 x8 | local | 32.20 |" in text
+    assert "| UNet fp32 artifact on local, x8 self-ensemble" in text and "p90 320.00 ms) | 32.30 |" in text
+    table = text.split("Same val images")[0]
+    assert table.index("| ptq8 |") < table.index("| fp32 x8 |")  # single passes first, then the ensembles
 
 
 def test_pareto_front_drops_dominated():

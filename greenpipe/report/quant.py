@@ -100,7 +100,7 @@ def _artifact(quant_root: Path, variant: str) -> Path | None:
 def sensitivity(rows: Sequence[Any], quant_root: Path, data: Path) -> dict[str, list[dict]] | None:
     """Per-layer SQNR of the best and the worst quantized variant (by deployed PSNR), or None."""
     float_onnx = _artifact(quant_root, "fp32")
-    scored = [r for r in rows if r.variant != "fp32" and not math.isnan(r.psnr)
+    scored = [r for r in rows if r.variant != "fp32" and getattr(r, "passes", 1) == 1 and not math.isnan(r.psnr)
               and (p := _artifact(quant_root, r.variant)) is not None
               and p.name.endswith((".qcdq.onnx", ".qdq.onnx"))]
     if float_onnx is None or not scored:

@@ -32,6 +32,12 @@ class Row:
     bits: str | None = None  # 'w8a8', 'w4a8' (greenpipe.report.quant.bits_label)
     deployable_to_dpu: bool | None = None  # the Vitis AI compiler can take it
     numerics: str | None = None  # a variant's own label for its numerics ('Intel x86 path (INC)')
+    passes: int = 1  # > 1: the artifact run as a self-ensemble over this many flips / rotations
+
+    @property
+    def label(self) -> str:
+        """The variant as the table and the plot name it: ``ptq8``, or ``ptq8 x8`` for its self-ensemble."""
+        return self.variant if self.passes == 1 else f"{self.variant} x{self.passes}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,8 +49,11 @@ def _num(d: dict, key: str) -> float | None:
 
 
 def collect(metrics: Path) -> list[Row]:
-    """One row per ``metrics/deploy/<variant>-<device>.json``, fp32 drop filled in."""
-    raw = []
+    """One row per ``metrics/deploy/<variant>-<device>.json`` (and one per self-ensemble run), fp32 drop filled in.
+
+    The drop compares like with like: a self-ensemble against fp32's self-ensemble on the same device.
+    """
+    runs = []
     for path in sorted((metrics / "deploy").glob("*.json")):
         d = read_json(path)
         variant = d.get("variant") or path.stem.rsplit("-", 1)[0]
@@ -55,29 +64,33 @@ def collect(metrics: Path) -> list[Row]:
         quant_path = metrics / "quantize" / f"{variant}.json"
         quant = read_json(quant_path) if quant_path.exists() else {}
         agreement = comp.get("agreement", {}) if isinstance(comp.get("agreement"), dict) else {}
-        raw.append((variant, device, d, agreement, quant))
-    fp32 = {dev: d["psnr"] for v, dev, d, _, _ in raw if v == "fp32" and "psnr" in d}
+        runs.append((variant, device, 1, d, d, agreement, quant))
+        ensemble = d.get("self_ensemble")
+        if isinstance(ensemble, dict):
+            runs.append((variant, device, int(ensemble.get("passes", 1)), ensemble, d, agreement, quant))
+    fp32 = {(dev, n): r["psnr"] for v, dev, n, r, *_ in runs if v == "fp32" and "psnr" in r}
     rows = []
-    for variant, device, d, agreement, quant in raw:
-        base = fp32.get(device)
+    for variant, device, passes, r, d, agreement, quant in runs:
+        base = fp32.get((device, passes))
         rows.append(
             Row(
                 variant=variant,
                 device=device,
-                psnr=float(d.get("psnr", math.nan)),
-                ssim=float(d.get("ssim", math.nan)),
-                drop_db=None if base is None or "psnr" not in d else base - float(d["psnr"]),
-                p50_ms=_num(d, "p50_ms"),
-                p90_ms=_num(d, "p90_ms"),
-                fps=_num(d, "fps"),
+                psnr=float(r.get("psnr", math.nan)),
+                ssim=float(r.get("ssim", math.nan)),
+                drop_db=None if base is None or "psnr" not in r else base - float(r["psnr"]),
+                p50_ms=_num(r, "p50_ms"),
+                p90_ms=_num(r, "p90_ms"),
+                fps=_num(r, "fps"),
                 model_mb=_num(d, "model_mb"),
-                loadgen_valid=d.get("loadgen_valid"),
+                loadgen_valid=r.get("loadgen_valid"),
                 agreement_max_diff=_num(agreement, "max_abs_diff"),
                 dpu_numerics=quant.get("dpu_numerics"),
-                source=str(d.get("source", "unknown")),
+                source=str(r.get("source", "unknown")),
                 bits=bits_label(quant.get("bits")),
                 deployable_to_dpu=quant.get("deployable_to_dpu"),
                 numerics=quant.get("numerics"),
+                passes=passes,
             )
         )
     return rows
@@ -105,10 +118,10 @@ def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_d
         "| deployable to DPU | LoadGen |",
         "|---|---|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|:-:|",
     ]
-    for r in sorted(rows, key=lambda r: (r.device, r.variant != "fp32", r.variant)):
+    for r in sorted(rows, key=lambda r: (r.device, r.passes, r.variant != "fp32", r.variant)):
         valid = {True: "VALID", False: "INVALID", None: "—"}[r.loadgen_valid]
         lines.append(
-            f"| {r.variant} | {r.device} | {_fmt(r.psnr)} | {_fmt(r.ssim, '.4f')} | {_fmt(r.drop_db, '+.2f')} "
+            f"| {r.label} | {r.device} | {_fmt(r.psnr)} | {_fmt(r.ssim, '.4f')} | {_fmt(r.drop_db, '+.2f')} "
             f"| {_fmt(r.p90_ms)} | {_fmt(r.fps, '.1f')} | {_fmt(r.model_mb, '.3f')} | {_numerics(r)} "
             f"| {r.bits or '—'} | {_fmt(r.deployable_to_dpu)} | {valid} |"
         )
@@ -125,6 +138,9 @@ def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_d
                 lines.append(f"| {label}, tuned on train | {_fmt(baseline[name]['psnr'])} | {_fmt(baseline[name]['ssim'], '.4f')} |")
         if train:
             lines.append(f"| UNet float (PyTorch, after training) | {_fmt(train.get('val_psnr'))} | {_fmt(train.get('val_ssim'), '.4f')} |")
+        for r in sorted((r for r in rows if r.variant == "fp32" and r.passes > 1), key=lambda r: r.device):
+            lines.append(f"| UNet fp32 artifact on {r.device}, x{r.passes} self-ensemble (mean over {r.passes} "
+                         f"flips / rotations; p90 {_fmt(r.p90_ms)} ms) | {_fmt(r.psnr)} | {_fmt(r.ssim, '.4f')} |")
         lines.append("")
     if extra:  # further sections (the power soak) go before the provenance notes
         lines += [extra.rstrip("\n"), ""]
@@ -171,7 +187,7 @@ def pareto_plot(rows: list[Row], path: Path, x: str = "p90_ms", y: str = "psnr",
         sel = [r for r in pts if r.device == device]
         ax.scatter([getattr(r, x) for r in sel], [getattr(r, y) for r in sel], s=50, label=device, zorder=3)
         for k, r in enumerate(sorted(sel, key=lambda r: getattr(r, x))):  # alternate sides: close points stay legible
-            ax.annotate(r.variant, (getattr(r, x), getattr(r, y)), textcoords="offset points",
+            ax.annotate(r.label, (getattr(r, x), getattr(r, y)), textcoords="offset points",
                         xytext=(6, 5) if k % 2 == 0 else (6, -13), fontsize=9)
     front = pareto_front(pts, x, y)
     if len(front) > 1:
