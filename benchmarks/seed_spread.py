@@ -3,6 +3,7 @@
     python benchmarks/seed_spread.py                                   # params.yaml as it is, seeds 0-3
     python benchmarks/seed_spread.py --set train.epochs=21 --seeds 0 1
     python benchmarks/seed_spread.py --set train.loss=l1 --jobs 1 --out runs/l1
+    python benchmarks/seed_spread.py --self-ensemble 1                 # single passes only
 
 Each seed is a full ``python -m tasks.train`` run (the train stage itself, on
 the prepared data under artifacts/prepared, with params.yaml plus the
@@ -12,7 +13,10 @@ val images (float PyTorch, as the train stage scores it) beside non-local
 means at the strength the ``baseline`` stage tuned (metrics/baseline.json).
 The last lines give the mean and spread over seeds and how many seeds beat
 NLM: on three val images, one seed's figure moves by tenths of a dB with the
-initial weights alone, so compare recipes on the mean, not on one run.
+initial weights alone, so compare recipes on the mean, not on one run.  With
+``--self-ensemble N`` (default 8, as ``deploy.self_ensemble``) every
+checkpoint is also scored as an N-pass self-ensemble (greenpipe/runtime/
+ensemble.py), a second table with its own mean and spread.
 Everything is measured on this machine; nothing is estimated.
 """
 
@@ -36,6 +40,7 @@ from greenpipe.metrics import psnr
 from greenpipe.params import ParamsError, parse_params
 from greenpipe.recipes.base import model_from_checkpoint
 from greenpipe.recipes.denoise import denoise_image
+from greenpipe.runtime.ensemble import PASSES, SelfEnsemble
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,12 +74,34 @@ def train_seed(raw: dict, seed: int, threads: int, run: Path, data: Path, valida
     return run / "checkpoint.pt"
 
 
-def per_image_psnr(checkpoint: Path, val: list) -> list[float]:
-    net, _ = model_from_checkpoint(checkpoint)
-    net.eval()
-    with torch.no_grad():
-        run = lambda x: net(torch.from_numpy(x)).numpy()  # noqa: E731
-        return [psnr(clean, denoise_image(run, noisy, net.config.multiple)) for _, clean, noisy in val]
+class _Float:
+    """A checkpoint's float model as a Runner (what SelfEnsemble wraps)."""
+
+    def __init__(self, checkpoint: Path):
+        self.net, _ = model_from_checkpoint(checkpoint)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.net(torch.from_numpy(x)).numpy()
+
+
+def per_image_psnr(checkpoint: Path, val: list, passes: int = 1) -> list[float]:
+    net = _Float(checkpoint)
+    run = SelfEnsemble(net, passes).run
+    return [psnr(clean, denoise_image(run, noisy, net.net.config.multiple)) for _, clean, noisy in val]
+
+
+def print_table(title: str, names: list[str], nlm: list[float], seeds: list[int], scores: list[list[float]]) -> None:
+    """Per-image PSNR of every seed beside NLM, then the mean and spread over seeds."""
+    means = [float(np.mean(s)) for s in scores]
+    print(f"\n{title}\n{'run':<8}" + "".join(f"{n:>14}" for n in names) + f"{'mean':>9}")
+    print(f"{'NLM':<8}" + "".join(f"{v:14.2f}" for v in nlm) + f"{np.mean(nlm):9.3f}")
+    for seed, row, mean in zip(seeds, scores, means):
+        print(f"{'seed ' + str(seed):<8}" + "".join(f"{v:14.2f}" for v in row) + f"{mean:9.3f}")
+    spread = f" +- {np.std(means, ddof=1):.3f} (sample std)" if len(means) > 1 else ""
+    print(f"UNet mean over {len(means)} seed(s): {np.mean(means):.3f} dB{spread}, min {min(means):.3f}, "
+          f"max {max(means):.3f}; NLM {np.mean(nlm):.3f} dB; seeds beating NLM: "
+          f"{sum(m > np.mean(nlm) for m in means)} of {len(means)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="a params override, repeatable")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (they split the cores)")
+    ap.add_argument("--self-ensemble", type=int, default=8, choices=PASSES,
+                    help="also score every checkpoint averaged over this many flips / rotations (1 = not)")
     ap.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temp dir)")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--data", type=Path, default=ROOT / "artifacts/prepared")
@@ -118,17 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     val = [(p.name, *p.load()) for p in samples]
     nlm = [nlm_rows[name] for name in names]
-    print(f"\n{'run':<8}" + "".join(f"{n:>14}" for n in names) + f"{'mean':>9}")
-    print(f"{'NLM':<8}" + "".join(f"{v:14.2f}" for v in nlm) + f"{np.mean(nlm):9.3f}")
-    means = []
-    for seed, ckpt in zip(args.seeds, checkpoints):
-        scores = per_image_psnr(ckpt, val)
-        means.append(float(np.mean(scores)))
-        print(f"{'seed ' + str(seed):<8}" + "".join(f"{v:14.2f}" for v in scores) + f"{means[-1]:9.3f}")
-    spread = f" +- {np.std(means, ddof=1):.3f} (sample std)" if len(means) > 1 else ""
-    print(f"\nUNet mean over {len(means)} seed(s): {np.mean(means):.3f} dB{spread}, min {min(means):.3f}, "
-          f"max {max(means):.3f}; NLM {np.mean(nlm):.3f} dB; seeds beating NLM: "
-          f"{sum(m > np.mean(nlm) for m in means)} of {len(means)}")
+    print_table("single pass", names, nlm, args.seeds, [per_image_psnr(c, val) for c in checkpoints])
+    if args.self_ensemble > 1:
+        n = args.self_ensemble
+        print_table(f"x{n} self-ensemble (mean over {n} flips / rotations, {n}x the compute)", names, nlm,
+                    args.seeds, [per_image_psnr(c, val, n) for c in checkpoints])
     print(f"measured on this CPU: float UNet checkpoints under {out} (PyTorch, whole val images, PSNR in dB);"
           f" NLM from {args.baseline} (scikit-image at the strength tuned on train crops)")
 

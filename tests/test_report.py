@@ -40,15 +40,15 @@ def test_collect_computes_drop_vs_fp32(tmp_path):
 def test_self_ensemble_runs_are_rows_of_their_own_compared_with_fp32s_ensemble(tmp_path):
     metrics = _metrics(tmp_path)
     write_json(metrics / "deploy" / "fp32-local.json", _deploy(32.0, 40.0, 25.0, x8=(32.3, 320.0, 3.1)))
-    write_json(metrics / "deploy" / "ptq8-local.json", _deploy(31.8, 12.0, 80.0, x8=(32.2, 96.0, 10.0)))
+    write_json(metrics / "deploy" / "ptq8-local.json", _deploy(31.8, 12.0, 80.0, x8=(32.2, 96.0, None)))
     rows = {r.label: r for r in collect(metrics)}
     assert sorted(rows) == ["fp32", "fp32 x8", "inc", "ptq8", "ptq8 x8"]
     ens = rows["ptq8 x8"]
-    assert ens.passes == 8 and ens.psnr == 32.2 and ens.p90_ms == 96.0 and ens.fps == 10.0
+    assert ens.passes == 8 and ens.psnr == 32.2 and ens.p90_ms == 96.0 and ens.fps is None
     assert abs(ens.drop_db - 0.1) < 1e-9 and abs(rows["ptq8"].drop_db - 0.2) < 1e-9
     assert ens.source.endswith("x8 self-ensemble") and ens.dpu_numerics is True and ens.model_mb == 1.0
     text = markdown(list(rows.values()), {"nlm": {"psnr": 29.0, "ssim": 0.8}}, {"val_psnr": 32.1})
-    assert "| ptq8 x8 | local | 32.20 |" in text
+    assert "| ptq8 x8 | local | 32.20 |" in text and "| 96.00 | — |" in text  # no Offline run: no fps
     assert "| UNet fp32 artifact on local, x8 self-ensemble" in text and "p90 320.00 ms) | 32.30 |" in text
     table = text.split("Same val images")[0]
     assert table.index("| ptq8 |") < table.index("| fp32 x8 |")  # single passes first, then the ensembles

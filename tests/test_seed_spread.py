@@ -30,3 +30,18 @@ def test_a_bad_override_names_the_key_and_trains_nothing(tmp_path, capsys, assig
               "--baseline", str(tmp_path / "baseline.json")])
     assert message in str(exit_.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_checkpoints_are_scored_per_image_in_one_pass_and_as_a_self_ensemble(tmp_path, capsys):
+    from benchmarks.seed_spread import per_image_psnr, print_table
+    from greenpipe.data.prepared import load_split
+    from tests.workspace import make_checkpoint, make_prepared
+
+    data = make_prepared(tmp_path / "prepared")
+    ckpt = make_checkpoint(tmp_path / "model")
+    val = [(p.name, *p.load()) for p in load_split(data, "val")]
+    single, ensemble = per_image_psnr(ckpt, val), per_image_psnr(ckpt, val, 8)
+    assert len(single) == len(ensemble) == len(val) and single != ensemble
+    print_table("x8", [name for name, *_ in val], [20.0] * len(val), [0], [ensemble])
+    out = capsys.readouterr().out
+    assert "seed 0" in out and f"{sum(ensemble) / len(ensemble):.3f}" in out and "seeds beating NLM" in out

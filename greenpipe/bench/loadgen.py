@@ -8,10 +8,11 @@ supplies a query sample library (a few pre-generated input tensors, seeded)
 and a system under test that calls ``runner.run`` on a worker thread.  Every
 figure returned is read back from LoadGen's own logs
 (``mlperf_log_detail.txt``, cross-checked with ``mlperf_log_summary.txt``),
-never re-timed here.  Durations are bounded by ``min_duration``: the minimum
-query count is set to 1 so a short quick-profile run ends on time (LoadGen
-then reports INVALID when too few queries ran for its early-stopping
-estimate; the validity is returned as LoadGen states it).
+never re-timed here.  A run lasts ``min_duration``, and SingleStream at least
+64 queries (the fewest LoadGen's early-stopping p90 estimate needs: a slow
+model, such as an 8-pass self-ensemble, runs longer than ``min_duration``
+rather than end INVALID); Offline issues one query sized to the duration.
+The validity is returned as LoadGen states it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from greenpipe.runtime.base import Runner
 SCENARIOS = ("SingleStream", "Offline")
 QSL_SIZE = 8  # distinct input tensors LoadGen draws from
 OFFLINE_QPS_MARGIN = 1.25  # LoadGen sizes the Offline query as expected_qps * duration: overshoot a little
+# SingleStream runs at least this many queries, the fewest for which LoadGen's early-stopping estimate of
+# the p90 latency exists: below it LoadGen judges the run INVALID whatever the duration.
+EARLY_STOPPING_MIN_QUERIES = 64
 
 
 def _loadgen():
@@ -150,7 +154,7 @@ def run_scenario(
     settings.scenario = getattr(lg.TestScenario, scenario)
     settings.mode = lg.TestMode.PerformanceOnly
     settings.min_duration_ms = max(int(duration_s * 1000), 1)
-    settings.min_query_count = 1
+    settings.min_query_count = EARLY_STOPPING_MIN_QUERIES if scenario == "SingleStream" else 1
     settings.performance_sample_count_override = len(samples)
     if scenario == "SingleStream":
         settings.single_stream_expected_latency_ns = max(int(expected_latency_s * 1e9), 1)
@@ -228,7 +232,7 @@ def benchmark(
     runner: Runner,
     input_shape: Sequence[int],
     single_stream_s: float,
-    offline_s: float,
+    offline_s: float | None,
     log_dir: str | Path,
     batch: int = 1,
     seed: int = 0,
@@ -236,23 +240,27 @@ def benchmark(
     """SingleStream (one ``input_shape`` sample per query) then Offline (batches of ``batch``).
 
     Returns the headline figures (``p50_ms``, ``p90_ms``, ``p99_ms`` from
-    SingleStream; ``fps`` = Offline samples/s; ``valid`` = both runs VALID)
+    SingleStream; ``fps`` = Offline samples/s; ``valid`` = every run VALID)
     plus each scenario's full result (settings used, validity, log paths).
+    ``offline_s=None`` runs SingleStream only (``fps`` and ``offline`` are None).
     """
     log_dir = Path(log_dir)
     samples = make_samples(input_shape, QSL_SIZE, seed)
     single_latency = estimate_latency_s(runner, samples[0])
-    batched = np.concatenate([samples[k % len(samples)] for k in range(batch)])
-    batch_latency = single_latency if batch == 1 else estimate_latency_s(runner, batched)
     single = run_scenario(runner, samples, "SingleStream", single_stream_s, log_dir, 1, single_latency)
-    offline = run_scenario(runner, samples, "Offline", offline_s, log_dir, batch, batch_latency)
+    offline = None
+    if offline_s is not None:
+        batched = np.concatenate([samples[k % len(samples)] for k in range(batch)])
+        batch_latency = single_latency if batch == 1 else estimate_latency_s(runner, batched)
+        offline = run_scenario(runner, samples, "Offline", offline_s, log_dir, batch, batch_latency)
+    runs = {"SingleStream": single, **({"Offline": offline} if offline else {})}
     return {
         "p50_ms": single["p50_ms"],
         "p90_ms": single["p90_ms"],
         "p99_ms": single["p99_ms"],
-        "fps": offline["samples_per_second"],
-        "valid": single["valid"] and offline["valid"],
-        "validity": {"SingleStream": single["validity"], "Offline": offline["validity"]},
+        "fps": offline["samples_per_second"] if offline else None,
+        "valid": all(run["valid"] for run in runs.values()),
+        "validity": {name: run["validity"] for name, run in runs.items()},
         "input_shape": list(input_shape),
         "single_stream": single,
         "offline": offline,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import mlcommons_loadgen  # noqa: F401  (its import aliases mlperf_loadgen away; the wrapper must cope)
 import numpy as np
 import pytest
 
-from greenpipe.bench.loadgen import benchmark, make_samples, parse_detail_log, run_scenario
+from greenpipe.bench.loadgen import (
+    EARLY_STOPPING_MIN_QUERIES,
+    benchmark,
+    make_samples,
+    parse_detail_log,
+    run_scenario,
+)
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant.export import export_onnx
 from greenpipe.runtime import load
@@ -26,7 +34,8 @@ def test_benchmark_reports_loadgen_figures_and_keeps_logs(runner, tmp_path):
     assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     assert result["fps"] > 0
     single, offline = result["single_stream"], result["offline"]
-    assert single["settings"]["min_duration_ms"] == 500 and single["settings"]["min_query_count"] == 1
+    assert single["settings"]["min_duration_ms"] == 500 and single["settings"]["min_query_count"] == 64
+    assert offline["settings"]["min_query_count"] == 1
     assert offline["settings"]["batch"] == 2 and offline["settings"]["samples_per_query"] >= 1
     detail = parse_detail_log(tmp_path / "SingleStream" / "mlperf_log_detail.txt")
     assert detail["effective_scenario"] == "SingleStream"
@@ -35,6 +44,29 @@ def test_benchmark_reports_loadgen_figures_and_keeps_logs(runner, tmp_path):
     for scenario in ("SingleStream", "Offline"):
         assert (tmp_path / scenario / "mlperf_log_summary.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dirs were moved into place
+
+
+def test_benchmark_without_offline_runs_single_stream_only(runner, tmp_path):
+    result = benchmark(runner, (1, 3, 32, 32), single_stream_s=0.2, offline_s=None, log_dir=tmp_path)
+    assert result["fps"] is None and result["offline"] is None and list(result["validity"]) == ["SingleStream"]
+    assert result["valid"] == (result["validity"]["SingleStream"] == "VALID") and result["p90_ms"] > 0
+    assert not (tmp_path / "Offline").exists()
+
+
+class _Slow:
+    """A model too slow for 64 queries in the minimum duration."""
+
+    def run(self, x):
+        time.sleep(0.01)
+        return x
+
+    def describe(self):
+        return {"label": "sleep 10 ms", "host": "test"}
+
+
+def test_a_slow_model_runs_the_queries_early_stopping_needs_instead_of_ending_invalid(tmp_path):
+    result = run_scenario(_Slow(), make_samples((1, 3, 8, 8), 4), "SingleStream", 0.1, tmp_path)
+    assert result["query_count"] >= EARLY_STOPPING_MIN_QUERIES and result["validity"] == "VALID"
 
 
 class _Broken:
