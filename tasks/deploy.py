@@ -32,7 +32,7 @@ inside :func:`deploy_stage`): device hosts import :func:`measure` from it.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,23 @@ class DeviceJob:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
+        """The job from its JSON.  Field names that do not match mean the two hosts run different greenpipes."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [n for n in required if n not in d]
+        if unknown:
+            raise GreenpipeError(
+                f"{cls.__name__}: this host's greenpipe does not know the job field(s) {', '.join(unknown)}; the "
+                "build host that sent the job runs a newer greenpipe. Install the build host's greenpipe "
+                "version here and restart this host's worker"
+            )
+        if missing:
+            raise GreenpipeError(
+                f"{cls.__name__}: the job lacks the field(s) {', '.join(missing)}; the build host that sent it "
+                "runs an older greenpipe than this host. Update greenpipe on the build host, or install its "
+                "version here and restart this host's worker"
+            )
         return cls(**d)
 
 

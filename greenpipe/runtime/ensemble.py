@@ -51,11 +51,13 @@ class SelfEnsemble:
         self.passes = passes
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        total = None
-        for turns, flip in TRANSFORMS[: self.passes]:
-            y = untransform(self.runner.run(transform(x, turns, flip)), turns, flip)
-            total = y.astype(np.float32) if total is None else total + y
-        return total / self.passes
+        if self.passes == 1:
+            return self.runner.run(x)  # the identity pass alone: no transform, no copy
+        total = np.array(self.runner.run(x), dtype=np.float32)  # the identity pass, into a fresh buffer
+        for turns, flip in TRANSFORMS[1 : self.passes]:
+            total += untransform(self.runner.run(transform(x, turns, flip)), turns, flip)
+        total /= self.passes
+        return total
 
     def describe(self) -> dict[str, Any]:
         inner = self.runner.describe()

@@ -73,3 +73,21 @@ def test_only_a_whole_result_of_this_job_is_taken(local_s3, tmp_path):
         fetch_results(store, "run-damaged", JOB, out)
     assert (out / "samples" / "img3.png").read_bytes() == b"png bytes run-ok"
     assert [p.name for p in tmp_path.iterdir() if ".incoming-" in p.name] == []
+
+
+def test_a_job_round_trips_and_a_mismatched_one_names_which_side_to_update():
+    from greenpipe.errors import GreenpipeError
+    from tasks.soak import SoakJob
+
+    assert DeployJob.from_dict(JOB.to_dict()) == JOB
+    with pytest.raises(GreenpipeError) as newer:
+        DeployJob.from_dict({**JOB.to_dict(), "tiles": 4, "amp": True})
+    assert "does not know the job field(s) amp, tiles" in str(newer.value)
+    assert "build host that sent the job runs a newer greenpipe" in str(newer.value)
+    older = {k: v for k, v in JOB.to_dict().items() if k != "input_size"}
+    with pytest.raises(GreenpipeError, match=r"lacks the field\(s\) input_size; .* older greenpipe"):
+        DeployJob.from_dict(older)
+    # A field with a default (self_ensemble) may be absent: a job from before it existed still runs.
+    assert DeployJob.from_dict({k: v for k, v in JOB.to_dict().items() if k != "self_ensemble"}) == JOB
+    with pytest.raises(GreenpipeError, match="SoakJob: this host's greenpipe does not know"):
+        SoakJob.from_dict({"extra": 1})

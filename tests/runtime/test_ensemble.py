@@ -66,3 +66,29 @@ def test_describe_names_the_ensemble_and_bad_passes_are_refused():
     assert desc["host"] == "here"
     with pytest.raises(GreenpipeError, match="self-ensemble passes = 3: must be one of 1, 2, 4, 8"):
         SelfEnsemble(inner, 3)
+
+
+
+class KeepsOutputs(FixedPattern):
+    """A runner that keeps the output arrays it returned (as a runtime with bound output buffers owns them)."""
+
+    def __init__(self, pattern: np.ndarray):
+        super().__init__(pattern)
+        self.outputs: list[np.ndarray] = []
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.outputs.append(super().run(x))
+        return self.outputs[-1]
+
+
+def test_one_pass_is_the_runner_itself_and_more_passes_never_write_into_its_outputs():
+    rng = np.random.default_rng(2)
+    x = rng.random((1, 3, 8, 8), dtype=np.float32)
+    pattern = rng.normal(0, 0.1, (8, 8)).astype(np.float32)
+    inner = KeepsOutputs(pattern)
+    assert SelfEnsemble(inner, 1).run(x) is inner.outputs[-1]
+    inner.outputs.clear()
+    mean = SelfEnsemble(inner, 4).run(x)
+    assert not any(mean is out for out in inner.outputs)
+    for out, (turns, flip) in zip(inner.outputs, TRANSFORMS[:4], strict=True):  # each pass's output as it came back
+        np.testing.assert_array_equal(out, transform(x, turns, flip) + pattern)
