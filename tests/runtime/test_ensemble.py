@@ -68,7 +68,6 @@ def test_describe_names_the_ensemble_and_bad_passes_are_refused():
         SelfEnsemble(inner, 3)
 
 
-
 class KeepsOutputs(FixedPattern):
     """A runner that keeps the output arrays it returned (as a runtime with bound output buffers owns them)."""
 
