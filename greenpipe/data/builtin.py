@@ -1,8 +1,8 @@
-"""The built-in dataset: real colour photographs that installed packages ship.
+"""The built-in dataset: real photographs (colour and grey) that installed packages ship.
 
-No download: the images are files inside scikit-image, scikit-learn and
-matplotlib (see ``sources.json`` beside this module for each one's licence and
-attribution, quoted from the package that ships it).  :func:`materialize`
+No download: the images are files inside scikit-image and scikit-learn (see
+``sources.json`` beside this module for each one's licence and attribution,
+quoted from the package that ships it).  :func:`materialize`
 copies them byte for byte, so the copy, and its DVC hash, is the same on every
 machine whose packages ship the same images::
 
