@@ -7,10 +7,10 @@ soak stage whose device has a remote ``host`` (params.yaml shows an example).
 The ``stage`` parameter says which job it is (one flow, one deployment per pool, for both):
 
 * ``deploy`` (the default): pull the artifact and the val split from the S3 artifact store (sha256
-  verified on download), load the artifact with the device's runtime, run :func:`tasks.deploy.measure`
+  verified on download), load the artifact with the device's runtime, run :func:`greenpipe.deploy.measure`
   (the recipe's accuracy eval on the artifact, then MLPerf LoadGen SingleStream and Offline for the
   durations in the job, with LoadGen's VALID/INVALID) and record the host's facts.
-* ``soak``: pull the artifact and run :func:`tasks.soak.soak_on_host`: the same soak loop as a local
+* ``soak``: pull the artifact and run :func:`greenpipe.soak.soak_on_host`: the same soak loop as a local
   soak, with the device's runtime and this host's meter, putting every finished window in the result
   store under ``results/<flow-run-id>/soak/`` as it closes, and resuming from the windows that
   ``earlier_runs`` (failed attempts of the same soak) stored.
@@ -55,7 +55,7 @@ def device_run(
 ) -> dict:
     """Measure (``stage="deploy"``) or soak (``"soak"``) one artifact on this host; put the outputs in the store.
 
-    ``job`` is a ``tasks.deploy.DeployJob`` or ``tasks.soak.SoakJob`` as a dict; ``artifact`` and
+    ``job`` is a ``greenpipe.deploy.DeployJob`` or ``greenpipe.soak.SoakJob`` as a dict; ``artifact`` and
     ``data`` are ``ArtifactRef`` dicts (the artifact file; the val split directory, deploy only);
     ``store`` holds ``bucket``, ``prefix``, ``endpoint_url`` (None = boto3's default) and ``region``;
     ``earlier_runs`` are flow runs of the same soak that did not complete (oldest first). Returns the
@@ -80,7 +80,7 @@ def device_run(
         out = Path(tmp) / "out"
         out.mkdir()
         if stage == "soak":
-            from tasks.soak import SoakJob, soak_on_host
+            from greenpipe.soak import SoakJob, soak_on_host
 
             spec = SoakJob.from_dict(job)
             log.info("pulled %s (%d bytes); soaking it on %s", model.name, art_ref.size, spec.device)
@@ -88,7 +88,7 @@ def device_run(
             facts = metrics["host"]
         else:
             from greenpipe.runtime import load
-            from tasks.deploy import DeployJob, measure
+            from greenpipe.deploy import DeployJob, measure
 
             spec = DeployJob.from_dict(job)
             data_ref = ArtifactRef.from_dict(data or {})

@@ -17,7 +17,7 @@ from greenpipe.io import read_json
 from greenpipe.params import DeviceParams
 from greenpipe.power.estimate import ESTIMATE_LABEL
 from greenpipe.store import ArtifactStore
-from tasks.soak import SERIES_FILE, soak_stage
+from greenpipe.soak import SERIES_FILE, soak_stage
 from tests.stage_fixtures import compiled_ptq8, ROOT, stage_params, tiny_params
 
 SOAK = {"idle_s": 0.3, "warmup_s": 0.5, "duration_s": 1.5, "window_s": 0.5, "sample_hz": 20,

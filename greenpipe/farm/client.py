@@ -1,13 +1,13 @@
 """Build-host side of a remote job: upload, ``run_deployment`` on the device's queue, wait, fetch results.
 
     from greenpipe.farm.client import run_remote
-    metrics = run_remote(job, device_params, artifact_path, prepared_dir, out_dir)  # as tasks/deploy.py does
-    result = run_on_host("soak", job, device_params, upload, take)                  # as tasks/soak.py does
+    metrics = run_remote(job, device_params, artifact_path, prepared_dir, out_dir)  # as the deploy stage does
+    result = run_on_host("soak", job, device_params, upload, take)                  # as the soak stage does
 
 :func:`run_on_host` is the machinery both stages share (the checks, the upload, the submission, the
 watch and the retries); :func:`run_remote` is deploy's use of it. A job names its ``stage``: the host's
-``device_run`` flow runs :func:`tasks.deploy.measure` for ``deploy`` and
-:func:`tasks.soak.soak_on_host` for ``soak``.
+``device_run`` flow runs :func:`greenpipe.deploy.measure` for ``deploy`` and
+:func:`greenpipe.soak.soak_on_host` for ``soak``.
 
 Where the farm is comes from the environment, not params.yaml (changing servers must not rerun stages):
 
@@ -61,7 +61,7 @@ T = TypeVar("T")
 
 
 class Job(Protocol):
-    """What a remote job carries (``tasks.deploy.DeployJob``, ``tasks.soak.SoakJob``): plain JSON."""
+    """What a remote job carries (``greenpipe.deploy.DeployJob``, ``greenpipe.soak.SoakJob``): plain JSON."""
 
     variant: str
     device: str

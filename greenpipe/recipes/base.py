@@ -1,15 +1,20 @@
-"""What a recipe tells the shared stages.
+"""The recipe protocol: everything the shared stages need to know about one system.
 
-Everything that is not specific to one system (validation, calibration
-dumps, quantization, compile, deploy, eval, soak, report) is shared; a recipe
-only says how to build and load its model, where its pipeline boundaries are,
-how to pre/post-process, and how to score outputs.
+Validation, training, calibration dumps, quantization, compile, deploy, eval,
+soak, the report and the nightly gate are shared and never name a recipe's
+metric: they read a :class:`Quality` record. A recipe is a package
+``greenpipe/recipes/<name>/`` whose ``__init__`` registers one object with
+``RECIPES.register("<name>")``, and a line in ``greenpipe/recipes/__init__.py``
+imports it. docs/architecture.md ("How to add a recipe") walks through it.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -19,8 +24,90 @@ if TYPE_CHECKING:  # torch only where a model is built: device hosts evaluate ar
     from torch import nn
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One figure a recipe scores: its name in metrics files, how to show it, which way is better."""
+
+    name: str  # key in metrics JSON, e.g. "top1"
+    label: str  # column heading, e.g. "top-1"
+    unit: str = ""  # "dB", "%", "" (a ratio)
+    higher_is_better: bool = True
+    lo: float = -math.inf  # plausible range: a value outside it is a broken evaluation, not a bad model
+    hi: float = math.inf
+    fmt: str = ".3f"
+
+    def heading(self) -> str:
+        return f"{self.label} {self.unit}".strip()
+
+    def format(self, value: float | None) -> str:
+        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, self.fmt)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What an evaluation scored: the primary metric and its direction, secondary metrics, units.
+
+    ``values`` holds every metric by name (the primary one included); ``samples`` is how many val
+    samples were scored. Metrics files carry it as ``quality`` (``to_dict``) beside the flat values.
+    """
+
+    primary: str
+    values: Mapping[str, float]
+    higher_is_better: bool
+    units: Mapping[str, str] = field(default_factory=dict)
+    samples: int = 0
+
+    @property
+    def value(self) -> float:
+        return float(self.values[self.primary])
+
+    @property
+    def unit(self) -> str:
+        return self.units.get(self.primary, "")
+
+    @property
+    def secondary(self) -> dict[str, float]:
+        return {k: v for k, v in self.values.items() if k != self.primary}
+
+    def worse_by(self, reference: float) -> float:
+        """How much worse this is than ``reference`` of the same metric, in its unit (negative = better)."""
+        return reference - self.value if self.higher_is_better else self.value - reference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"primary": self.primary, "value": self.value, "higher_is_better": self.higher_is_better,
+                "unit": self.unit, "values": dict(self.values), "units": dict(self.units),
+                "samples": self.samples}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Quality:
+        return cls(d["primary"], dict(d["values"]), bool(d["higher_is_better"]), dict(d.get("units", {})),
+                   int(d.get("samples", 0)))
+
+    @classmethod
+    def of(cls, metrics: tuple[Metric, ...], values: Mapping[str, float], samples: int) -> Quality:
+        """The record for ``values`` scored under ``metrics`` (the first is the primary one)."""
+        return cls(metrics[0].name, {m.name: float(values[m.name]) for m in metrics if m.name in values},
+                   metrics[0].higher_is_better, {m.name: m.unit for m in metrics}, samples)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A recipe's score of one model or artifact on the val split."""
+
+    quality: Quality
+    per_sample: list[dict]  # one row per val sample: {"name": ..., <metric>: ...}
+    extra: dict = field(default_factory=dict)  # recipe-specific figures (a confusion matrix, ...)
+
+    def summary(self) -> dict[str, Any]:
+        """The flat figures a metrics file leads with: every metric by name, the sample count, the record."""
+        return {**self.quality.values, "samples": self.quality.samples, "quality": self.quality.to_dict()}
+
+
 class Recipe(Protocol):
+    """One system greenpipe carries. ``metrics[0]`` is the primary metric (what the gate compares)."""
+
     name: str
+    metrics: tuple[Metric, ...]
 
     def build_model(self, model_args: dict[str, Any]) -> nn.Module:
         """A fresh float model from the ``model_args`` a checkpoint stores."""
@@ -33,9 +120,6 @@ class Recipe(Protocol):
     ) -> Iterator[tuple[str, np.ndarray]]:
         """(source description, model input) pairs drawn from the train split."""
 
-    def to_input(self, sample: np.ndarray) -> np.ndarray:
-        """Pre-process one sample into the model's input layout, e.g. (1, C, H, W) float32."""
-
     def multiple(self, model_args: dict[str, Any]) -> int:
         """Input H and W must be multiples of this (the runtime pads)."""
 
@@ -46,11 +130,15 @@ class Recipe(Protocol):
         max_side: int = 0,
         multiple: int = 8,
         outputs: dict[str, np.ndarray] | None = None,
-    ) -> dict:
+    ) -> Evaluation:
         """Score ``run`` (input batch -> output batch, numpy) on the val split.
 
-        When ``outputs`` is a dict, each output is stored in it by sample name.
+        When ``outputs`` is a dict, each post-processed output is stored in it by sample name (the
+        compile stage compares them with the fake-quant model's; deploy writes a few as samples).
         """
+
+    def write_samples(self, outputs: Mapping[str, np.ndarray], out_dir: Path, count: int) -> list[Path]:
+        """Write up to ``count`` of ``outputs`` as files a person looks at (the report links them)."""
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")
@@ -58,6 +146,28 @@ RECIPES: Registry[Recipe] = Registry("recipe")
 
 def get_recipe(name: str) -> Recipe:
     return RECIPES.get(name)
+
+
+def metric_of(recipe: Recipe, name: str) -> Metric:
+    """The recipe's :class:`Metric` called ``name`` (a plain one when the recipe does not declare it)."""
+    return next((m for m in recipe.metrics if m.name == name), Metric(name, name))
+
+
+def check_quality(quality: Quality, recipe: Recipe, where: str) -> None:
+    """Raise when a metric is not finite or outside its plausible range: the evaluation, not the model, broke."""
+    from greenpipe.errors import GreenpipeError
+
+    for m in recipe.metrics:
+        v = quality.values.get(m.name)
+        if v is None:
+            continue
+        if not math.isfinite(v) and not (v == math.inf and m.hi == math.inf):
+            raise GreenpipeError(f"{where}: {recipe.name} metric {m.name} = {v}: not a finite number")
+        if not m.lo <= v <= m.hi:
+            raise GreenpipeError(
+                f"{where}: {recipe.name} metric {m.name} = {v:g} is outside its plausible range "
+                f"[{m.lo:g}, {m.hi:g}] {m.unit}; the evaluation is broken, not the model"
+            )
 
 
 def load_checkpoint(path: str | Path) -> dict:

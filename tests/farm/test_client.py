@@ -10,7 +10,7 @@ import pytest
 from greenpipe.farm.client import FarmError, fetch_results, run_remote
 from greenpipe.params import DeviceParams
 from greenpipe.store import ArtifactStore, ChecksumMismatch
-from tasks.deploy import DeployJob
+from greenpipe.deploy import DeployJob
 
 JOB = DeployJob(
     variant="ptq8", device="cpu-host-1", kind="cpu", target="cpu", runtime="ort", batch=1, threads=2,
@@ -77,7 +77,7 @@ def test_only_a_whole_result_of_this_job_is_taken(local_s3, tmp_path):
 
 def test_a_job_round_trips_and_a_mismatched_one_names_which_side_to_update():
     from greenpipe.errors import GreenpipeError
-    from tasks.soak import SoakJob
+    from greenpipe.soak import SoakJob
 
     assert DeployJob.from_dict(JOB.to_dict()) == JOB
     with pytest.raises(GreenpipeError) as newer:

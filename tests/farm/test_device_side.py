@@ -11,7 +11,7 @@ from tests.stage_fixtures import ROOT
 
 PROBE = """
 import json, sys
-import flows.device_run, tasks.deploy, tasks.soak, greenpipe.runtime, greenpipe.bench.loadgen, greenpipe.store
+import flows.device_run, greenpipe.deploy, greenpipe.soak, greenpipe.runtime, greenpipe.bench.loadgen, greenpipe.store
 import greenpipe.power
 from greenpipe.recipes import get_recipe
 get_recipe("denoise")

@@ -25,7 +25,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
 from greenpipe.params import DeviceParams, Params, load_params
 from greenpipe.power.estimate import ESTIMATE_LABEL
-from tasks.soak import POINTER_FILE, SERIES_FILE, StoreSeries, soak_stage
+from greenpipe.soak import POINTER_FILE, SERIES_FILE, StoreSeries, soak_stage
 from tests.farm.conftest import POOL, compiled_dir
 from tests.farm.test_remote_deploy import farm_store
 from tests.stage_fixtures import ROOT

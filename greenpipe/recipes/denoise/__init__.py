@@ -9,14 +9,17 @@ Importing this module does not import torch (only ``build_model`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from greenpipe.data.prepared import center_crop, load_split
 from greenpipe.metrics import psnr, ssim
-from greenpipe.recipes.base import RECIPES
+from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality
+
+SAMPLE_CROP = 256  # px: side of the sample crops the report shows
 
 if TYPE_CHECKING:  # the model (torch) is imported where it is built, so that evaluating a deployed
     from torch import nn  # artifact (a device host running flows/device_run.py) never loads torch
@@ -73,6 +76,11 @@ def denoise_tiled(
 
 class DenoiseRecipe:
     name = "denoise"
+    metrics = (
+        Metric("psnr", "PSNR", "dB", higher_is_better=True, lo=0.0, hi=100.0, fmt=".2f"),
+        Metric("ssim", "SSIM", "", higher_is_better=True, lo=-1.0, hi=1.0, fmt=".4f"),
+        Metric("noisy_psnr", "noisy-input PSNR", "dB", higher_is_better=True, lo=0.0, hi=100.0, fmt=".2f"),
+    )
 
     def build_model(self, model_args: dict[str, Any]) -> nn.Module:
         from greenpipe.models.unet import UNet, UNetConfig
@@ -81,9 +89,6 @@ class DenoiseRecipe:
 
     def boundaries(self, model: nn.Module) -> dict[str, nn.Module | None]:
         return {"input": None}
-
-    def to_input(self, sample: np.ndarray) -> np.ndarray:
-        return to_nchw(sample)
 
     def calibration_inputs(
         self, data_root: Path, count: int, crop: int, rng: np.random.Generator
@@ -113,10 +118,10 @@ class DenoiseRecipe:
         max_side: int = 0,
         multiple: int = 8,
         outputs: dict[str, np.ndarray] | None = None,
-    ) -> dict:
-        """PSNR/SSIM of ``run`` on every val image; per-image rows in ``per_image``.
+    ) -> Evaluation:
+        """PSNR (dB) / SSIM of ``run`` on every val image, and the noisy input's PSNR; per-image rows.
 
-        When ``outputs`` is a dict, each denoised image is stored in it by name.
+        When ``outputs`` is a dict, each denoised (H, W, 3) image in [0, 1] is stored in it by name.
         """
         rows = []
         for pair in load_split(data_root, "val"):
@@ -132,13 +137,18 @@ class DenoiseRecipe:
                     "noisy_psnr": psnr(clean, noisy),
                 }
             )
-        return {
-            "psnr": float(np.mean([r["psnr"] for r in rows])),
-            "ssim": float(np.mean([r["ssim"] for r in rows])),
-            "noisy_psnr": float(np.mean([r["noisy_psnr"] for r in rows])),
-            "images": len(rows),
-            "per_image": rows,
-        }
+        means = {m.name: float(np.mean([r[m.name] for r in rows])) for m in self.metrics}
+        return Evaluation(Quality.of(self.metrics, means, len(rows)), rows)
+
+    def write_samples(self, outputs: Mapping[str, np.ndarray], out_dir: Path, count: int) -> list[Path]:
+        """The first ``count`` denoised val images (by name), centre-cropped to 256 px, as PNG."""
+        from greenpipe.io import write_image
+
+        paths = []
+        for name in sorted(outputs)[:count]:
+            paths.append(out_dir / f"{name}.png")
+            write_image(paths[-1], center_crop(outputs[name], SAMPLE_CROP))
+        return paths
 
 
 RECIPES.register("denoise")(DenoiseRecipe())

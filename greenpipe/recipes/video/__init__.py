@@ -17,17 +17,18 @@ only when a model is built, so importing this module stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from greenpipe.recipes.base import RECIPES
+from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality
 
 
 class VideoRecipe:
     name = "video"
+    metrics = (Metric("top1", "top-1", "%", higher_is_better=True, lo=0.0, hi=100.0, fmt=".1f"),)
 
     def build_model(self, model_args: dict[str, Any]):
         """A fresh :class:`~greenpipe.models.tsm_tf.TSMNet` (Keras layers) from a checkpoint's ``model_args``."""
@@ -54,17 +55,13 @@ class VideoRecipe:
         for i in rng.permutation(len(refs))[:count]:
             yield refs[i].id, resize_frames(read_frames(refs[i].path), crop)
 
-    def to_input(self, sample: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 frame -> (1, H, W, 3) float32 in [0, 1]."""
-        return (np.asarray(sample, dtype=np.float32) / 255.0)[None]
-
     def multiple(self, model_args: dict[str, Any]) -> int:
         """Frames are resized to the model's input size, so any size is accepted."""
         return 1
 
     def evaluate(self, run: Callable[[np.ndarray], np.ndarray], data_root: Path, max_side: int = 0,
                  multiple: int = 1, outputs: dict[str, np.ndarray] | None = None, *, n_frames: int = 8,
-                 size: int = 64, window: int = 8, classes: list[str] | None = None) -> dict:
+                 size: int = 64, window: int = 8, classes: list[str] | None = None) -> Evaluation:
         """Top-1 (%) of ``run`` on the val split.
 
         ``run`` maps one clip, (T, size, size, 3) float32 in [0, 1], to per-frame
@@ -84,13 +81,23 @@ class VideoRecipe:
                 outputs[ref.id] = logits
             pred = int(np.argmax(smooth(logits, window)[-1]))
             confusion[ref.label, pred] += 1
-            rows.append(pred == ref.label)
-        return {
-            "top1": float(100.0 * np.mean(rows)),
-            "clips": len(rows),
-            "classes": list(names),
-            "confusion": confusion.tolist(),
-        }
+            rows.append({"name": ref.id, "label": int(ref.label), "pred": pred, "top1": 100.0 * (pred == ref.label)})
+        top1 = float(np.mean([r["top1"] for r in rows]))
+        return Evaluation(Quality.of(self.metrics, {"top1": top1}, len(rows)), rows,
+                          {"classes": list(names), "confusion": confusion.tolist()})
+
+    def write_samples(self, outputs: Mapping[str, np.ndarray], out_dir: Path, count: int) -> list[Path]:
+        """The first ``count`` clips' per-frame logits (by video id) as CSV: frame, then one column per class."""
+        from greenpipe.io import atomic_write_bytes
+
+        paths = []
+        for name in sorted(outputs)[:count]:
+            logits = np.asarray(outputs[name])
+            lines = ["frame," + ",".join(f"c{i}" for i in range(logits.shape[-1]))]
+            lines += [f"{t}," + ",".join(f"{v:.5g}" for v in row) for t, row in enumerate(logits)]
+            paths.append(out_dir / f"{name}.csv")
+            atomic_write_bytes(paths[-1], ("\n".join(lines) + "\n").encode())
+        return paths
 
 
 RECIPES.register("video")(VideoRecipe())

@@ -1,0 +1,215 @@
+"""Measuring one compiled artifact on a device: the job a device is sent, and what it runs.
+
+:class:`DeviceJob` names an artifact's variant and where and how it runs; :class:`DeployJob` adds
+what a deploy measures.  :func:`measure` scores a runner on the val split with the job's recipe,
+then benchmarks it with MLPerf LoadGen (SingleStream latency, Offline throughput) and writes
+``eval.json``, ``bench.json``, ``loadgen/<scenario>/`` and ``samples/``.  With
+``self_ensemble`` = n > 1 the runner is scored and timed again as an n-pass self-ensemble
+(:mod:`greenpipe.runtime.ensemble`), SingleStream only.
+
+The ``deploy`` stage (``tasks/deploy.py``) calls it in-process for a ``local`` device; a device
+host's worker calls it from ``flows/device_run.py``.  This module imports neither torch nor DVC,
+so a board runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from greenpipe.errors import GreenpipeError
+from greenpipe.params import Params
+
+SAMPLE_IMAGES = 3
+SAMPLE_CROP = 256  # px
+
+
+@dataclass(frozen=True)
+class DeviceJob:
+    """What every job for a device names: the artifact's variant and where and how it runs.
+
+    Jobs are plain JSON (``to_dict`` / ``from_dict``); they travel to device hosts.
+    """
+
+    variant: str
+    device: str  # key under deploy.devices
+    kind: str
+    target: str
+    runtime: str
+    batch: int
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The job from its JSON.  Field names that do not match mean the two hosts run different greenpipes."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [n for n in required if n not in d]
+        if unknown:
+            raise GreenpipeError(
+                f"{cls.__name__}: this host's greenpipe does not know the job field(s) {', '.join(unknown)}; the "
+                "build host that sent the job runs a newer greenpipe. Install the build host's greenpipe "
+                "version here and restart this host's worker"
+            )
+        if missing:
+            raise GreenpipeError(
+                f"{cls.__name__}: the job lacks the field(s) {', '.join(missing)}; the build host that sent it "
+                "runs an older greenpipe than this host. Update greenpipe on the build host, or install its "
+                "version here and restart this host's worker"
+            )
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DeployJob(DeviceJob):
+    """Everything a device needs to measure one artifact."""
+
+    recipe: str
+    multiple: int  # input H, W must be multiples of this (px)
+    channels: int
+    input_size: int  # LoadGen input H = W (px)
+    eval_max_side: int  # px, 0 = whole val images
+    single_stream_s: float  # LoadGen minimum durations, seconds
+    offline_s: float
+    artifact: str  # the artifact's path on the build host, as recorded in eval.json
+    artifact_bytes: int
+    self_ensemble: int = 1  # > 1: also score and time the artifact averaged over this many flips / rotations
+
+
+def _source(desc: dict) -> str:
+    return f"measured on {desc['host']}, {desc['label']}"
+
+
+def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifact: Path) -> DeployJob:
+    """The job for ``device`` from params and the compile report of ``artifact``."""
+    dev = params.deploy.devices[device]
+    multiple = int(compiled["multiple"])
+    n = params.deploy.input_size
+    if n % multiple:
+        raise GreenpipeError(f"deploy.input_size = {n}: must be a multiple of {multiple} for this model")
+    return DeployJob(
+        variant=variant,
+        device=device,
+        kind=dev.kind,
+        target=dev.target,
+        runtime=dev.runtime,
+        batch=dev.batch,
+        threads=params.base.threads,
+        recipe=compiled["recipe"],
+        multiple=multiple,
+        channels=int(compiled["model_args"].get("in_channels", 3)),
+        input_size=n,
+        eval_max_side=params.deploy.eval_max_side,
+        single_stream_s=params.deploy.single_stream_s,
+        offline_s=params.deploy.offline_s,
+        artifact=str(artifact),
+        artifact_bytes=artifact.stat().st_size,
+        self_ensemble=params.deploy.self_ensemble,
+    )
+
+
+def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict | None = None) -> dict:
+    """Score ``runner`` on the val split and benchmark it; write the stage's outputs under ``out``.
+
+    ``host`` (a device host's facts, see flows/device_run.py) replaces the runner's "local CPU" host
+    line, so every figure says which machine measured it. Returns the stage's metrics.
+    """
+    from greenpipe.data.prepared import center_crop
+    from greenpipe.io import write_image, write_json
+
+    desc = {**runner.describe(), "device": job.device, "kind": job.kind, "target": job.target}
+    if host is not None:
+        desc["host"] = host["label"]
+        desc["host_facts"] = host
+    outputs: dict[str, np.ndarray] = {}
+    quality, bench = _score_and_time(job, runner, data_dir, out / "loadgen", outputs)
+    source = _source(desc)
+    evaluation = {
+        "variant": job.variant,
+        "device_name": job.device,
+        "artifact": job.artifact,
+        "max_side": job.eval_max_side,
+        "summary": _summary(quality),
+        "per_image": quality["per_image"],
+        "source": f"deployed artifact on val, {source}",
+    }
+    bench = {**bench, "device": desc, "source": source}
+    metrics = {
+        "variant": job.variant,
+        "device_name": job.device,
+        "target": job.target,
+        **_headline(quality, bench),
+        "input_shape": bench["input_shape"],
+        "batch": job.batch,
+        "model_mb": job.artifact_bytes / 1e6,
+        "device": desc,
+        "source": source,
+    }
+    if job.self_ensemble > 1:  # the same artifact again, averaged over flips / rotations of each input
+        from greenpipe.runtime.ensemble import SelfEnsemble
+
+        ensemble = SelfEnsemble(runner, job.self_ensemble)
+        n = job.self_ensemble
+        ens_source = _source({**desc, "label": ensemble.describe()["label"]})
+        # SingleStream only: latency is what an ensemble trades; an Offline run would add its duration again.
+        ens_quality, ens_bench = _score_and_time(job, ensemble, data_dir, out / f"loadgen-x{n}", offline=False)
+        evaluation["self_ensemble"] = {"passes": n, "summary": _summary(ens_quality),
+                                       "per_image": ens_quality["per_image"],
+                                       "source": f"deployed artifact on val, {ens_source}"}
+        bench["self_ensemble"] = {**ens_bench, "passes": n, "source": ens_source}
+        metrics["self_ensemble"] = {"passes": n, **_headline(ens_quality, ens_bench), "source": ens_source}
+    write_json(out / "eval.json", evaluation)
+    write_json(out / "bench.json", bench)
+    for name in sorted(outputs)[:SAMPLE_IMAGES]:
+        write_image(out / "samples" / f"{name}.png", center_crop(outputs[name], SAMPLE_CROP))
+    return metrics
+
+
+def _score_and_time(job: DeployJob, runner: Any, data_dir: Path, loadgen_dir: Path,
+                    outputs: dict[str, np.ndarray] | None = None, offline: bool = True) -> tuple[dict, dict]:
+    """``runner``'s quality on the val split and its LoadGen results on ``1 x C x N x N`` inputs
+    (SingleStream, and Offline unless ``offline`` is false)."""
+    from greenpipe.bench.loadgen import benchmark
+    from greenpipe.recipes import get_recipe
+
+    quality = get_recipe(job.recipe).evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple,
+                                              outputs=outputs)
+    n = job.input_size
+    bench = benchmark(
+        runner,
+        (1, job.channels, n, n),
+        job.single_stream_s,
+        job.offline_s if offline else None,
+        loadgen_dir,
+        batch=job.batch,
+        seed=0,  # fixed rather than base.seed: the inputs only carry timing; keeps base.seed out of the deps
+    )
+    return quality, bench
+
+
+def _summary(quality: dict) -> dict:
+    return {k: quality[k] for k in ("psnr", "ssim", "noisy_psnr", "images")}
+
+
+def _headline(quality: dict, bench: dict) -> dict:
+    """The figures a metrics file leads with: quality on val, LoadGen latency, throughput and validity."""
+    return {
+        "psnr": quality["psnr"],
+        "ssim": quality["ssim"],
+        "noisy_psnr": quality["noisy_psnr"],
+        "images": quality["images"],
+        "p50_ms": bench["p50_ms"],
+        "p90_ms": bench["p90_ms"],
+        "p99_ms": bench["p99_ms"],
+        "fps": bench["fps"],
+        "loadgen_valid": bench["valid"],
+        "loadgen_validity": bench["validity"],
+    }
