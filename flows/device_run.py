@@ -8,7 +8,7 @@ The ``stage`` parameter says which job it is (one flow, one deployment per pool,
 
 * ``deploy`` (the default): pull the artifact and the val split from the S3 artifact store (sha256
   verified on download), load the artifact with the device's runtime, run :func:`greenpipe.deploy.measure`
-  (the recipe's accuracy eval on the artifact, then MLPerf LoadGen SingleStream and Offline for the
+  (the recipe's accuracy eval on the artifact, a Quality record, then MLPerf LoadGen SingleStream and Offline for the
   durations in the job, with LoadGen's VALID/INVALID) and record the host's facts.
 * ``soak``: pull the artifact and run :func:`greenpipe.soak.soak_on_host`: the same soak loop as a local
   soak, with the device's runtime and this host's meter, putting every finished window in the result
@@ -120,10 +120,11 @@ def device_run(
             metrics["windows_done"], metrics["fps"], _fmt(metrics["avg_w"]), metrics["power_source"],
         )  # fmt: skip
     else:
+        quality = metrics["quality"]
         log.info(
-            "%s on %s: PSNR %.3f dB, p90 %.2f ms, %.1f fps, LoadGen %s",
-            spec.variant, facts["name"], metrics["psnr"], metrics["p90_ms"], metrics["fps"],
-            "VALID" if metrics["loadgen_valid"] else "INVALID",
+            "%s on %s: %s %.4g %s, p90 %.2f ms, %.1f fps, LoadGen %s",
+            spec.variant, facts["name"], quality["primary"], quality["value"], quality["unit"],
+            metrics["p90_ms"], metrics["fps"], "VALID" if metrics["loadgen_valid"] else "INVALID",
         )  # fmt: skip
     return summary
 

@@ -31,7 +31,8 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from greenpipe.errors import GreenpipeError
-from greenpipe.nightly import gate, report, results
+from greenpipe.nightly import report
+from greenpipe.nightly.finish import finish
 from greenpipe.nightly.graph import run_graph
 from greenpipe.nightly.measure import constraints
 from greenpipe.nightly.stages import (
@@ -39,7 +40,6 @@ from greenpipe.nightly.stages import (
     UP_TO_DATE,
     StageOutcome,
     changed_stages,
-    count_commands,
     dvc_pull,
     dvc_push,
     git_pull,
@@ -127,63 +127,17 @@ def nightly(root: str = ".", params: str = "params.yaml"):
         except GreenpipeError as exc:
             errors.append(f"dvc push: {exc}")
 
-    rows = results.collect_rows(rootp / "metrics")
-    base = results.last_good(rootp, p.results_branch)
-    base_rows = base.record.get("rows", {}) if base else {}
-    regressions = gate.compare(rows, base_rows, p.gate)
-    failures = [o for o in outcomes if o.status == FAILED]
-    status = (
-        "ok"
-        if not (failures or regressions or errors)
-        else ("regressed" if not (failures or errors) else "failed")
-    )
-    record = {
-        "status": status,
-        "started_at": started,
-        "flow_run_id": str(flow_run.get_id() or ""),
-        "flow_run_name": flow_run.get_name(),
-        "source_commit": results.source_commit(rootp),
-        "stages_s": round(stages_s, 2),
-        "commands_run": count_commands(outcomes),
-        "stages": [o.to_dict() for o in outcomes],
-        "rows": rows,
-        "baseline": {"commit": base.commit, "label": base.label} if base else None,
-        "regressions": [r.to_dict() for r in regressions],
-        "errors": errors,
-    }
-    commit = None
-    try:
-        commit = results.commit_results(
-            rootp, p.results_branch, results.result_files(rootp), record, f"nightly {started}: {status}"
-        )
-    except GreenpipeError as exc:
-        errors.append(f"results commit: {exc}")
-        status = record["status"] = "failed"
-    record["results_commit"] = commit
-
-    plots = {f.name: f.as_uri() for f in sorted((rootp / "reports" / "summary").glob("*.png"))}
-    md = report.markdown(
-        outcomes,
-        rows,
-        regressions,
-        base.label if base else None,
-        gate.missing_rows(rows, base_rows),
-        errors,
-        plots,
-        commit,
-    )
-    create_markdown_artifact(md, key="greenpipe-nightly-report", description="greenpipe nightly report")
-    if rows:
+    night = finish(rootp, p, outcomes, started, stages_s, errors, str(flow_run.get_id() or ""), flow_run.get_name())
+    create_markdown_artifact(night.markdown, key="greenpipe-nightly-report", description="greenpipe nightly report")
+    if night.rows:
         create_table_artifact(
-            report.table(rows), key="greenpipe-nightly-summary", description="variant x device, this night"
+            report.table(night.rows), key="greenpipe-nightly-summary", description="variant x device, this night"
         )
-    summary = report.headline(failures, regressions, errors)
-    log.info(
-        "nightly %s: %s (%d command(s) ran, stages %.1f s)", status, summary, record["commands_run"], stages_s
-    )
-    if status != "ok":
-        return Failed(message=f"nightly {status}: {summary}", data=record)
-    return record
+    log.info("nightly %s: %s (%d command(s) ran, stages %.1f s)", night.status, night.headline,
+             night.record["commands_run"], stages_s)
+    if night.status != "ok":
+        return Failed(message=f"nightly {night.status}: {night.headline}", data=night.record)
+    return night.record
 
 
 if __name__ == "__main__":

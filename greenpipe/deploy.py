@@ -14,18 +14,19 @@ so a board runs it.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.params import Params
 
-SAMPLE_IMAGES = 3
-SAMPLE_CROP = 256  # px
+if TYPE_CHECKING:
+    from greenpipe.recipes.base import Evaluation
+
+SAMPLES = 3  # val outputs written under samples/ for the report
 
 
 @dataclass(frozen=True)
@@ -120,25 +121,26 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
     """Score ``runner`` on the val split and benchmark it; write the stage's outputs under ``out``.
 
     ``host`` (a device host's facts, see flows/device_run.py) replaces the runner's "local CPU" host
-    line, so every figure says which machine measured it. Returns the stage's metrics.
+    line, so every figure says which machine measured it. Returns the stage's metrics: the recipe's
+    metrics by name, ``quality`` (its :class:`~greenpipe.recipes.base.Quality` record), LoadGen figures.
     """
-    from greenpipe.data.prepared import center_crop
-    from greenpipe.io import write_image, write_json
+    from greenpipe.io import write_json
+    from greenpipe.recipes import get_recipe
 
     desc = {**runner.describe(), "device": job.device, "kind": job.kind, "target": job.target}
     if host is not None:
         desc["host"] = host["label"]
         desc["host_facts"] = host
     outputs: dict[str, np.ndarray] = {}
-    quality, bench = _score_and_time(job, runner, data_dir, out / "loadgen", outputs)
+    evaluation, bench = _score_and_time(job, runner, data_dir, out / "loadgen", outputs)
     source = _source(desc)
-    evaluation = {
+    report = {
         "variant": job.variant,
         "device_name": job.device,
         "artifact": job.artifact,
         "max_side": job.eval_max_side,
-        "summary": _summary(quality),
-        "per_image": quality["per_image"],
+        "summary": evaluation.summary(),
+        "per_sample": evaluation.per_sample,
         "source": f"deployed artifact on val, {source}",
     }
     bench = {**bench, "device": desc, "source": source}
@@ -146,7 +148,7 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
         "variant": job.variant,
         "device_name": job.device,
         "target": job.target,
-        **_headline(quality, bench),
+        **_headline(evaluation, bench),
         "input_shape": bench["input_shape"],
         "batch": job.batch,
         "model_mb": job.artifact_bytes / 1e6,
@@ -160,28 +162,28 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
         n = job.self_ensemble
         ens_source = _source({**desc, "label": ensemble.describe()["label"]})
         # SingleStream only: latency is what an ensemble trades; an Offline run would add its duration again.
-        ens_quality, ens_bench = _score_and_time(job, ensemble, data_dir, out / f"loadgen-x{n}", offline=False)
-        evaluation["self_ensemble"] = {"passes": n, "summary": _summary(ens_quality),
-                                       "per_image": ens_quality["per_image"],
-                                       "source": f"deployed artifact on val, {ens_source}"}
+        ens_eval, ens_bench = _score_and_time(job, ensemble, data_dir, out / f"loadgen-x{n}", offline=False)
+        report["self_ensemble"] = {"passes": n, "summary": ens_eval.summary(), "per_sample": ens_eval.per_sample,
+                                   "source": f"deployed artifact on val, {ens_source}"}
         bench["self_ensemble"] = {**ens_bench, "passes": n, "source": ens_source}
-        metrics["self_ensemble"] = {"passes": n, **_headline(ens_quality, ens_bench), "source": ens_source}
-    write_json(out / "eval.json", evaluation)
+        metrics["self_ensemble"] = {"passes": n, **_headline(ens_eval, ens_bench), "source": ens_source}
+    write_json(out / "eval.json", report)
     write_json(out / "bench.json", bench)
-    for name in sorted(outputs)[:SAMPLE_IMAGES]:
-        write_image(out / "samples" / f"{name}.png", center_crop(outputs[name], SAMPLE_CROP))
+    get_recipe(job.recipe).write_samples(outputs, out / "samples", SAMPLES)
     return metrics
 
 
 def _score_and_time(job: DeployJob, runner: Any, data_dir: Path, loadgen_dir: Path,
-                    outputs: dict[str, np.ndarray] | None = None, offline: bool = True) -> tuple[dict, dict]:
-    """``runner``'s quality on the val split and its LoadGen results on ``1 x C x N x N`` inputs
+                    outputs: dict[str, np.ndarray] | None = None, offline: bool = True) -> tuple[Evaluation, dict]:
+    """``runner``'s evaluation on the val split and its LoadGen results on ``1 x C x N x N`` inputs
     (SingleStream, and Offline unless ``offline`` is false)."""
     from greenpipe.bench.loadgen import benchmark
     from greenpipe.recipes import get_recipe
+    from greenpipe.recipes.base import check_quality
 
-    quality = get_recipe(job.recipe).evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple,
-                                              outputs=outputs)
+    recipe = get_recipe(job.recipe)
+    evaluation = recipe.evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple, outputs=outputs)
+    check_quality(evaluation.quality, recipe, f"deploy {job.variant} on {job.device}")
     n = job.input_size
     bench = benchmark(
         runner,
@@ -192,20 +194,13 @@ def _score_and_time(job: DeployJob, runner: Any, data_dir: Path, loadgen_dir: Pa
         batch=job.batch,
         seed=0,  # fixed rather than base.seed: the inputs only carry timing; keeps base.seed out of the deps
     )
-    return quality, bench
+    return evaluation, bench
 
 
-def _summary(quality: dict) -> dict:
-    return {k: quality[k] for k in ("psnr", "ssim", "noisy_psnr", "images")}
-
-
-def _headline(quality: dict, bench: dict) -> dict:
+def _headline(evaluation: Evaluation, bench: dict) -> dict:
     """The figures a metrics file leads with: quality on val, LoadGen latency, throughput and validity."""
     return {
-        "psnr": quality["psnr"],
-        "ssim": quality["ssim"],
-        "noisy_psnr": quality["noisy_psnr"],
-        "images": quality["images"],
+        **evaluation.summary(),
         "p50_ms": bench["p50_ms"],
         "p90_ms": bench["p90_ms"],
         "p99_ms": bench["p99_ms"],

@@ -230,13 +230,13 @@ class SoakParams(Section):
 
 class ReportParams(Section):
     pareto_x: Literal["p90_ms", "p50_ms", "fps"] = "p90_ms"
-    pareto_y: Literal["psnr", "ssim"] = "psnr"
+    pareto_y: str = ""  # a metric of base.recipe; "" = its primary metric (checked by the report stage)
 
 
 class GateRule(Section):
     """How far one metric may move the wrong way against the last good nightly before the gate fires."""
 
-    better: Literal["higher", "lower"]
+    better: Literal["higher", "lower"] | None = None  # None: from the figure's record (the rule `quality`)
     max_worse: float = Field(ge=0)  # in the metric's unit, or in percent of last night's value when relative
     relative: bool = False
 
@@ -257,7 +257,7 @@ class NightlyParams(Section):
     dvc_push: bool = True  # `dvc push` after the run
     remote: str = ""  # DVC remote for pull/push; "" = the repository's default remote
     results_branch: str = "nightly-results"  # git branch holding each night's dvc.lock, metrics and report
-    gate: dict[str, GateRule] = {}  # metric (psnr, fps, mj_per_inference) -> rule
+    gate: dict[str, GateRule] = {}  # quality (the recipe's primary metric), fps, mj_per_inference -> rule
 
     @field_validator("cron")
     @classmethod

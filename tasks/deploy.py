@@ -5,13 +5,13 @@
 
 ``deploy.devices.<device>`` names the compile target whose artifact the
 device runs and the runtime that runs it (greenpipe/runtime/).  What is
-measured is the artifact itself: PSNR/SSIM of its outputs on the val split,
+measured is the artifact itself: the recipe's metrics of its outputs on the val split,
 then MLPerf LoadGen SingleStream (latency percentiles) and Offline
 (throughput) on ``1 x C x N x N`` inputs, N = ``deploy.input_size``.
 
-Outputs: ``eval.json`` (per-image rows), ``bench.json`` (LoadGen results and
+Outputs: ``eval.json`` (per-sample rows), ``bench.json`` (LoadGen results and
 settings), ``loadgen/<scenario>/`` (LoadGen's own logs) and ``samples/*.png``
-(a few denoised val crops for the report).  With ``deploy.self_ensemble`` =
+(a few val outputs, as the recipe writes them, for the report).  With ``deploy.self_ensemble`` =
 n > 1 the artifact is scored and benchmarked a second time as an n-pass
 self-ensemble (greenpipe/runtime/ensemble.py: the mean of its outputs over n
 flips / rotations of the input); those figures go under ``self_ensemble`` in

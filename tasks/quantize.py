@@ -38,7 +38,7 @@ from greenpipe.quant.export import (
     onnx_scales,
 )
 from greenpipe.recipes import get_recipe
-from greenpipe.recipes.base import model_from_checkpoint
+from greenpipe.recipes.base import check_quality, model_from_checkpoint
 from tasks._cli import run_stage
 
 
@@ -94,7 +94,8 @@ def quantize_stage(
     scales = onnx_scales(onnx.load(artifact))
 
     outputs: dict[str, np.ndarray] = {}
-    quality = recipe.evaluate(_torch_runner(result.model), data_dir, 0, multiple=multiple, outputs=outputs)
+    evaluation = recipe.evaluate(_torch_runner(result.model), data_dir, 0, multiple=multiple, outputs=outputs)
+    check_quality(evaluation.quality, recipe, f"quantize {variant}")
     write_reference(out / REFERENCE_FILE, outputs)
 
     calibration = {
@@ -126,7 +127,7 @@ def quantize_stage(
         **{k: v for k, v in result.report.items() if k != "calibration"},
         "reference": {
             "file": REFERENCE_FILE,
-            "what": "fake-quant PyTorch model's denoised val images (whole images), float16, by pair name",
+            "what": "fake-quant PyTorch model's post-processed val outputs (whole samples), float16, by sample name",
         },
         "quantize_s": quant_s,
         "wall_s": time.perf_counter() - t0,
@@ -134,10 +135,7 @@ def quantize_stage(
     write_json(out / REPORT_FILE, report)
     return {
         "variant": variant,
-        "psnr": quality["psnr"],
-        "ssim": quality["ssim"],
-        "noisy_psnr": quality["noisy_psnr"],
-        "images": quality["images"],
+        **evaluation.summary(),
         "bits": result.bits,
         "dpu_numerics": result.dpu_numerics,
         "deployable_to_dpu": result.deployable_to_dpu,

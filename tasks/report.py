@@ -17,8 +17,9 @@ import csv
 import io
 from pathlib import Path
 
-from greenpipe.io import atomic_write_bytes, read_json, write_json
+from greenpipe.io import atomic_write_bytes, write_json
 from greenpipe.params import Params
+from greenpipe.recipes import get_recipe
 from greenpipe.report.power import collect_soak, power_markdown, soak_timeseries_plot
 from greenpipe.report.quant import sensitivity, sensitivity_markdown, sensitivity_plot
 from greenpipe.report.summary import collect, markdown, pareto_plot
@@ -26,14 +27,14 @@ from tasks._cli import run_stage
 
 
 def report(params: Params, metrics: Path, out: Path, quant: Path | None = None, data: Path | None = None) -> dict:
-    rows = collect(metrics)
-    baseline = read_json(metrics / "baseline.json") if (metrics / "baseline.json").exists() else None
-    train = read_json(metrics / "train.json") if (metrics / "train.json").exists() else None
+    recipe = get_recipe(params.base.recipe)
+    rows = collect(metrics, recipe)
+    references = recipe.references(metrics)
     size = params.deploy.input_size
     soak = collect_soak(metrics)
     layers = sensitivity(rows, quant, data) if quant is not None and data is not None else None
     extra = "\n".join(part for part in (power_markdown(soak), sensitivity_markdown(layers) if layers else "") if part)
-    text = markdown(rows, baseline, train, input_desc=f"1x3x{size}x{size} inputs", extra=extra)
+    text = markdown(rows, recipe, references, input_desc=f"1x3x{size}x{size} inputs", extra=extra)
     out.mkdir(parents=True, exist_ok=True)
     if layers:
         sensitivity_plot(layers, out / "sensitivity.png")
@@ -45,7 +46,7 @@ def report(params: Params, metrics: Path, out: Path, quant: Path | None = None, 
         writer.writerows(r.to_dict() for r in rows)
     atomic_write_bytes(out / "table.csv", buf.getvalue().encode())
     write_json(out / "table.json", [r.to_dict() for r in rows])
-    pareto_plot(rows, out / "pareto.png", params.report.pareto_x, params.report.pareto_y, baseline)
+    pareto_plot(rows, out / "pareto.png", recipe, params.report.pareto_x, params.report.pareto_y, references)
     if soak:
         soak_timeseries_plot(soak, out / "soak_timeseries.png")
     return {"rows": len(rows), "soak_rows": len(soak), "sensitivity_variants": list(layers or {})}

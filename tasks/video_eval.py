@@ -109,11 +109,12 @@ def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> 
             not_run[variant] = str(exc)
             print(f"video_eval: {variant} not run here: {exc}", file=sys.stderr)
             continue
-        score = recipe.evaluate(_clip_runner(pipe), root, n_frames=m.n_frames, size=m.input_size,
-                                window=ev.smooth_window)
+        evaluation = recipe.evaluate(_clip_runner(pipe), root, n_frames=m.n_frames, size=m.input_size,
+                                     window=ev.smooth_window)
         timing = timed_run(pipe, val_clips, ev.fps_frames, ev.warmup_frames)
         results[variant] = {
-            "top1": score["top1"], "clips": score["clips"], "confusion": score["confusion"],
+            "top1": evaluation.quality.value, "clips": evaluation.quality.samples,
+            "confusion": evaluation.extra["confusion"], "quality": evaluation.quality.to_dict(),
             "kernels": len(pipe.kernels), **timing,
             "source": f"measured on {described['host']} with {described['label']}; host loop in Python "
                       f"(numpy shifts), input {m.input_size}x{m.input_size}, batch 1",

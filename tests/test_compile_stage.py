@@ -32,7 +32,7 @@ def test_compile_writes_checked_artifact_that_agrees(ws, variant, tmp_path):
     assert report["variant"] == variant and report["recipe"] == "denoise"
     agreement = metrics["agreement"]
     assert agreement["max_abs_diff"] <= ws.params.compile.targets["cpu"].agreement_tolerance
-    assert report["agreement"]["images"] == 2 and len(report["agreement"]["per_image"]) == 2
+    assert report["agreement"]["samples"] == 2 and len(report["agreement"]["per_sample"]) == 2
     if variant == "ptq8":
         assert agreement["max_abs_diff"] == 0.0  # exact rewrite of an exact fixed-point model
         assert metrics["ort_int8_convs"] == metrics["convs"] == report["ops"]["Conv"]
@@ -61,7 +61,7 @@ def test_disagreement_fails_naming_variant_image_diff_and_tolerance(ws, tmp_path
         r"max \|diff\| = 0\.0[45]\d* > tolerance 0\.0079 \(compile\.targets\.cpu\.agreement_tolerance\)", msg
     )
     # the report is still written, so the failure can be inspected
-    assert read_json(tmp_path / "out" / "compile_report.json")["agreement"]["worst_image"] == victim
+    assert read_json(tmp_path / "out" / "compile_report.json")["agreement"]["worst_sample"] == victim
 
 
 def test_unknown_target_and_missing_quant_dir_are_user_errors(ws, tmp_path):

@@ -25,7 +25,7 @@ def test_deploy_local_evaluates_the_artifact_and_benchmarks_it(compiled, tmp_pat
     # the deployed artifact is what the compile stage checked: same val scores
     assert metrics["psnr"] == pytest.approx(compile_report["val_quality"]["psnr"])
     assert metrics["ssim"] == pytest.approx(compile_report["val_quality"]["ssim"])
-    assert metrics["images"] == 2 and np.isfinite(metrics["noisy_psnr"])
+    assert metrics["samples"] == 2 and np.isfinite(metrics["noisy_psnr"])
     assert 0 < metrics["p50_ms"] <= metrics["p90_ms"] <= metrics["p99_ms"]
     assert metrics["fps"] > 0 and isinstance(metrics["loadgen_valid"], bool)
     assert set(metrics["loadgen_validity"].values()) <= {"VALID", "INVALID"}
@@ -34,7 +34,7 @@ def test_deploy_local_evaluates_the_artifact_and_benchmarks_it(compiled, tmp_pat
     assert metrics["source"].startswith("measured on local CPU (") and "ONNX Runtime" in metrics["source"]
     assert metrics["device_name"] == "local" and metrics["variant"] == "ptq8" and metrics["target"] == "cpu"
 
-    rows = read_json(tmp_path / "eval.json")["per_image"]
+    rows = read_json(tmp_path / "eval.json")["per_sample"]
     assert sorted(r["name"] for r in rows) == ["img3", "img4"]
     for scenario in ("SingleStream", "Offline"):
         summary = (tmp_path / "loadgen" / scenario / "mlperf_log_summary.txt").read_text()
@@ -51,7 +51,7 @@ def test_deploy_also_measures_the_self_ensemble_of_the_same_artifact(compiled, t
     metrics = deploy_stage(params, "ptq8", "local", ws.root / "compiled", ws.data, tmp_path)
 
     ens = metrics["self_ensemble"]
-    assert ens["passes"] == 4 and ens["images"] == 2 and np.isfinite(ens["psnr"]) and 0 < ens["ssim"] <= 1
+    assert ens["passes"] == 4 and ens["samples"] == 2 and np.isfinite(ens["psnr"]) and 0 < ens["ssim"] <= 1
     assert ens["psnr"] != metrics["psnr"]  # four different passes averaged, not the single pass again
     assert 0 < ens["p50_ms"] <= ens["p90_ms"] <= ens["p99_ms"]
     assert ens["fps"] is None and list(ens["loadgen_validity"]) == ["SingleStream"]  # no Offline run
@@ -59,7 +59,7 @@ def test_deploy_also_measures_the_self_ensemble_of_the_same_artifact(compiled, t
     assert "self-ensemble" not in metrics["source"]
     evaluation = read_json(tmp_path / "eval.json")
     assert evaluation["self_ensemble"]["summary"]["psnr"] == ens["psnr"]
-    assert sorted(r["name"] for r in evaluation["self_ensemble"]["per_image"]) == ["img3", "img4"]
+    assert sorted(r["name"] for r in evaluation["self_ensemble"]["per_sample"]) == ["img3", "img4"]
     assert read_json(tmp_path / "bench.json")["self_ensemble"]["p90_ms"] == ens["p90_ms"]
     assert (tmp_path / "loadgen-x4" / "SingleStream" / "mlperf_log_summary.txt").exists()
     assert not (tmp_path / "loadgen-x4" / "Offline").exists()

@@ -44,7 +44,7 @@ def test_ptq8_writes_qcdq_report_and_reference(ws, ptq8):
     assert all(a.shape == (48, 48, 3) and 0 <= a.min() and a.max() <= 1 for a in reference.values())
 
     assert metrics["source"] == "fake-quant PyTorch model on val (not the deployed artifact)"
-    assert metrics["images"] == len(val) and np.isfinite(metrics["psnr"]) and 0 < metrics["ssim"] <= 1
+    assert metrics["samples"] == len(val) and np.isfinite(metrics["psnr"]) and 0 < metrics["ssim"] <= 1
     assert metrics["calibration_batches"] == 4 and metrics["wall_s"] > 0
 
 

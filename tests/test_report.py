@@ -4,15 +4,23 @@ import yaml
 
 from greenpipe.io import write_json
 from greenpipe.params import parse_params
+from greenpipe.recipes import get_recipe
 from greenpipe.report.summary import Row, collect, markdown, pareto_front
 from tasks.report import report
 
+DENOISE = get_recipe("denoise")
+
+
+def _quality(psnr, ssim):
+    return {"psnr": psnr, "ssim": ssim, "quality": {"primary": "psnr", "value": psnr, "higher_is_better": True,
+                                                    "unit": "dB", "values": {"psnr": psnr, "ssim": ssim}}}
+
 
 def _deploy(psnr, p90, fps, src="measured on local CPU", x8=None):
-    d = {"psnr": psnr, "ssim": 0.9, "p50_ms": p90 * 0.9, "p90_ms": p90, "fps": fps, "model_mb": 1.0,
+    d = {**_quality(psnr, 0.9), "p50_ms": p90 * 0.9, "p90_ms": p90, "fps": fps, "model_mb": 1.0,
          "loadgen_valid": True, "source": src}
     if x8 is not None:  # (psnr, p90, fps) of the artifact's 8-pass self-ensemble
-        d["self_ensemble"] = {"passes": 8, "psnr": x8[0], "ssim": 0.92, "p50_ms": x8[1] * 0.9, "p90_ms": x8[1],
+        d["self_ensemble"] = {"passes": 8, **_quality(x8[0], 0.92), "p50_ms": x8[1] * 0.9, "p90_ms": x8[1],
                               "fps": x8[2], "loadgen_valid": True, "source": f"{src}, x8 self-ensemble"}
     return d
 
@@ -31,9 +39,9 @@ def _metrics(root):
 
 
 def test_collect_computes_drop_vs_fp32(tmp_path):
-    rows = {r.variant: r for r in collect(_metrics(tmp_path))}
-    assert rows["fp32"].drop_db == 0.0
-    assert abs(rows["ptq8"].drop_db - 0.2) < 1e-9
+    rows = {r.variant: r for r in collect(_metrics(tmp_path), DENOISE)}
+    assert rows["fp32"].drop == 0.0
+    assert abs(rows["ptq8"].drop - 0.2) < 1e-9
     assert rows["ptq8"].agreement_max_diff == 0.0078 and rows["ptq8"].dpu_numerics is True
 
 
@@ -41,23 +49,26 @@ def test_self_ensemble_runs_are_rows_of_their_own_compared_with_fp32s_ensemble(t
     metrics = _metrics(tmp_path)
     write_json(metrics / "deploy" / "fp32-local.json", _deploy(32.0, 40.0, 25.0, x8=(32.3, 320.0, 3.1)))
     write_json(metrics / "deploy" / "ptq8-local.json", _deploy(31.8, 12.0, 80.0, x8=(32.2, 96.0, None)))
-    rows = {r.label: r for r in collect(metrics)}
+    rows = {r.label: r for r in collect(metrics, DENOISE)}
     assert sorted(rows) == ["fp32", "fp32 x8", "inc", "ptq8", "ptq8 x8"]
     ens = rows["ptq8 x8"]
-    assert ens.passes == 8 and ens.psnr == 32.2 and ens.p90_ms == 96.0 and ens.fps is None
-    assert abs(ens.drop_db - 0.1) < 1e-9 and abs(rows["ptq8"].drop_db - 0.2) < 1e-9
+    assert ens.passes == 8 and ens.quality == 32.2 and ens.p90_ms == 96.0 and ens.fps is None
+    assert abs(ens.drop - 0.1) < 1e-9 and abs(rows["ptq8"].drop - 0.2) < 1e-9
     assert ens.source.endswith("x8 self-ensemble") and ens.dpu_numerics is True and ens.model_mb == 1.0
-    text = markdown(list(rows.values()), {"nlm": {"psnr": 29.0, "ssim": 0.8}}, {"val_psnr": 32.1})
-    assert "| ptq8 x8 | local | 32.20 |" in text and "| 96.00 | — |" in text  # no Offline run: no fps
-    assert "| UNet fp32 artifact on local, x8 self-ensemble" in text and "p90 320.00 ms) | 32.30 |" in text
-    table = text.split("Same val images")[0]
+    text = markdown(list(rows.values()), DENOISE, DENOISE.references(metrics))
+    assert "| ptq8 x8 | local | 32.20 | 0.9200 | +0.10 |" in text and "| 96.00 | — |" in text  # no Offline: no fps
+    assert "| non-local means, tuned on train | 29.00 | 0.8000 |" in text
+    assert "| UNet float (PyTorch, after training) | 32.10 | 0.9100 |" in text
+    table = text.split("Same val data")[0]
     assert table.index("| ptq8 |") < table.index("| fp32 x8 |")  # single passes first, then the ensembles
 
 
 def test_pareto_front_drops_dominated():
-    mk = lambda v, x, y: Row(v, "d", y, 0.9, 0, None, x, None, None, None, None, None, "s")  # noqa: E731
+    mk = lambda v, x, y: Row(v, "d", {"m": y}, "m", 0, None, x, None, None, None, None, None, "s")  # noqa: E731
     rows = [mk("a", 10, 30), mk("b", 20, 29), mk("c", 30, 33)]
-    assert [r.variant for r in pareto_front(rows, "p90_ms", "psnr")] == ["a", "c"]
+    assert [r.variant for r in pareto_front(rows, "p90_ms", "m")] == ["a", "c"]
+    # A lower-is-better metric turns the front over.
+    assert [r.variant for r in pareto_front(rows, "p90_ms", "m", higher_y=False)] == ["a", "b"]
 
 
 def test_report_stage_writes_table_plot_and_markdown(tmp_path):
@@ -73,6 +84,17 @@ def test_report_stage_writes_table_plot_and_markdown(tmp_path):
     assert (tmp_path / "out" / "table.csv").read_text().startswith("variant,device,psnr")
 
 
-def test_markdown_without_baseline():
-    text = markdown([], None, None)
-    assert text.startswith("# greenpipe summary")
+def test_markdown_without_references():
+    text = markdown([], DENOISE)
+    assert text.startswith("# greenpipe summary") and "other methods" not in text
+
+
+def test_a_pareto_y_that_is_not_a_metric_of_the_recipe_names_the_key(tmp_path):
+    import pytest
+
+    from greenpipe.errors import ParamsError
+    from greenpipe.report.summary import pareto_plot
+
+    rows = collect(_metrics(tmp_path), DENOISE)
+    with pytest.raises(ParamsError, match=r"report.pareto_y = 'top1'.*psnr, ssim"):
+        pareto_plot(rows, tmp_path / "p.png", DENOISE, "p90_ms", "top1")

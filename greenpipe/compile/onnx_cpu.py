@@ -78,7 +78,7 @@ def compile_onnx(job: CompileJob) -> dict:
 
     recipe = get_recipe(quant.report["recipe"])
     outputs: dict = {}
-    quality = recipe.evaluate(runner.run, job.data_dir, 0, multiple=quant.report["multiple"], outputs=outputs)
+    evaluation = recipe.evaluate(runner.run, job.data_dir, 0, multiple=quant.report["multiple"], outputs=outputs)
     agreed = agreement.compare(outputs, quant.reference())
 
     ops = _op_counts(model)
@@ -107,7 +107,7 @@ def compile_onnx(job: CompileJob) -> dict:
             "tolerance": job.params.agreement_tolerance,
             "reference": "fake-quant PyTorch model on val (reference_val.npz of the quantize stage)",
         },
-        "val_quality": {k: quality[k] for k in ("psnr", "ssim", "noisy_psnr", "images")},
+        "val_quality": evaluation.summary(),
     }
     write_json(job.out_dir / REPORT_FILE, report)
     agreement.check(agreed, job.params.agreement_tolerance, job.variant, job.target)
@@ -120,11 +120,10 @@ def compile_onnx(job: CompileJob) -> dict:
         "agreement": {
             "max_abs_diff": agreed["max_abs_diff"],
             "mean_abs_diff": agreed["mean_abs_diff"],
-            "min_psnr_db": agreed["min_psnr_db"],
-            "worst_image": agreed["worst_image"],
+            "min_sqnr_db": agreed["min_sqnr_db"],
+            "worst_sample": agreed["worst_sample"],
             "tolerance": job.params.agreement_tolerance,
         },
-        "psnr": quality["psnr"],
-        "ssim": quality["ssim"],
+        **evaluation.summary(),
         "source": f"compiled artifact on val, {report['runner']['host']}, {report['runner']['label']}",
     }

@@ -4,8 +4,10 @@
 
 ``current`` and ``baseline`` map ``"variant-device"`` to ``{metric: value}`` (see
 :func:`greenpipe.nightly.results.collect_rows`). A rule says which way is better and how far the
-metric may move the other way: in its own unit (PSNR: dB) or, when relative, in percent of the
-baseline (fps, mJ/inference).
+metric may move the other way: in its own unit or, when relative, in percent of the baseline (fps,
+mJ/inference). The rule ``quality`` is the recipe's primary metric: its direction and unit come from
+the row's quality record (``quality_higher``, ``quality_unit``), and a night whose primary metric is
+another one than the baseline's is not compared.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from dataclasses import asdict, dataclass
 
 from greenpipe.params import GateRule
 
+# The rule name that stands for the recipe's primary metric (its quality record).
+QUALITY = "quality"
 # Units shown in reports; absolute rules use the metric's own unit.
-UNITS = {"psnr": "dB", "ssim": "", "fps": "fps", "mj_per_inference": "mJ", "p90_ms": "ms"}
+UNITS = {"fps": "fps", "mj_per_inference": "mJ", "p90_ms": "ms"}
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,16 @@ class Regression:
         ).replace("  ", " ")
 
 
-def worse_by(before: float, after: float, rule: GateRule) -> float | None:
-    """How much worse ``after`` is than ``before`` under ``rule`` (negative = better); None if undefined."""
+def worse_by(before: float, after: float, rule: GateRule, higher: bool | None = None) -> float | None:
+    """How much worse ``after`` is than ``before`` under ``rule`` (negative = better); None if undefined.
+
+    ``higher`` (whether higher is better) overrides the rule's ``better``; one of them must say.
+    """
     if not (math.isfinite(before) and math.isfinite(after)):
         return None
-    delta = before - after if rule.better == "higher" else after - before
+    if higher is None:
+        higher = rule.better == "higher"
+    delta = before - after if higher else after - before
     if not rule.relative:
         return delta
     if before == 0:
@@ -69,11 +78,19 @@ def compare(
             before, after = before_row.get(metric), current[row].get(metric)
             if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
                 continue
-            w = worse_by(float(before), float(after), rule)
+            higher, unit, name = None, UNITS.get(metric, ""), metric
+            if metric == QUALITY:  # the recipe's primary metric: its record says which way is better
+                if before_row.get("quality_metric") != current[row].get("quality_metric"):
+                    continue
+                higher = current[row].get("quality_higher")
+                unit, name = current[row].get("quality_unit", ""), str(current[row].get("quality_metric"))
+                if higher is None and rule.better is None:
+                    continue
+            w = worse_by(float(before), float(after), rule, higher)
             # A hair of tolerance: a value exactly at the limit passes, whatever the float rounding.
             if w is not None and w > rule.max_worse + 1e-9:
-                unit = "%" if rule.relative else UNITS.get(metric, "")
-                found.append(Regression(row, metric, float(before), float(after), w, rule.max_worse, unit))
+                unit = "%" if rule.relative else unit
+                found.append(Regression(row, name, float(before), float(after), w, rule.max_worse, unit))
     return sorted(found, key=lambda r: -(r.worse_by / r.limit if r.limit else math.inf))
 
 

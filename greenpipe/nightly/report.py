@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from greenpipe.nightly.gate import Regression
 from greenpipe.nightly.stages import FAILED, RAN, RESTORED, SKIPPED, UP_TO_DATE, StageOutcome
+from greenpipe.report.text import num
 
-TABLE_COLUMNS = ("row", "psnr", "ssim", "fps", "p90_ms", "mj_per_inference", "avg_w", "power_measured")
+TABLE_COLUMNS = ("row", "quality", "quality_metric", "quality_unit", "fps", "p90_ms", "mj_per_inference", "avg_w",
+                 "power_measured")
 
 
 def table(rows: Mapping[str, Mapping[str, object]]) -> list[dict]:
@@ -21,12 +22,17 @@ def table(rows: Mapping[str, Mapping[str, object]]) -> list[dict]:
     return out
 
 
-def _f(v, spec: str = ".2f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, bool):
-        return "measured" if v else "ESTIMATE"
-    return format(v, spec)
+def _power(measured: object) -> str:
+    return {True: "measured", False: "ESTIMATE"}.get(measured, "—")  # type: ignore[arg-type]
+
+
+def _quality_heading(tables: Sequence[dict]) -> str:
+    """The quality column's heading: the primary metric's name and unit when every row agrees on it."""
+    kinds = {(t["quality_metric"], t["quality_unit"]) for t in tables if t["quality_metric"]}
+    if len(kinds) == 1:
+        name, unit = kinds.pop()
+        return f"{name} {unit}".strip()
+    return "quality"
 
 
 def headline(
@@ -92,18 +98,18 @@ def markdown(
         lines.append("")
     if missing:
         lines += ["Rows the baseline had and this night lacks: " + ", ".join(missing), ""]
+    tables = table(rows)
     lines += [
         "## Variant x device",
         "",
-        "| variant | device | PSNR dB | SSIM | fps | p90 ms | mJ/inference | W | power |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| variant | device | {_quality_heading(tables)} | fps | p90 ms | mJ/inference | W | power |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    for t in table(rows):
+    for t in tables:
         lines.append(
-            f"| {t['variant']} | {t['device']} | {_f(t['psnr'])} | {_f(t['ssim'], '.4f')} "
-            f"| {_f(t['fps'], '.1f')} "
-            f"| {_f(t['p90_ms'])} | {_f(t['mj_per_inference'], '.1f')} | {_f(t['avg_w'], '.1f')} "
-            f"| {_f(t['power_measured'])} |"
+            f"| {t['variant']} | {t['device']} | {num(t['quality'], '.4g')} | {num(t['fps'], '.1f')} "
+            f"| {num(t['p90_ms'])} | {num(t['mj_per_inference'], '.1f')} | {num(t['avg_w'], '.1f')} "
+            f"| {_power(t['power_measured'])} |"
         )
     lines.append("")
     counts = {

@@ -1,6 +1,6 @@
 """Each night's figures, kept retrievable on a git branch of their own.
 
-    rows = collect_rows(Path("metrics"))                  # {"ptq8-local": {"psnr": ..., "fps": ..., ...}}
+    rows = collect_rows(Path("metrics"))                  # {"ptq8-local": {"quality": ..., "fps": ..., ...}}
     sha = commit_results(root, "nightly-results", files, record, "nightly 2026-11-21: ok")
     base = last_good(root, "nightly-results")             # the last night whose record says "ok"
 
@@ -27,7 +27,7 @@ from greenpipe.io import read_json
 
 RECORD = "nightly.json"
 # Figures the gate and the summary table use, by source file: metrics/deploy/V-D.json, metrics/soak/V-D.json.
-DEPLOY_KEYS = ("psnr", "ssim", "fps", "p90_ms")
+DEPLOY_KEYS = ("fps", "p90_ms")
 SOAK_KEYS = {"mj_per_inference": "mj_per_inference", "avg_w": "avg_w", "fps": "soak_fps"}
 
 
@@ -42,16 +42,22 @@ def _row_name(path: Path, d: dict) -> str:
 
 
 def collect_rows(metrics: Path) -> dict[str, dict]:
-    """``{"variant-device": {psnr, ssim, fps, p90_ms, mj_per_inference, avg_w, soak_fps, power_measured}}``.
+    """``{"variant-device": {quality, quality_metric, quality_unit, quality_higher, fps, p90_ms,
+    mj_per_inference, avg_w, soak_fps, power_measured}}``.
 
-    PSNR (dB), SSIM, fps and p90 latency (ms) come from the deploy stage; energy per inference (mJ),
-    mean power (W) and the soak's own fps from the soak stage. Keys whose figure is absent are left out.
+    ``quality`` is the deploy stage's primary metric (its ``quality`` record: which metric, its unit,
+    whether higher is better), with fps and p90 latency (ms); energy per inference (mJ), mean power (W)
+    and the soak's own fps come from the soak stage. Keys whose figure is absent are left out.
     """
     rows: dict[str, dict] = {}
     for path in sorted((metrics / "deploy").glob("*.json")):
         d = read_json(path)
         row = rows.setdefault(_row_name(path, d), {})
         row.update({k: v for k in DEPLOY_KEYS if (v := _num(d.get(k))) is not None})
+        quality = d.get("quality")
+        if isinstance(quality, dict) and _num(quality.get("value")) is not None:
+            row.update(quality=float(quality["value"]), quality_metric=str(quality["primary"]),
+                       quality_unit=str(quality.get("unit", "")), quality_higher=bool(quality["higher_is_better"]))
     for path in sorted((metrics / "soak").glob("*.json")):
         d = read_json(path)
         row = rows.setdefault(_row_name(path, d), {})

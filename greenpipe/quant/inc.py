@@ -1,4 +1,4 @@
-"""Variant ``inc``: Intel Neural Compressor 3.x static int8 PTQ for x86, tuned against val PSNR.
+"""Variant ``inc``: Intel Neural Compressor 3.x static int8 PTQ for x86, tuned against the recipe's val metric.
 
 This is the open Intel x86 path, **not DPU numerics**: INC's PT2E flow
 (``torch.export`` -> torchao's ``X86InductorQuantizer``) gives uint8
@@ -8,14 +8,15 @@ float output.  Nothing here is a power of two, and no DPU runs it.
 
 Accuracy-aware tuning is INC's ``autotune``: the float model is exported once,
 then each candidate config of the tuning space is calibrated on the dumped
-calibration crops and scored with the recipe's metric (PSNR on the val split,
-what the quantize stage reports for every variant).  Tuning stops at the first
+calibration crops and scored with the recipe's primary metric on the val split
+(its ``Quality`` record, what the quantize stage reports for every variant; it
+must be higher-is-better, as INC's relative loss assumes).  Tuning stops at the first
 trial whose loss is within ``tolerable_loss``, *relative* as INC defines it::
 
-    (fp32_psnr - trial_psnr) / fp32_psnr <= tolerable_loss   # 0.012 of 30.8 dB = 0.37 dB
+    (fp32_score - trial_score) / fp32_score <= tolerable_loss   # 0.012 of a 30.8 dB score = 0.37 dB
 
 or after ``max_trials``; when no trial got there the stage fails, listing every
-trial.  Every trial (its config, PSNR, relative loss, pass/fail, wall time) is
+trial.  Every trial (its config, score, relative loss, pass/fail, wall time) is
 recorded in quant_report.json (``tuning``) and in the stage's metrics
 (``trials``).  The space is tried in this order: for each ``fp32_layers``
 entry (layers kept in float; ``[]`` = none), each ``act_algo``, each
@@ -31,7 +32,7 @@ params.yaml::
     quantize:
       variants:
         inc:
-          tolerable_loss: 0.012              # relative val-PSNR loss accepted (INC's definition, above)
+          tolerable_loss: 0.012              # relative loss of the val metric accepted (INC's definition, above)
           max_trials: {quick: 2, full: 6}
           calib_samples: {quick: 16, full: 0}  # calibration crops per trial (0 = every dumped crop)
           eval_max_side: 0                   # centre-crop val images for trial scores (0 = whole images)
@@ -70,7 +71,7 @@ _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 
 
 class IncConfig(VariantConfig):
-    tolerable_loss: float = Field(0.012, ge=0, lt=1)  # relative val-PSNR loss: (fp32 - trial) / fp32
+    tolerable_loss: float = Field(0.012, ge=0, lt=1)  # relative loss of the val metric: (fp32 - trial) / fp32
     max_trials: int = Field(4, ge=1)
     calib_samples: int = Field(16, ge=0)  # crops per trial; 0 = every dumped crop
     eval_max_side: int = Field(0, ge=0)  # px; centre-crop val images for trial scores (0 = whole)
@@ -167,6 +168,12 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
     from greenpipe.recipes import get_recipe
 
     recipe = get_recipe(ctx.recipe)
+    metric = recipe.metrics[0]
+    if not metric.higher_is_better:
+        raise GreenpipeError(
+            f"inc: recipe {recipe.name!r} scores {metric.name}, where lower is better; INC's accuracy-aware "
+            "tuning compares a relative loss of a higher-is-better score. Use another int8 variant for it"
+        )
     batches = list(itertools.islice(calib, config.calib_samples or None))
     if not batches:
         raise GreenpipeError("inc: no calibration batches; rerun `dvc repro calib_dump`")
@@ -186,25 +193,25 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
 
     def eval_fn(candidate: nn.Module) -> float:
         t_eval = time.perf_counter()
-        psnr = float(recipe.evaluate(_runner(candidate), ctx.data, config.eval_max_side, multiple=ctx.multiple)["psnr"])
+        score = recipe.evaluate(_runner(candidate), ctx.data, config.eval_max_side, multiple=ctx.multiple).quality.value
         now = time.perf_counter()
         mapping = getattr(candidate, "qconfig", None)
         if not mapping:  # INC scores the float model first: the baseline
-            baseline.update(psnr=psnr, eval_s=now - t_eval)
+            baseline.update(score=score, eval_s=now - t_eval)
         else:
-            loss = (baseline["psnr"] - psnr) / baseline["psnr"]
+            loss = (baseline["score"] - score) / baseline["score"]
             trials.append({
                 "trial": len(trials) + 1,
                 **_describe(next(iter(mapping.values()))),
-                "psnr": psnr,
+                "score": score,
                 "relative_loss": loss,
-                "passed": psnr >= baseline["psnr"] * (1 - config.tolerable_loss),  # INC's own test
+                "passed": score >= baseline["score"] * (1 - config.tolerable_loss),  # INC's own test
                 "quantize_s": t_eval - clock[0],
                 "eval_s": now - t_eval,
                 "wall_s": now - clock[0],
             })
         clock[0] = time.perf_counter()
-        return psnr
+        return score
 
     t0 = time.perf_counter()
     with _quiet_inc():
@@ -217,12 +224,12 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
         clock[0] = time.perf_counter()
         qmodel = quantization.autotune(exported, tune, eval_fn=eval_fn, run_fn=run_fn, example_inputs=(example,))
     tuning = {
-        "metric": f"{ctx.recipe} val PSNR (dB) of the fake-quant model"
+        "metric": f"{ctx.recipe} val {metric.heading()} of the fake-quant model"
         + (f", centre crops of {config.eval_max_side} px" if config.eval_max_side else ", whole images"),
-        "fp32_psnr": baseline.get("psnr"),
+        "fp32_score": baseline.get("score"),
         "tolerable_loss": config.tolerable_loss,
         "loss": "relative, INC's definition: (fp32 - trial) / fp32; a trial passes when loss <= tolerable_loss",
-        "target_psnr": baseline["psnr"] * (1 - config.tolerable_loss),
+        "target_score": baseline["score"] * (1 - config.tolerable_loss),
         "max_trials": min(config.max_trials, len(space)),
         "space": space,
         "trials": trials,
@@ -231,11 +238,12 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
     passed = [t for t in trials if t["passed"]]
     if not passed:
         lines = "\n".join(
-            f"  trial {t['trial']}: {_label(t)}: {t['psnr']:.3f} dB, loss {t['relative_loss']:.4f}" for t in trials
+            f"  trial {t['trial']}: {_label(t)}: {metric.name} {t['score']:.4g} {metric.unit}, "
+            f"loss {t['relative_loss']:.4f}" for t in trials
         )
         raise GreenpipeError(
             f"inc: no tuning trial within tolerable_loss {config.tolerable_loss} of fp32 "
-            f"({baseline['psnr']:.3f} dB, target {tuning['target_psnr']:.3f} dB):\n{lines}\n"
+            f"({metric.name} {baseline['score']:.4g} {metric.unit}, target {tuning['target_score']:.4g}):\n{lines}\n"
             "raise quantize.variants.inc.max_trials, widen its tuning space (act_algo, w_granularity, "
             "fp32_layers) or loosen tolerable_loss"
         )
@@ -269,10 +277,10 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
         metrics={
             "numerics": LABEL,
             "tolerable_loss": config.tolerable_loss,
-            "fp32_psnr": baseline["psnr"],
+            "fp32_score": baseline["score"],
             "chosen_trial": chosen["trial"],
             "trials": [
-                {k: t[k] for k in ("trial", "act_algo", "w_granularity", "fp32_layers", "psnr", "relative_loss",
+                {k: t[k] for k in ("trial", "act_algo", "w_granularity", "fp32_layers", "score", "relative_loss",
                                    "passed", "wall_s")}
                 for t in trials
             ],

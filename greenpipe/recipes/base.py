@@ -35,6 +35,7 @@ class Metric:
     lo: float = -math.inf  # plausible range: a value outside it is a broken evaluation, not a bad model
     hi: float = math.inf
     fmt: str = ".3f"
+    column: bool = True  # a column of the report's table (False: a property of the data, not of a model)
 
     def heading(self) -> str:
         return f"{self.label} {self.unit}".strip()
@@ -103,6 +104,16 @@ class Evaluation:
         return {**self.quality.values, "samples": self.quality.samples, "quality": self.quality.to_dict()}
 
 
+@dataclass(frozen=True)
+class Reference:
+    """Another method scored on the same val data (a classical baseline, the float model): a report row."""
+
+    label: str
+    values: Mapping[str, float]  # by metric name
+    source: str  # where the figures come from (a metrics file, how measured)
+    color: str = "tab:red"  # its line in the Pareto plot
+
+
 class Recipe(Protocol):
     """One system greenpipe carries. ``metrics[0]`` is the primary metric (what the gate compares)."""
 
@@ -140,6 +151,9 @@ class Recipe(Protocol):
     def write_samples(self, outputs: Mapping[str, np.ndarray], out_dir: Path, count: int) -> list[Path]:
         """Write up to ``count`` of ``outputs`` as files a person looks at (the report links them)."""
 
+    def references(self, metrics: Path) -> list[Reference]:
+        """Other methods on the same val data, from the recipe's own stages' metrics under ``metrics``."""
+
 
 RECIPES: Registry[Recipe] = Registry("recipe")
 
@@ -148,9 +162,17 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES.get(name)
 
 
-def metric_of(recipe: Recipe, name: str) -> Metric:
-    """The recipe's :class:`Metric` called ``name`` (a plain one when the recipe does not declare it)."""
-    return next((m for m in recipe.metrics if m.name == name), Metric(name, name))
+def metric_of(recipe: Recipe, name: str, key: str = "") -> Metric:
+    """The recipe's :class:`Metric` called ``name``; with ``key`` (a params key), an unknown name is an error."""
+    found = next((m for m in recipe.metrics if m.name == name), None)
+    if found is not None:
+        return found
+    if key:
+        from greenpipe.errors import ParamsError
+
+        raise ParamsError(f"{key} = {name!r}: not a metric of recipe {recipe.name!r}; "
+                          f"choose one of {', '.join(m.name for m in recipe.metrics)} (or \"\" for the primary one)")
+    return Metric(name, name)
 
 
 def check_quality(quality: Quality, recipe: Recipe, where: str) -> None:

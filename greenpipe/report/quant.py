@@ -98,14 +98,14 @@ def _artifact(quant_root: Path, variant: str) -> Path | None:
 
 
 def sensitivity(rows: Sequence[Any], quant_root: Path, data: Path) -> dict[str, list[dict]] | None:
-    """Per-layer SQNR of the best and the worst quantized variant (by deployed PSNR), or None."""
+    """Per-layer SQNR of the best and the worst quantized variant (by the deployed primary metric), or None."""
     float_onnx = _artifact(quant_root, "fp32")
-    scored = [r for r in rows if r.variant != "fp32" and getattr(r, "passes", 1) == 1 and not math.isnan(r.psnr)
+    scored = [r for r in rows if r.variant != "fp32" and getattr(r, "passes", 1) == 1 and r.drop is not None
               and (p := _artifact(quant_root, r.variant)) is not None
               and p.name.endswith((".qcdq.onnx", ".qdq.onnx"))]
     if float_onnx is None or not scored:
         return None
-    ranked = sorted({r.variant: r.psnr for r in scored}.items(), key=lambda kv: kv[1])
+    ranked = sorted({r.variant: -r.drop for r in scored}.items(), key=lambda kv: kv[1])  # worst first
     picks = [ranked[-1][0]] + ([ranked[0][0]] if len(ranked) > 1 else [])
     crops = val_crops(data)
     return {v: layer_sqnr(float_onnx, _artifact(quant_root, v), crops) for v in picks}

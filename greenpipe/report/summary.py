@@ -11,16 +11,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from greenpipe.io import read_json
+from greenpipe.recipes.base import Quality, Recipe, Reference, metric_of
 from greenpipe.report.quant import bits_label
+from greenpipe.report.text import num
 
 
 @dataclass(frozen=True)
 class Row:
+    """One deployed artifact on one device: the recipe's quality figures, speed, size, numerics, provenance."""
+
     variant: str
     device: str
-    psnr: float
-    ssim: float
-    drop_db: float | None  # PSNR drop vs the fp32 variant on the same device
+    values: dict[str, float]  # the recipe's metrics by name (Quality.values)
+    primary: str  # which of them the gate and the drop column use
+    drop: float | None  # how much worse than fp32 on the same device, in the primary metric's unit
     p50_ms: float | None
     p90_ms: float | None
     fps: float | None
@@ -39,8 +43,23 @@ class Row:
         """The variant as the table and the plot name it: ``ptq8``, or ``ptq8 x8`` for its self-ensemble."""
         return self.variant if self.passes == 1 else f"{self.variant} x{self.passes}"
 
+    @property
+    def quality(self) -> float:
+        """The primary metric's value (NaN when the row has none)."""
+        return float(self.values.get(self.primary, math.nan))
+
+    def get(self, name: str) -> float | None:
+        """A figure by name: a metric of the recipe, or a field (``p90_ms``, ``fps``, ...)."""
+        if name in self.values:
+            return self.values[name]
+        v = getattr(self, name, None)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Flat: the recipe's metrics become columns of their own (table.csv, a DVC plot source)."""
+        d = asdict(self)
+        values = d.pop("values")
+        return {"variant": d.pop("variant"), "device": d.pop("device"), **values, **d}
 
 
 def _num(d: dict, key: str) -> float | None:
@@ -48,7 +67,15 @@ def _num(d: dict, key: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def collect(metrics: Path) -> list[Row]:
+def _quality(run: dict, recipe: Recipe) -> tuple[dict[str, float], str]:
+    """The run's metric values and primary metric: its ``quality`` record, else the recipe's metrics by name."""
+    if isinstance(run.get("quality"), dict):
+        q = Quality.from_dict(run["quality"])
+        return dict(q.values), q.primary
+    return {m.name: float(run[m.name]) for m in recipe.metrics if _num(run, m.name) is not None}, recipe.metrics[0].name
+
+
+def collect(metrics: Path, recipe: Recipe) -> list[Row]:
     """One row per ``metrics/deploy/<variant>-<device>.json`` (and one per self-ensemble run), fp32 drop filled in.
 
     The drop compares like with like: a self-ensemble against fp32's self-ensemble on the same device.
@@ -68,17 +95,22 @@ def collect(metrics: Path) -> list[Row]:
         ensemble = d.get("self_ensemble")
         if isinstance(ensemble, dict):
             runs.append((variant, device, int(ensemble.get("passes", 1)), ensemble, d, agreement, quant))
-    fp32 = {(dev, n): r["psnr"] for v, dev, n, r, *_ in runs if v == "fp32" and "psnr" in r}
+    scored = [(run, *_quality(run[3], recipe)) for run in runs]
+    fp32 = {(dev, n): (values[primary], primary) for (v, dev, n, *_), values, primary in scored
+            if v == "fp32" and primary in values}
     rows = []
-    for variant, device, passes, r, d, agreement, quant in runs:
+    for (variant, device, passes, r, d, agreement, quant), values, primary in scored:
         base = fp32.get((device, passes))
+        drop = None
+        if base is not None and base[1] == primary and primary in values:
+            drop = Quality(primary, values, metric_of(recipe, primary).higher_is_better).worse_by(base[0])
         rows.append(
             Row(
                 variant=variant,
                 device=device,
-                psnr=float(r.get("psnr", math.nan)),
-                ssim=float(r.get("ssim", math.nan)),
-                drop_db=None if base is None or "psnr" not in r else base - float(r["psnr"]),
+                values=values,
+                primary=primary,
+                drop=drop,
                 p50_ms=_num(r, "p50_ms"),
                 p90_ms=_num(r, "p90_ms"),
                 fps=_num(r, "fps"),
@@ -96,51 +128,41 @@ def collect(metrics: Path) -> list[Row]:
     return rows
 
 
-def _fmt(v, spec: str = ".2f", none: str = "—") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return none
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return format(v, spec)
+def _yes_no(v: bool | None) -> str:
+    return "—" if v is None else ("yes" if v else "no")
 
 
 def _numerics(r: Row) -> str:
     """The DPU-numerics cell: yes / no, plus the variant's own label (``no: Intel x86 path (INC)``)."""
-    return _fmt(r.dpu_numerics) + (f": {r.numerics}" if r.numerics else "")
+    return _yes_no(r.dpu_numerics) + (f": {r.numerics}" if r.numerics else "")
 
 
-def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_desc: str = "",
+def markdown(rows: list[Row], recipe: Recipe, references: list[Reference] | None = None, input_desc: str = "",
              extra: str = "") -> str:
-    """The summary the demo prints: table, classical baselines, ``extra`` sections, provenance notes."""
+    """The summary the demo prints: table, the recipe's reference methods, ``extra`` sections, provenance."""
+    shown = [m for m in recipe.metrics if m.column]
+    primary = recipe.metrics[0]
     lines = ["# greenpipe summary", ""]
     lines += [
-        "| variant | device | PSNR dB | SSIM | drop vs fp32 dB | p90 ms | fps | model MB | DPU numerics | bits "
-        "| deployable to DPU | LoadGen |",
-        "|---|---|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|:-:|",
+        "| variant | device | " + " | ".join(m.heading() for m in shown)
+        + f" | drop vs fp32 {primary.unit} | p90 ms | fps | model MB | DPU numerics | bits "
+        "| deployable to DPU | LoadGen |".replace("  ", " "),
+        "|---|---|" + "---:|" * len(shown) + "---:|---:|---:|---:|:-:|:-:|:-:|:-:|",
     ]
     for r in sorted(rows, key=lambda r: (r.device, r.passes, r.variant != "fp32", r.variant)):
         valid = {True: "VALID", False: "INVALID", None: "—"}[r.loadgen_valid]
+        cells = " | ".join(m.format(r.values.get(m.name)) for m in shown)
         lines.append(
-            f"| {r.label} | {r.device} | {_fmt(r.psnr)} | {_fmt(r.ssim, '.4f')} | {_fmt(r.drop_db, '+.2f')} "
-            f"| {_fmt(r.p90_ms)} | {_fmt(r.fps, '.1f')} | {_fmt(r.model_mb, '.3f')} | {_numerics(r)} "
-            f"| {r.bits or '—'} | {_fmt(r.deployable_to_dpu)} | {valid} |"
+            f"| {r.label} | {r.device} | {cells} | {num(r.drop, '+' + primary.fmt)} "
+            f"| {num(r.p90_ms)} | {num(r.fps, '.1f')} | {num(r.model_mb, '.3f')} | {_numerics(r)} "
+            f"| {r.bits or '—'} | {_yes_no(r.deployable_to_dpu)} | {valid} |"
         )
     lines.append("")
-    if baseline:
-        noisy = baseline.get("noisy_psnr")
-        lines += ["Same val images, other denoisers:", ""]
-        lines += ["| method | PSNR dB | SSIM |", "|---|---:|---:|"]
-        if noisy is not None:
-            lines.append(f"| noisy input (no denoising) | {_fmt(noisy)} | — |")
-        for name in ("nlm", "wavelet"):
-            if name in baseline:
-                label = {"nlm": "non-local means", "wavelet": "wavelet (BayesShrink)"}[name]
-                lines.append(f"| {label}, tuned on train | {_fmt(baseline[name]['psnr'])} | {_fmt(baseline[name]['ssim'], '.4f')} |")
-        if train:
-            lines.append(f"| UNet float (PyTorch, after training) | {_fmt(train.get('val_psnr'))} | {_fmt(train.get('val_ssim'), '.4f')} |")
-        for r in sorted((r for r in rows if r.variant == "fp32" and r.passes > 1), key=lambda r: r.device):
-            lines.append(f"| UNet fp32 artifact on {r.device}, x{r.passes} self-ensemble (mean over {r.passes} "
-                         f"flips / rotations; p90 {_fmt(r.p90_ms)} ms) | {_fmt(r.psnr)} | {_fmt(r.ssim, '.4f')} |")
+    if references:
+        lines += ["Same val data, other methods:", ""]
+        lines += ["| method | " + " | ".join(m.heading() for m in shown) + " |", "|---|" + "---:|" * len(shown)]
+        for ref in references:
+            lines.append(f"| {ref.label} | " + " | ".join(m.format(ref.values.get(m.name)) for m in shown) + " |")
         lines.append("")
     if extra:  # further sections (the power soak) go before the provenance notes
         lines += [extra.rstrip("\n"), ""]
@@ -148,59 +170,70 @@ def markdown(rows: list[Row], baseline: dict | None, train: dict | None, input_d
     lines.append("")
     for src in sorted({r.source for r in rows}):
         lines.append(f"- {src}")
+    for ref in references or []:
+        lines.append(f"- {ref.label}: {ref.source}")
     if input_desc:
         lines.append(f"- latency and fps: MLPerf LoadGen SingleStream (p90) and Offline on {input_desc}")
-    lines.append("- PSNR/SSIM: the deployed artifact (ONNX Runtime), whole val images; drop is vs fp32 on the same device")
+    lines.append(f"- {', '.join(m.label for m in shown)}: the deployed artifact on the val split; the drop "
+                 f"column is how much worse {primary.label} is than fp32 on the same device")
     lines.append("- agreement: max |deployed - fake-quant| per variant is in metrics/compile/")
     return "\n".join(lines) + "\n"
 
 
-def pareto_front(rows: list[Row], x: str, y: str) -> list[Row]:
-    """Rows not dominated in (lower x, higher y); x = fps counts as higher-is-better."""
+def pareto_front(rows: list[Row], x: str, y: str, higher_y: bool = True) -> list[Row]:
+    """Rows not dominated in (better x, better y); lower x is better except for ``fps``."""
     higher_x = x == "fps"
-    pts = [r for r in rows if getattr(r, x) is not None and not math.isnan(getattr(r, y))]
+    pts = [r for r in rows if r.get(x) is not None and r.get(y) is not None and not math.isnan(r.get(y))]
+
+    def at_least(a: float, b: float, higher: bool) -> bool:
+        return a >= b if higher else a <= b
+
     front = []
     for r in pts:
-        rx, ry = getattr(r, x), getattr(r, y)
+        rx, ry = r.get(x), r.get(y)
         dominated = any(
-            (getattr(o, x) >= rx if higher_x else getattr(o, x) <= rx) and getattr(o, y) >= ry
-            and (getattr(o, x) != rx or getattr(o, y) != ry)
+            at_least(o.get(x), rx, higher_x) and at_least(o.get(y), ry, higher_y)
+            and (o.get(x) != rx or o.get(y) != ry)
             for o in pts
         )
         if not dominated:
             front.append(r)
-    return sorted(front, key=lambda r: getattr(r, x))
+    return sorted(front, key=lambda r: r.get(x))
 
 
-def pareto_plot(rows: list[Row], path: Path, x: str = "p90_ms", y: str = "psnr", baseline: dict | None = None) -> None:
-    """Quality vs speed scatter, one marker per device, Pareto front joined."""
+def pareto_plot(rows: list[Row], path: Path, recipe: Recipe, x: str = "p90_ms", y: str = "",
+                references: list[Reference] | None = None) -> None:
+    """Quality vs speed scatter, one marker per device, Pareto front joined; ``y`` "" = the primary metric.
+
+    Each reference method with a ``y`` value is a horizontal line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = metric_of(recipe, y or recipe.metrics[0].name, "report.pareto_y")
+    y = metric.name
+    better = "higher" if metric.higher_is_better else "lower"
     labels = {"p90_ms": "p90 latency (ms, lower is better)", "p50_ms": "p50 latency (ms)",
-              "fps": "throughput (fps, Offline)", "psnr": "PSNR on val (dB)", "ssim": "SSIM on val"}
+              "fps": "throughput (fps, Offline)"}
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    pts = [r for r in rows if getattr(r, x) is not None]
+    pts = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
     for device in sorted({r.device for r in pts}):
         sel = [r for r in pts if r.device == device]
-        ax.scatter([getattr(r, x) for r in sel], [getattr(r, y) for r in sel], s=50, label=device, zorder=3)
-        for k, r in enumerate(sorted(sel, key=lambda r: getattr(r, x))):  # alternate sides: close points stay legible
-            ax.annotate(r.label, (getattr(r, x), getattr(r, y)), textcoords="offset points",
+        ax.scatter([r.get(x) for r in sel], [r.get(y) for r in sel], s=50, label=device, zorder=3)
+        for k, r in enumerate(sorted(sel, key=lambda r: r.get(x))):  # alternate sides: close points stay legible
+            ax.annotate(r.label, (r.get(x), r.get(y)), textcoords="offset points",
                         xytext=(6, 5) if k % 2 == 0 else (6, -13), fontsize=9)
-    front = pareto_front(pts, x, y)
+    front = pareto_front(pts, x, y, metric.higher_is_better)
     if len(front) > 1:
-        ax.plot([getattr(r, x) for r in front], [getattr(r, y) for r in front], "--", color="gray", lw=1,
+        ax.plot([r.get(x) for r in front], [r.get(y) for r in front], "--", color="gray", lw=1,
                 label="Pareto front", zorder=2)
-    if baseline and y == "psnr":
-        for name, style in (("nlm", ":"), ("wavelet", "-.")):
-            if name in baseline:
-                ax.axhline(baseline[name]["psnr"], ls=style, color="tab:red", lw=1, label=f"{name} (classical)")
-        if baseline.get("noisy_psnr") is not None:
-            ax.axhline(baseline["noisy_psnr"], ls="-", color="lightgray", lw=1, label="noisy input")
+    styles = [":", "-.", "-", (0, (5, 1))]
+    for k, ref in enumerate(r for r in references or [] if r.values.get(y) is not None):
+        ax.axhline(ref.values[y], ls=styles[k % len(styles)], color=ref.color, lw=1, label=ref.label)
     ax.set_xlabel(labels.get(x, x))
-    ax.set_ylabel(labels.get(y, y))
+    ax.set_ylabel(f"{metric.heading()} on val ({better} is better)")
     ax.set_title("Quality vs speed of the deployed artifacts")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -27,7 +27,7 @@ def _files(root: Path) -> list[str]:
 def _same_quality(remote: dict, local: dict) -> None:
     for key in ("psnr", "ssim", "noisy_psnr"):
         assert remote[key] == pytest.approx(local[key], rel=1e-12, abs=1e-12), key
-    assert remote["images"] == local["images"]
+    assert remote["samples"] == local["samples"]
 
 
 @pytest.mark.parametrize("variant, host", [("fp32", "cpu-host-1"), ("ptq8", "cpu-host-2")])
@@ -41,8 +41,8 @@ def test_remote_run_equals_the_in_process_eval(farm, compiled, tmp_path, variant
     remote = deploy_stage(params, variant, host, compiled_dir(ws, variant), ws.data, out)
 
     _same_quality(remote, local)
-    rows_remote = read_json(out / "eval.json")["per_image"]
-    rows_local = read_json(tmp_path / "local" / "eval.json")["per_image"]
+    rows_remote = read_json(out / "eval.json")["per_sample"]
+    rows_local = read_json(tmp_path / "local" / "eval.json")["per_sample"]
     assert [r["name"] for r in rows_remote] == [r["name"] for r in rows_local]
     for a, b in zip(rows_remote, rows_local, strict=True):
         assert a["psnr"] == pytest.approx(b["psnr"], rel=1e-12)

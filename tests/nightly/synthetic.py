@@ -9,7 +9,7 @@ greenpipe ``params.yaml`` (its ``nightly`` section is what the flow reads). Each
 when ``burn: true``; the other commands are instant; ``work_s`` is no stage's param, so changing it
 reruns nothing by itself), a failure when the variant
 says ``fail: true``, and a line per command in ``timeline.log`` (start, end: which commands ran, and
-whether they overlapped). deploy writes psnr = 30 x gain dB and fps = 100 x gain; soak writes
+whether they overlapped). deploy writes a quality record, score = 30 x gain dB, and fps = 100 x gain; soak writes
 mj_per_inference = 50 / gain.
 """
 
@@ -65,8 +65,9 @@ elif kind == "deploy":
     device = args[1]
     write(f"artifacts/deploy/{variant}-{device}/rows.json", {"ok": True})
     write(f"metrics/deploy/{variant}-{device}.json",
-          {"variant": variant, "device_name": device, "psnr": round(30 * gain, 6), "ssim": 0.9,
-           "fps": round(100 * gain, 6)})
+          {"variant": variant, "device_name": device, "score": round(30 * gain, 6), "fps": round(100 * gain, 6),
+           "quality": {"primary": "score", "value": round(30 * gain, 6), "higher_is_better": True, "unit": "dB",
+                       "values": {"score": round(30 * gain, 6)}}})
 elif kind == "soak":
     device = args[1]
     write(f"artifacts/soak/{variant}-{device}/series.json", {"ok": True})

@@ -126,12 +126,12 @@ def test_gate_quiet_on_a_small_move_and_fires_on_a_planted_drop(project):
     assert record["regressions"] == [] and record["baseline"] is not None
     good = record["results_commit"]
 
-    synthetic.set_variant(project["ws"], "a", gain=0.99)  # psnr 29.97 -> 29.7 dB: past 0.1 dB
+    synthetic.set_variant(project["ws"], "a", gain=0.99)  # score 29.97 -> 29.7 dB: past 0.1 dB
     state, record, _ = _night(project)
     assert state.is_failed()
-    assert "regression" in state.message and "a-local psnr" in state.message
+    assert "regression" in state.message and "a-local score" in state.message
     (reg,) = record["regressions"]
-    assert (reg["row"], reg["metric"], reg["unit"]) == ("a-local", "psnr", "dB")
+    assert (reg["row"], reg["metric"], reg["unit"]) == ("a-local", "score", "dB")
     assert reg["worse_by"] == pytest.approx(0.27, abs=1e-6)
     assert record["baseline"]["commit"] == good and record["status"] == "regressed"
 
@@ -161,7 +161,7 @@ def test_failed_branch_leaves_the_other_branch_committed(project):
     commit = record["results_commit"]
     assert _git(ws, "rev-parse", "nightly-results") == commit
     deployed = json.loads(_git(ws, "show", f"{commit}:metrics/deploy/a-local.json"))
-    assert deployed["psnr"] == pytest.approx(30.3)
+    assert deployed["score"] == pytest.approx(30.3)
     assert "gain: 1.01" in _git(ws, "show", f"{commit}:dvc.lock")
     assert json.loads(_git(ws, "show", f"{commit}:nightly.json"))["status"] == "failed"
 

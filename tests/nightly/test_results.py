@@ -25,7 +25,9 @@ def _repo(tmp_path: Path) -> Path:
     _git(repo, "commit", "-q", "-m", "code")
     for name, psnr in (("ptq8-local", 30.5), ("fp32-local", 31.0)):
         (repo / "metrics/deploy").mkdir(parents=True, exist_ok=True)
-        row = {"psnr": psnr, "fps": 90.0, "ssim": 0.9}
+        row = {"fps": 90.0, "score": psnr,
+               "quality": {"primary": "score", "value": psnr, "higher_is_better": True, "unit": "dB",
+                           "values": {"score": psnr}}}
         (repo / f"metrics/deploy/{name}.json").write_text(json.dumps(row))
     (repo / "metrics/soak").mkdir()
     (repo / "metrics/soak/ptq8-local.json").write_text(
@@ -48,9 +50,11 @@ def _repo(tmp_path: Path) -> Path:
 def test_collect_rows_joins_deploy_and_soak(tmp_path):
     rows = collect_rows(_repo(tmp_path) / "metrics")
     assert rows["ptq8-local"] == {
-        "psnr": 30.5,
+        "quality": 30.5,
+        "quality_metric": "score",
+        "quality_unit": "dB",
+        "quality_higher": True,
         "fps": 90.0,
-        "ssim": 0.9,
         "mj_per_inference": 357.2,
         "soak_fps": 84.0,
         "power_measured": False,
@@ -85,7 +89,7 @@ def test_commits_leave_head_index_and_worktree_alone(tmp_path):
     assert _git(repo, "rev-list", "nightly-results").split() == [second, first]
     # Each night's tree is that night only: the results files plus its record, not the code.
     assert _git(repo, "ls-tree", "-r", "--name-only", first).split() == sorted(files + ["nightly.json"])
-    assert json.loads(_git(repo, "show", f"{first}:metrics/deploy/ptq8-local.json"))["psnr"] == 30.5
+    assert json.loads(_git(repo, "show", f"{first}:metrics/deploy/ptq8-local.json"))["score"] == 30.5
     assert [n.commit for n in nights(repo, "nightly-results")] == [second, first]
     good = last_good(repo, "nightly-results")
     assert good.commit == first and good.record["rows"] == {"x": 1}  # the failed night is not a baseline

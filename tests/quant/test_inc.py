@@ -33,11 +33,11 @@ def test_trial_log_records_every_trial_with_pass_or_fail(tmp_path):
     trials = tuning["trials"]
     assert [t["passed"] for t in trials] == [False, True] and tuning["chosen_trial"] == 2
     assert trials[0]["fp32_layers"] == [] and trials[1]["fp32_layers"] == sorted(CONVS)
-    assert trials[0]["relative_loss"] > tuning["tolerable_loss"] and trials[0]["psnr"] < tuning["target_psnr"]
-    assert trials[1]["psnr"] == tuning["fp32_psnr"] and trials[1]["relative_loss"] == 0
+    assert trials[0]["relative_loss"] > tuning["tolerable_loss"] and trials[0]["score"] < tuning["target_score"]
+    assert trials[1]["score"] == tuning["fp32_score"] and trials[1]["relative_loss"] == 0
     assert all(t["act_algo"] == "minmax" and t["w_granularity"] == "per_channel" and t["wall_s"] > 0 for t in trials)
     assert [(t["trial"], t["passed"]) for t in result.metrics["trials"]] == [(1, False), (2, True)]
-    assert result.metrics["chosen_trial"] == 2 and result.metrics["fp32_psnr"] == tuning["fp32_psnr"]
+    assert result.metrics["chosen_trial"] == 2 and result.metrics["fp32_score"] == tuning["fp32_score"]
     assert len(result.report["float_layers"]) == len(CONVS) and result.bits["weights"] == 32
 
 

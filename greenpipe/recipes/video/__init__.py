@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality
+from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference
 
 
 class VideoRecipe:
@@ -98,6 +98,17 @@ class VideoRecipe:
             paths.append(out_dir / f"{name}.csv")
             atomic_write_bytes(paths[-1], ("\n".join(lines) + "\n").encode())
         return paths
+
+    def references(self, metrics: Path) -> list[Reference]:
+        """The float TSM and its no-shift baseline (TSN) from the train stages' metrics."""
+        from greenpipe.io import read_json
+
+        refs = []
+        for net, label in (("tsm", "TSM float (Keras)"), ("tsn", "TSN float, no shift (Keras)")):
+            path = metrics / "video" / f"train_{net}.json"
+            if path.exists() and read_json(path).get("val_top1") is not None:
+                refs.append(Reference(label, {"top1": read_json(path)["val_top1"]}, f"metrics/video/train_{net}.json"))
+        return refs
 
 
 RECIPES.register("video")(VideoRecipe())
