@@ -27,6 +27,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.lr_scheduler import LambdaLR
 
+from greenpipe.errors import GreenpipeError
 from greenpipe.io import atomic_write_bytes
 from greenpipe.params import Params
 from greenpipe.recipes import get_recipe
@@ -108,6 +109,9 @@ def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path
     """
     tp = params.train
     recipe = get_recipe(params.base.recipe)
+    if not hasattr(recipe, "training"):
+        raise GreenpipeError(f"recipe {recipe.name} has no training task (Recipe.training) for the shared "
+                             "trainer; train it with its own stage (docs/architecture.md lists them)")
     task = recipe.training(params, data)
     torch.manual_seed(params.base.seed)
     torch.set_num_threads(params.base.threads)

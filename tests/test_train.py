@@ -217,3 +217,12 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path, monkeypatch):
     assert stage.train_precision("auto") == "fp32" and stage.train_precision("fp32") == "fp32"
     monkeypatch.setattr(stage, "cpu_has_bf16", lambda: True)
     assert stage.train_precision("auto") == "bf16"
+
+
+def test_a_recipe_without_a_training_task_fails_naming_it(params, data, tmp_path, monkeypatch):
+    from greenpipe.errors import GreenpipeError
+    from greenpipe.recipes import RECIPES
+
+    monkeypatch.setattr("greenpipe.train.get_recipe", lambda name: RECIPES.get("video"))
+    with pytest.raises(GreenpipeError, match="recipe video has no training task"):
+        train(params, data, tmp_path / "m", tmp_path / "c.csv")
