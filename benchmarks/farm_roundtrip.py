@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 remote = stage("cpu-host-1", tmp / f"remote-{k}")
                 remote_s.append(time.monotonic() - t)
             peaks.append(sampler.peak_mb)
-            assert remote["psnr"] == local["psnr"], (remote["psnr"], local["psnr"])
+            assert remote["quality"] == local["quality"], (remote["quality"], local["quality"])
 
         pair_s = []
         for k in range(args.repeats):

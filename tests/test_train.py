@@ -1,4 +1,4 @@
-"""The train stage on a tiny prepared dataset: runs, is deterministic, resumes."""
+"""The shared trainer and the denoise training task on tiny prepared data: runs, is deterministic, resumes."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,8 @@ import yaml
 from greenpipe.data.dead_leaves import dead_leaves
 from greenpipe.params import parse_params
 from greenpipe.recipes.base import model_from_checkpoint
-from tasks.train import ema_with_warmup, pixel_loss, random_batch, train
+from greenpipe.recipes.denoise.training import pixel_loss, random_batch
+from greenpipe.train import cosine_lr, ema_with_warmup, train
 from tests.workspace import make_prepared, tiny_params
 
 
@@ -36,6 +37,10 @@ def test_train_writes_self_describing_checkpoint_and_curve(params, data, tmp_pat
     lines = (tmp_path / "curve.csv").read_text().splitlines()
     assert lines[0] == "step,epoch,loss,val_psnr,lr" and len(lines) == 1 + params.train.epochs
     assert np.isfinite(metrics["val_psnr"]) and metrics["steps"] == params.train.epochs * params.train.steps_per_epoch
+    # every metric of the recipe's Quality as val_<name>, and the record itself
+    quality = metrics["quality"]
+    assert quality["primary"] == "psnr" and set(quality["values"]) == {"psnr", "ssim", "noisy_psnr"}
+    assert all(metrics[f"val_{name}"] == value for name, value in quality["values"].items())
     assert not (tmp_path / "resume.pt").exists(), "resume state is removed after a completed run"
 
 
@@ -193,8 +198,14 @@ def test_bf16_training_saves_fp32_weights_and_is_deterministic(params, data, tmp
     assert np.isfinite(metrics["val_psnr"])
 
 
+def test_cosine_lr_falls_from_lr_to_lr_min():
+    assert cosine_lr(0, 10, 0.002, 0.0001) == 0.002
+    assert cosine_lr(5, 10, 0.002, 0.0001) == pytest.approx(0.00105)
+    assert cosine_lr(10, 10, 0.002, 0.0001) == pytest.approx(0.0001)
+
+
 def test_auto_precision_follows_the_cpu_flags(tmp_path, monkeypatch):
-    import tasks.train as stage
+    import greenpipe.train as stage
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
@@ -206,3 +217,12 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path, monkeypatch):
     assert stage.train_precision("auto") == "fp32" and stage.train_precision("fp32") == "fp32"
     monkeypatch.setattr(stage, "cpu_has_bf16", lambda: True)
     assert stage.train_precision("auto") == "bf16"
+
+
+def test_a_recipe_without_a_training_task_fails_naming_it(params, data, tmp_path, monkeypatch):
+    from greenpipe.errors import GreenpipeError
+    from greenpipe.recipes import RECIPES
+
+    monkeypatch.setattr("greenpipe.train.get_recipe", lambda name: RECIPES.get("video"))
+    with pytest.raises(GreenpipeError, match="recipe video has no training task"):
+        train(params, data, tmp_path / "m", tmp_path / "c.csv")

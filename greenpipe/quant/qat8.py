@@ -4,7 +4,7 @@ The float model is quantized and calibrated exactly as ``ptq8`` does (int8,
 per-tensor, symmetric, power-of-two scales everywhere; :mod:`greenpipe.quant.dpu`),
 then trained *through* its fake quantizers on the train split with the
 recipe's own loss (L1 on random crops, flips and rotations, fresh camera-noise
-draws: the helpers of ``tasks/train.py``).  Weights and biases learn; the
+draws: greenpipe/recipes/denoise/training.py).  Weights and biases learn; the
 power-of-two scales stay powers of two (Brevitas learns the activation scales
 in the log2 domain and rounds them; weight scales follow max |w|).  The result
 deploys exactly like ``ptq8``.
@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -51,6 +50,7 @@ from torch import nn
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant import dpu
 from greenpipe.resume import load_state, save_state
+from greenpipe.train import cosine_schedule
 from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
 from greenpipe.quant.context import QuantContext, require_context
 from greenpipe.quant.export import is_quantized
@@ -124,7 +124,8 @@ def train_qat(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from tasks.train import random_batch  # the train stage's crops / flips / fresh noise, shared on purpose
+    # the train stage's crops / flips / fresh noise, shared on purpose
+    from greenpipe.recipes.denoise.training import random_batch
 
     if config.crop % ctx.multiple:
         raise GreenpipeError(
@@ -140,8 +141,7 @@ def train_qat(
     params = [p for p in qm.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     total = config.steps
-    lr_at = lambda s: config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * s / total))  # noqa: E731
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s) / config.lr)
+    sched = cosine_schedule(opt, total, config.lr, config.lr_min)
     start, resumed_from, losses = 0, None, []
     state = load_state(state_file, key, qm, opt, sched, rng)
     if state is not None:

@@ -213,7 +213,7 @@ def _run_qat(model: nn.Module, batches: list[torch.Tensor], config: VitisQatConf
     from pytorch_nndct import QatProcessor
 
     from greenpipe.quant.qat8 import _train_pairs
-    from tasks.train import random_batch
+    from greenpipe.recipes.denoise.training import random_batch
 
     ctx = require_context("vitis_qat", "the train split and ingest.noise")
     dummy = torch.randn(*batches[0].shape)

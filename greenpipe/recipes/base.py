@@ -21,7 +21,10 @@ import numpy as np
 from greenpipe.registry import Registry
 
 if TYPE_CHECKING:  # torch only where a model is built: device hosts evaluate artifacts without it
+    import torch
     from torch import nn
+
+    from greenpipe.params import Params
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,23 @@ class Reference:
     color: str = "tab:red"  # its line in the Pareto plot
 
 
+class TrainingTask(Protocol):
+    """What the shared trainer (greenpipe/train.py) runs for one recipe: its batches and its loss.
+
+    The trainer owns the rest (optimizer, schedule, weight average, precision,
+    validation through ``Recipe.evaluate``, resume, checkpoint).
+    """
+
+    model_args: dict[str, Any]  # what ``Recipe.build_model`` takes; stored in the checkpoint
+    data_fingerprint: str  # identifies the training data (checkpoint provenance, resume key)
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """One random batch drawn from ``rng`` only: ``(inputs, *targets)``; ``inputs`` go to the model."""
+
+    def loss(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The scalar training loss of the model's fp32 ``outputs`` on ``batch``."""
+
+
 class Recipe(Protocol):
     """One system greenpipe carries. ``metrics[0]`` is the primary metric (what the gate compares)."""
 
@@ -153,6 +173,13 @@ class Recipe(Protocol):
 
     def references(self, metrics: Path) -> list[Reference]:
         """Other methods on the same val data, from the recipe's own stages' metrics under ``metrics``."""
+
+
+    def training(self, params: Params, data_root: Path) -> TrainingTask:
+        """The training task on the prepared data at ``data_root`` under ``params`` (train section, seed).
+
+        Raises DataError when the data cannot be trained on (e.g. a sample smaller than a crop).
+        """
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")

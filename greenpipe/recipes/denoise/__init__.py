@@ -3,8 +3,10 @@
 Pipeline boundary: the model input (the whole UNet is one DPU kernel).
 Pre-processing: HWC [0, 1] -> NCHW float32, reflect-padded to a multiple of
 ``2**depth``; post-processing crops the padding away and clips to [0, 1].
-Importing this module does not import torch (only ``build_model`` and
-``multiple`` do), so a device host scores an artifact with numpy alone.
+Training (crops, fresh camera noise, dead leaves, the pixel loss) is in
+:mod:`greenpipe.recipes.denoise.training`.  Importing this module does not
+import torch (only ``build_model``, ``multiple`` and ``training`` do), so a
+device host scores an artifact with numpy alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ SAMPLE_CROP = 256  # px: side of the sample crops the report shows
 
 if TYPE_CHECKING:  # the model (torch) is imported where it is built, so that evaluating a deployed
     from torch import nn  # artifact (a device host running flows/device_run.py) never loads torch
+
+    from greenpipe.params import Params
+    from greenpipe.recipes.denoise.training import DenoiseTraining
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -173,6 +178,12 @@ class DenoiseRecipe:
                                       {"psnr": train["val_psnr"], "ssim": train.get("val_ssim")},
                                       "metrics/train.json (float model, whole val images)", "tab:green"))
         return refs
+
+    def training(self, params: Params, data_root: Path) -> DenoiseTraining:
+        """Random crops of the train split (fresh noise, dead leaves per ``train``) and the pixel loss."""
+        from greenpipe.recipes.denoise.training import DenoiseTraining
+
+        return DenoiseTraining(params, data_root)
 
 
 RECIPES.register("denoise")(DenoiseRecipe())
