@@ -457,16 +457,30 @@ def resolve_profile(tree: Any, profile: str) -> Any:
     return tree
 
 
-def _describe(error: dict) -> str:
-    key = ".".join("validate" if p == "validate_" else str(p) for p in error["loc"])
-    value = error.get("input")
-    shown = "(missing)" if error["type"] == "missing" else repr(value)
+UNKNOWN_KEY = "unknown key (check the spelling against params.yaml in the repository)"
+UNKNOWN_VARIANT_KEY = "unknown key for this variant (check the spelling against its config in greenpipe/quant/)"
+
+
+def _describe(error: Any, key: str, unknown_key: str) -> str:
+    loc = ".".join("validate" if p == "validate_" else str(p) for p in error["loc"])
+    where = ".".join(k for k in (key, loc) if k)
+    shown = "(missing)" if error["type"] == "missing" else repr(error.get("input"))
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    msg = error["msg"]
-    if error["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling against params.yaml in the repository)"
-    return f"  {key} = {shown}: {msg}"
+    msg = unknown_key if error["type"] == "extra_forbidden" else error["msg"]
+    return f"  {where} = {shown}: {msg}"
+
+
+def invalid_params(exc: ValidationError, source: str = "params.yaml", key: str = "",
+                   unknown_key: str = UNKNOWN_KEY) -> ParamsError:
+    """A ParamsError listing every error of ``exc``, one line each: ``  <key>.<loc> = <value>: <why>``.
+
+    ``key`` is the dotted key of the mapping ``exc`` came from (empty: the whole
+    file); ``unknown_key`` replaces pydantic's message for a key the type lacks.
+    """
+    lines = "\n".join(_describe(e, key, unknown_key) for e in exc.errors())
+    where = f" in {key}" if key else ""
+    return ParamsError(f"{source}: {exc.error_count()} invalid value(s){where}:\n{lines}")
 
 
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
@@ -479,8 +493,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(resolve_profile(raw, profile))
     except ValidationError as exc:
-        lines = "\n".join(_describe(e) for e in exc.errors())
-        raise ParamsError(f"{source}: {exc.error_count()} invalid value(s):\n{lines}") from None
+        raise invalid_params(exc, source) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
