@@ -10,10 +10,10 @@ and what was expected, before any stage does work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from greenpipe.errors import ParamsError
@@ -26,6 +26,11 @@ PROFILES = ("quick", "full")
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+T = TypeVar("T")
+# A tuple field that YAML writes as a list (strict validation takes no list for a tuple).
+Listed = Annotated[T, BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
 
 
 def _unregistered(registry: Registry, also: str = "") -> PydanticCustomError:
@@ -73,14 +78,9 @@ class NoiseParams(Section):
 class IngestParams(Section):
     layout: Literal["auto", "builtin", "sidd", "paired", "clean"] = "auto"
     val_fraction: float = Field(0.25, gt=0, lt=1)
-    val_sources: tuple[str, ...] = ()
+    val_sources: Listed[tuple[str, ...]] = ()
     max_side: int = Field(512, ge=0)
     noise: NoiseParams = NoiseParams()
-
-    @field_validator("val_sources", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
 
 
 class ValidateParams(Section):
@@ -132,13 +132,8 @@ class CalibDumpParams(Section):
 
 
 class BaselineParams(Section):
-    methods: tuple[Literal["nlm", "wavelet"], ...] = ("nlm", "wavelet")
+    methods: Listed[tuple[Literal["nlm", "wavelet"], ...]] = ("nlm", "wavelet")
     max_side: int = Field(192, ge=32)
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
 
 
 class QuantizeParams(Section):
@@ -302,17 +297,12 @@ class VideoDataParams(Section):
     """Where the video recipe's clips come from (tasks/video_data.py)."""
 
     source: str = "builtin"  # builtin: camera-motion clips from data/clean; else a Jester / Something-Something folder
-    val_sources: tuple[str, ...] = ("coffee", "chelsea", "flower")  # built-in photographs held out for val
+    val_sources: Listed[tuple[str, ...]] = ("coffee", "chelsea", "flower")  # built-in photographs held out for val
     train_clips_per_class: int = Field(16, ge=1)  # built-in: clips per class per train photograph
     val_clips_per_class: int = Field(8, ge=1)  # built-in: clips per class per val photograph
     # built-in: motion per frame, [low, high] drawn per scene: the pan as a fraction of the frame, the zoom ratio
-    pan_per_frame: tuple[float, float] = (0.1, 0.16)
-    zoom_per_frame: tuple[float, float] = (1.1, 1.17)
-
-    @field_validator("val_sources", "pan_per_frame", "zoom_per_frame", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+    pan_per_frame: Listed[tuple[float, float]] = (0.1, 0.16)
+    zoom_per_frame: Listed[tuple[float, float]] = (1.1, 1.17)
 
     @model_validator(mode="after")
     def _motion(self) -> VideoDataParams:
@@ -336,12 +326,7 @@ class VideoModelParams(Section):
     fold_div: int = Field(8, ge=2)  # 1 / fold_div of the channels shift
     last_channel: int = Field(1280, ge=8)  # MobileNetV2 head width
     resnet_width: int = Field(64, ge=8)
-    resnet_blocks: tuple[int, ...] = (3, 4, 6, 3)
-
-    @field_validator("resnet_blocks", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+    resnet_blocks: Listed[tuple[int, ...]] = (3, 4, 6, 3)
 
 
 class VideoTrainParams(Section):
