@@ -10,11 +10,9 @@ OUT defaults to ``data``, the folder dvc.yaml's ingest stage reads
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import typer
@@ -61,6 +59,7 @@ def copy_dataset(src: Path, out: Path, force: bool = False) -> tuple[str, int]:
     """
     from greenpipe.data.builtin import SOURCES_FILE
     from greenpipe.data.readers import detect_layout, read_samples
+    from greenpipe.io import replacing_dir
 
     src, out = Path(src), Path(out)
     layout = detect_layout(src)
@@ -74,21 +73,11 @@ def copy_dataset(src: Path, out: Path, force: bool = False) -> tuple[str, int]:
     if layout == "builtin":
         files.append(src / SOURCES_FILE)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with replacing_dir(out) as tmp:
         for path in files:
             target = tmp / path.relative_to(src)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return layout, len(samples)
 
 

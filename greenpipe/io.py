@@ -1,10 +1,13 @@
-"""Small file helpers shared by the stages: atomic writes, JSON metrics, images."""
+"""Small file helpers shared by the stages: atomic writes and directory swaps, JSON metrics, images."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,40 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def replacing_dir(out: str | Path) -> Iterator[Path]:
+    """Yield an empty directory beside ``out`` to write into; when the block succeeds it becomes ``out``.
+
+    The previous ``out`` is removed only once the new one is in place, so a reader
+    (or a crash) sees the old output or the new one, never a mix.  When the block
+    raises, the temporary directory goes and ``out`` is left as it was.  One
+    writer per ``out`` at a time: leftovers of an earlier killed writer are
+    removed on entry.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    old: Path | None = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the directory the usual mode
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old)  # onto the empty placeholder: rename replaces an empty directory
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old, out)  # the swap itself failed: put the previous output back
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def jsonable(obj: Any) -> Any:

@@ -10,12 +10,16 @@ and what was expected, before any stage does work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from greenpipe.errors import ParamsError
+
+if TYPE_CHECKING:
+    from greenpipe.registry import Registry
 
 PROFILES = ("quick", "full")
 
@@ -24,14 +28,35 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-PosInt = Field(ge=1)
+T = TypeVar("T")
+# A tuple field that YAML writes as a list (strict validation takes no list for a tuple).
+Listed = Annotated[T, BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+
+
+def _unregistered(registry: Registry, also: str = "") -> PydanticCustomError:
+    """The error for a name ``registry`` does not hold, listing what it does (plus ``also``)."""
+    return PydanticCustomError("not_registered", f"not a registered {registry.kind}; registered: "
+                                                 f"{', '.join(registry.names())}{also}")
+
+
+def _check_registered(value: str, registry: Registry, also: tuple[str, ...] = ()) -> str:
+    if value not in registry and value not in also:
+        raise _unregistered(registry, "".join(f", or {a}" for a in also))
+    return value
 
 
 class BaseParams(Section):
     seed: int = Field(0, ge=0)
     profile: Literal["quick", "full"] = "quick"
-    recipe: Literal["denoise"] = "denoise"
+    recipe: str = "denoise"  # a registered recipe (greenpipe.recipes)
     threads: int = Field(2, ge=1, le=256)
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: str) -> str:
+        from greenpipe.recipes import RECIPES  # imported here: reading params needs no recipe module
+
+        return _check_registered(v, RECIPES)
 
 
 class NoiseParams(Section):
@@ -53,14 +78,9 @@ class NoiseParams(Section):
 class IngestParams(Section):
     layout: Literal["auto", "builtin", "sidd", "paired", "clean"] = "auto"
     val_fraction: float = Field(0.25, gt=0, lt=1)
-    val_sources: tuple[str, ...] = ()
+    val_sources: Listed[tuple[str, ...]] = ()
     max_side: int = Field(512, ge=0)
     noise: NoiseParams = NoiseParams()
-
-    @field_validator("val_sources", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
 
 
 class ValidateParams(Section):
@@ -112,23 +132,21 @@ class CalibDumpParams(Section):
 
 
 class BaselineParams(Section):
-    methods: tuple[Literal["nlm", "wavelet"], ...] = ("nlm", "wavelet")
+    methods: Listed[tuple[Literal["nlm", "wavelet"], ...]] = ("nlm", "wavelet")
     max_side: int = Field(192, ge=32)
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
 
 
 class QuantizeParams(Section):
     # Each variant's own keys are validated by its registered config type
-    # (greenpipe.quant), so adding a variant never touches this file.
+    # (greenpipe.quant), so adding a variant never touches this file.  Params checks here that each
+    # entry names a registered handler: its key, or its `method:` when it has one.
     variants: dict[str, dict[str, Any]]
 
 
 class TargetParams(Section):
-    format: Literal["onnx", "xmodel"] = "onnx"  # xmodel: a Vitis AI DPU (greenpipe/compile/vitis_dpu.py)
+    # A registered compile format (greenpipe.compile; checked by Params, whose check may import torch);
+    # xmodel: a Vitis AI DPU (greenpipe/compile/vitis_dpu.py)
+    format: str = "onnx"
     opset: int = Field(17, ge=13, le=21)
     agreement_tolerance: float = Field(0.0079, ge=0)
     arch: str | None = None  # xmodel only: the DPU's arch.json, relative to the repo root (infra/arch/)
@@ -152,7 +170,7 @@ class DeviceParams(Section):
     kind: Literal["cpu", "gpu", "vck5000", "zcu104", "ultra96"] = "cpu"
     host: str = "local"  # "local" = run in this process; otherwise the device host whose Prefect worker runs it
     target: str = "cpu"
-    runtime: Literal["ort", "vart", "torch_cuda", "torch_cuda_fp16", "tflite"] = "ort"
+    runtime: str = "ort"  # a registered runtime (greenpipe.runtime)
     batch: int = Field(1, ge=1, le=64)
     meter: str = "estimate"  # a registered power meter (greenpipe.power), or "auto": rapl if readable, else estimate
     meter_options: dict[str, Any] = {}  # keyword options of that meter (e.g. {index: 0} for nvml)
@@ -176,14 +194,19 @@ class DeviceParams(Section):
                 )
         return self
 
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, v: str) -> str:
+        from greenpipe.runtime import RUNTIMES  # imported here: reading params needs no runtime module
+
+        return _check_registered(v, RUNTIMES)
+
     @field_validator("meter")
     @classmethod
     def _known_meter(cls, v: str) -> str:
         from greenpipe.power import METERS  # imported here: the meter modules are not needed to read params
 
-        if v != "auto" and v not in METERS:
-            raise ValueError(f"expected a power meter ({', '.join(METERS.names())}) or 'auto'")
-        return v
+        return _check_registered(v, METERS, also=("auto",))
 
 
 class DeployParams(Section):
@@ -193,15 +216,6 @@ class DeployParams(Section):
     eval_max_side: int = Field(0, ge=0)
     self_ensemble: Literal[1, 2, 4, 8] = 1  # also score and time each artifact averaged over this many flips/rotations
     devices: dict[str, DeviceParams]
-
-
-def _check_device_targets(params: "Params") -> None:
-    for name, device in params.deploy.devices.items():
-        if device.target not in params.compile.targets:
-            raise ValueError(
-                f"deploy.devices.{name}.target = {device.target!r}: not a compile target "
-                f"(compile.targets has: {', '.join(params.compile.targets)})"
-            )
 
 
 class SoakStoreParams(Section):
@@ -283,17 +297,12 @@ class VideoDataParams(Section):
     """Where the video recipe's clips come from (tasks/video_data.py)."""
 
     source: str = "builtin"  # builtin: camera-motion clips from data/clean; else a Jester / Something-Something folder
-    val_sources: tuple[str, ...] = ("coffee", "chelsea", "flower")  # built-in photographs held out for val
+    val_sources: Listed[tuple[str, ...]] = ("coffee", "chelsea", "flower")  # built-in photographs held out for val
     train_clips_per_class: int = Field(16, ge=1)  # built-in: clips per class per train photograph
     val_clips_per_class: int = Field(8, ge=1)  # built-in: clips per class per val photograph
     # built-in: motion per frame, [low, high] drawn per scene: the pan as a fraction of the frame, the zoom ratio
-    pan_per_frame: tuple[float, float] = (0.1, 0.16)
-    zoom_per_frame: tuple[float, float] = (1.1, 1.17)
-
-    @field_validator("val_sources", "pan_per_frame", "zoom_per_frame", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+    pan_per_frame: Listed[tuple[float, float]] = (0.1, 0.16)
+    zoom_per_frame: Listed[tuple[float, float]] = (1.1, 1.17)
 
     @model_validator(mode="after")
     def _motion(self) -> VideoDataParams:
@@ -317,12 +326,7 @@ class VideoModelParams(Section):
     fold_div: int = Field(8, ge=2)  # 1 / fold_div of the channels shift
     last_channel: int = Field(1280, ge=8)  # MobileNetV2 head width
     resnet_width: int = Field(64, ge=8)
-    resnet_blocks: tuple[int, ...] = (3, 4, 6, 3)
-
-    @field_validator("resnet_blocks", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+    resnet_blocks: Listed[tuple[int, ...]] = (3, 4, 6, 3)
 
 
 class VideoTrainParams(Section):
@@ -353,7 +357,8 @@ class VideoParams(Section):
     model: VideoModelParams = VideoModelParams()
     train: VideoTrainParams = VideoTrainParams()
     calib: VideoCalibParams = VideoCalibParams()
-    # Per-kernel variants; each entry's keys are validated by its config type (greenpipe.quant.kernels).
+    # Per-kernel variants; each entry's keys are validated by its config type (greenpipe.quant.kernels),
+    # its name (key, or `method:`) by Params against the registry.
     quantize: dict[str, dict[str, Any]] = {"tflite_fp32": {}, "tflite_int8": {}}
     eval: VideoEvalParams = VideoEvalParams()
 
@@ -377,8 +382,53 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":
-        _check_device_targets(self)
+        errors = _device_target_errors(self) + _handler_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+
+def _error(loc: tuple[str, ...], value: Any, error: PydanticCustomError) -> InitErrorDetails:
+    return InitErrorDetails(type=error, loc=loc, input=value)
+
+
+def _device_target_errors(params: Params) -> list[InitErrorDetails]:
+    unknown = PydanticCustomError(
+        "unknown_target", f"not a compile target (compile.targets has: {', '.join(params.compile.targets)})"
+    )
+    return [
+        _error(("deploy", "devices", name, "target"), device.target, unknown)
+        for name, device in params.deploy.devices.items()
+        if device.target not in params.compile.targets
+    ]
+
+
+def _handler_errors(params: Params) -> list[InitErrorDetails]:
+    """Compile formats and (per-kernel) quantization variants that no module registers.
+
+    Their registries fill only when the modules that need torch are imported, so
+    this runs when a whole Params is validated (on a build host), never at import.
+    """
+    from greenpipe.compile import TARGETS
+    from greenpipe.quant import VARIANTS
+    from greenpipe.quant.kernels import KERNEL_VARIANTS
+
+    errors = [
+        _error(("compile", "targets", name, "format"), target.format, _unregistered(TARGETS))
+        for name, target in params.compile.targets.items()
+        if target.format not in TARGETS
+    ]
+    for prefix, entries, registry in (
+        (("quantize", "variants"), params.quantize.variants, VARIANTS),
+        (("video", "quantize"), params.video.quantize, KERNEL_VARIANTS),
+    ):
+        for name, entry in entries.items():
+            # The entry's key names its handler unless it sets `method:` (two configurations of one method).
+            handler = entry.get("method") or name
+            loc = (*prefix, name, "method") if entry.get("method") else (*prefix, name)
+            if not isinstance(handler, str) or handler not in registry:
+                errors.append(_error(loc, handler, _unregistered(registry)))
+    return errors
 
 
 def resolve_profile(tree: Any, profile: str) -> Any:
@@ -392,16 +442,30 @@ def resolve_profile(tree: Any, profile: str) -> Any:
     return tree
 
 
-def _describe(error: dict) -> str:
-    key = ".".join("validate" if p == "validate_" else str(p) for p in error["loc"])
-    value = error.get("input")
-    shown = "(missing)" if error["type"] == "missing" else repr(value)
+UNKNOWN_KEY = "unknown key (check the spelling against params.yaml in the repository)"
+UNKNOWN_VARIANT_KEY = "unknown key for this variant (check the spelling against its config in greenpipe/quant/)"
+
+
+def _describe(error: Any, key: str, unknown_key: str) -> str:
+    loc = ".".join("validate" if p == "validate_" else str(p) for p in error["loc"])
+    where = ".".join(k for k in (key, loc) if k)
+    shown = "(missing)" if error["type"] == "missing" else repr(error.get("input"))
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    msg = error["msg"]
-    if error["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling against params.yaml in the repository)"
-    return f"  {key} = {shown}: {msg}"
+    msg = unknown_key if error["type"] == "extra_forbidden" else error["msg"]
+    return f"  {where} = {shown}: {msg}"
+
+
+def invalid_params(exc: ValidationError, source: str = "params.yaml", key: str = "",
+                   unknown_key: str = UNKNOWN_KEY) -> ParamsError:
+    """A ParamsError listing every error of ``exc``, one line each: ``  <key>.<loc> = <value>: <why>``.
+
+    ``key`` is the dotted key of the mapping ``exc`` came from (empty: the whole
+    file); ``unknown_key`` replaces pydantic's message for a key the type lacks.
+    """
+    lines = "\n".join(_describe(e, key, unknown_key) for e in exc.errors())
+    where = f" in {key}" if key else ""
+    return ParamsError(f"{source}: {exc.error_count()} invalid value(s){where}:\n{lines}")
 
 
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
@@ -414,8 +478,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(resolve_profile(raw, profile))
     except ValidationError as exc:
-        lines = "\n".join(_describe(e) for e in exc.errors())
-        raise ParamsError(f"{source}: {exc.error_count()} invalid value(s):\n{lines}") from None
+        raise invalid_params(exc, source) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

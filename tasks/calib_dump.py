@@ -13,7 +13,6 @@ on-disk format is documented in greenpipe/calib.py.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from greenpipe.calib import BoundaryWriter, write_index
+from greenpipe.io import replacing_dir
 from greenpipe.params import Params
 from greenpipe.recipes import get_recipe
 from greenpipe.recipes.base import model_from_checkpoint
@@ -34,9 +34,6 @@ def calib_dump(params: Params, data: Path, model_dir: Path, out: Path) -> dict:
     model, ckpt = model_from_checkpoint(model_dir / "checkpoint.pt")
     recipe = get_recipe(ckpt["recipe"])
     bounds = recipe.boundaries(model)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    writers = {name: BoundaryWriter(tmp, name) for name in bounds}
     captured: dict[str, np.ndarray] = {}
     handles = []
     for name, module in bounds.items():
@@ -46,7 +43,8 @@ def calib_dump(params: Params, data: Path, model_dir: Path, out: Path) -> dict:
     rng = np.random.default_rng(params.base.seed)
     cp = params.calib_dump
     try:
-        with torch.no_grad():
+        with replacing_dir(out) as tmp, torch.no_grad():
+            writers = {name: BoundaryWriter(tmp, name) for name in bounds}
             for source, x in recipe.calibration_inputs(data, cp.samples, cp.crop, rng):
                 captured.clear()
                 for name, module in bounds.items():
@@ -55,13 +53,11 @@ def calib_dump(params: Params, data: Path, model_dir: Path, out: Path) -> dict:
                 model(torch.from_numpy(x))
                 for name, writer in writers.items():
                     writer.add(captured[name], source)
+            manifests = {name: w.close() for name, w in writers.items()}
+            write_index(tmp, list(bounds))
     finally:
         for h in handles:
             h.remove()
-    manifests = {name: w.close() for name, w in writers.items()}
-    write_index(tmp, list(bounds))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return {
         "boundaries": len(manifests),
         "samples": cp.samples,

@@ -28,9 +28,6 @@ place at the end: a failed run leaves the previous ``--out`` intact.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -40,7 +37,7 @@ from greenpipe.data.noise import synthesize_pair
 from greenpipe.data.prepared import SPLITS, center_crop
 from greenpipe.data.readers import Sample, detect_layout, load_rgb, read_samples
 from greenpipe.errors import DataError
-from greenpipe.io import write_image, write_json
+from greenpipe.io import replacing_dir, write_image, write_json
 from greenpipe.metrics import psnr
 from greenpipe.params import Params
 from tasks._cli import run_stage
@@ -141,15 +138,6 @@ def _outputs(
     return out
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Put ``tmp`` at ``out``; the previous ``out`` goes only once the new one is in place."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def ingest(params: Params, raw: Path, out: Path) -> dict:
     """Prepare ``raw`` into ``out``; return metrics (layout, split rule, per-split samples, groups, noisy PSNR in dB)."""
     from rich.console import Console
@@ -162,11 +150,9 @@ def ingest(params: Params, raw: Path, out: Path) -> dict:
         [s.group for s in samples], params.ingest.val_sources, params.ingest.val_fraction, params.base.seed
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     rows: list[dict] = []
     psnrs: dict[str, list[float]] = {s: [] for s in SPLITS}
-    try:
+    with replacing_dir(out) as tmp:
         console = Console(stderr=True)
         # Only on a terminal: in a log the bar would be a stray line.
         for sample in track(samples, description="ingest", console=console, disable=not console.is_terminal):
@@ -216,10 +202,6 @@ def ingest(params: Params, raw: Path, out: Path) -> dict:
             "samples": rows,
         }
         write_json(tmp / "manifest.json", manifest)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     def mean(values: list[float]) -> float | None:
         finite = [v for v in values if np.isfinite(v)]

@@ -14,12 +14,11 @@ video found) and ``--out/dataset.json`` points the later stages at it.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 from greenpipe.data.video import materialize_builtin, read_labels, read_split
-from greenpipe.io import write_json
+from greenpipe.io import replacing_dir, write_json
 from greenpipe.params import Params
 from greenpipe.video.env import DATASET_FILE
 from tasks._cli import run_stage
@@ -29,25 +28,21 @@ def video_data(params: Params, photos: Path, out: Path) -> dict:
     """Write (or check and point to) the clip dataset; return its counts and sources."""
     t0 = time.perf_counter()
     vp = params.video
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if vp.data.source == "builtin":
-        summary = materialize_builtin(
-            photos, tmp, size=vp.model.input_size, n_frames=vp.model.n_frames,
-            train_per_class=vp.data.train_clips_per_class, val_per_class=vp.data.val_clips_per_class,
-            val_sources=vp.data.val_sources, seed=params.base.seed, pan=vp.data.pan_per_frame,
-            zoom=vp.data.zoom_per_frame)
-        write_json(tmp / DATASET_FILE, {"root": ".", "layout": "jester", "source": "builtin",
-                                        "group_size": summary["group_size"]})
-    else:
-        root = Path(vp.data.source).resolve()
-        train, val = read_split(root, "train"), read_split(root, "val")
-        tmp.mkdir(parents=True)
-        write_json(tmp / DATASET_FILE, {"root": str(root), "layout": "jester", "source": vp.data.source,
-                                        "group_size": 1})
-        summary = {"classes": read_labels(root), "train_clips": len(train), "val_clips": len(val)}
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with replacing_dir(out) as tmp:
+        if vp.data.source == "builtin":
+            summary = materialize_builtin(
+                photos, tmp, size=vp.model.input_size, n_frames=vp.model.n_frames,
+                train_per_class=vp.data.train_clips_per_class, val_per_class=vp.data.val_clips_per_class,
+                val_sources=vp.data.val_sources, seed=params.base.seed, pan=vp.data.pan_per_frame,
+                zoom=vp.data.zoom_per_frame)
+            write_json(tmp / DATASET_FILE, {"root": ".", "layout": "jester", "source": "builtin",
+                                            "group_size": summary["group_size"]})
+        else:
+            root = Path(vp.data.source).resolve()
+            train, val = read_split(root, "train"), read_split(root, "val")
+            write_json(tmp / DATASET_FILE, {"root": str(root), "layout": "jester", "source": vp.data.source,
+                                            "group_size": 1})
+            summary = {"classes": read_labels(root), "train_clips": len(train), "val_clips": len(val)}
     return {**summary, "wall_s": time.perf_counter() - t0}
 
 

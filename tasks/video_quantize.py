@@ -14,9 +14,9 @@ need the Vitis AI TensorFlow container).
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
+from greenpipe.io import replacing_dir
 from greenpipe.params import Params
 from tasks._cli import run_stage
 
@@ -35,11 +35,8 @@ def video_quantize(params: Params, variant: str, model_dir: Path, calib: Path, o
     configure_tensorflow(params.base.threads)
     net, header = load_checkpoint(model_dir / "checkpoint.npz")
     kernels, manifest = split_models(net)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    report = handler.quantize(kernels, manifest, calib, tmp, config)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with replacing_dir(out) as tmp:
+        report = handler.quantize(kernels, manifest, calib, tmp, config)
     return {**report, "model": header.get("net"), "float_val_top1": header.get("val_top1")}
 
 

@@ -70,3 +70,57 @@ def test_every_error_is_listed_at_once(raw):
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def _registered(module: str, registry: str) -> str:
+    import importlib
+
+    return ", ".join(getattr(importlib.import_module(module), registry).names())
+
+
+@pytest.mark.parametrize(
+    "dotted,typo,registry",
+    [
+        ("base.recipe", "denoize", ("greenpipe.recipes", "RECIPES")),
+        ("quantize.variants.ptq9", None, ("greenpipe.quant", "VARIANTS")),  # None: a new entry, its key the typo
+        ("quantize.variants.ptq8.method", "ptq88", ("greenpipe.quant", "VARIANTS")),
+        ("compile.targets.cpu.format", "onx", ("greenpipe.compile", "TARGETS")),
+        ("deploy.devices.local.runtime", "ortt", ("greenpipe.runtime", "RUNTIMES")),
+        ("deploy.devices.local.meter", "rappl", ("greenpipe.power", "METERS")),
+        ("video.quantize.tflite_int9", None, ("greenpipe.quant.kernels", "KERNEL_VARIANTS")),
+    ],
+)
+def test_a_name_no_registry_holds_fails_naming_key_and_choices(raw, tmp_path, dotted, typo, registry):
+    *parents, last = dotted.split(".")
+    tree = raw
+    for key in parents:
+        tree = tree[key]
+    tree[last] = {} if typo is None else typo
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as exc:
+        load_params(tmp_path / "params.yaml")
+    message = str(exc.value)
+    assert "1 invalid value(s)" in message
+    assert f"  {dotted} = {typo or last!r}: not a registered " in message
+    assert f"registered: {_registered(*registry)}" in message
+
+
+def test_meter_auto_and_an_entry_naming_its_method_are_accepted(raw, tmp_path):
+    raw["deploy"]["devices"]["local"]["meter"] = "auto"
+    raw["quantize"]["variants"]["ptq8_mse"] = {"method": "ptq8", "act_calibration": "mse"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    p = load_params(tmp_path / "params.yaml")
+    assert p.deploy.devices["local"].meter == "auto" and "ptq8_mse" in p.quantize.variants
+
+
+def test_importing_params_loads_no_torch_tensorflow_or_dvc():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import greenpipe.params, sys; "
+             "print([m for m in ('torch', 'tensorflow', 'dvc') if m in sys.modules])")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
+from greenpipe.io import replacing_dir
 from greenpipe.runtime.base import Runner
 
 SCENARIOS = ("SingleStream", "Offline")
@@ -161,26 +160,23 @@ def run_scenario(
     else:
         settings.offline_expected_qps = max(batch / expected_latency_s * OFFLINE_QPS_MARGIN, 1.0)
 
-    log_dir = Path(log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{scenario}.", dir=log_dir))
-    log_settings = lg.LogSettings()
-    log_settings.log_output.outdir = str(tmp)
-    log_settings.log_output.copy_summary_to_stdout = False
-    log_settings.enable_trace = False
+    final = Path(log_dir) / scenario
+    # A runner error still completes the run: its logs are swapped in, then the error is raised.
+    with replacing_dir(final) as tmp:
+        log_settings = lg.LogSettings()
+        log_settings.log_output.outdir = str(tmp)
+        log_settings.log_output.copy_summary_to_stdout = False
+        log_settings.enable_trace = False
 
-    sut_impl = _SUT(lg, runner, samples, batch)
-    sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
-    qsl = lg.ConstructQSL(len(samples), len(samples), lambda idx: None, lambda idx: None)
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
-    finally:
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-        sut_impl.close()
-    final = log_dir / scenario
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+        sut_impl = _SUT(lg, runner, samples, batch)
+        sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
+        qsl = lg.ConstructQSL(len(samples), len(samples), lambda idx: None, lambda idx: None)
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        finally:
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+            sut_impl.close()
     if sut_impl.error is not None:
         raise GreenpipeError(
             f"LoadGen {scenario}: the runner failed on a {samples[0].shape} input: {sut_impl.error}"

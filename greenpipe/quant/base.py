@@ -31,6 +31,7 @@ from torch import nn
 
 from greenpipe.calib import iter_boundary, read_manifest
 from greenpipe.errors import GreenpipeError, ParamsError
+from greenpipe.params import UNKNOWN_VARIANT_KEY, invalid_params
 from greenpipe.registry import Registry
 
 
@@ -88,15 +89,6 @@ def register_variant(name: str, config_type: type[VariantConfig]) -> Callable[[H
     return decorate
 
 
-def _describe(key: str, error: dict) -> str:
-    loc = ".".join(str(p) for p in error["loc"])
-    shown = "(missing)" if error["type"] == "missing" else repr(error.get("input"))
-    msg = error["msg"]
-    if error["type"] == "extra_forbidden":
-        msg = "unknown key for this variant (check the spelling against its config in greenpipe/quant/)"
-    return f"  {key}.{loc} = {shown}: {msg}"
-
-
 def parse_variant(name: str, raw: Mapping[str, Any] | None) -> tuple[Variant, VariantConfig]:
     """Look up the handler of ``quantize.variants.<name>`` and validate its keys.
 
@@ -115,8 +107,7 @@ def parse_variant(name: str, raw: Mapping[str, Any] | None) -> tuple[Variant, Va
     try:
         config = variant.config_type.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n".join(_describe(key, e) for e in exc.errors())
-        raise ParamsError(f"params.yaml: {exc.error_count()} invalid value(s) in {key}:\n{lines}") from None
+        raise invalid_params(exc, key=key, unknown_key=UNKNOWN_VARIANT_KEY) from None
     return variant, config
 
 

@@ -54,10 +54,6 @@ def quant_context(ctx: QuantContext) -> Iterator[QuantContext]:
         _CURRENT.reset(token)
 
 
-def current_context() -> QuantContext | None:
-    return _CURRENT.get()
-
-
 def require_context(variant: str, what: str) -> QuantContext:
     """The open context, or a GreenpipeError saying that ``variant`` needs ``what`` from its stage."""
     ctx = _CURRENT.get()

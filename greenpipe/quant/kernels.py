@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from greenpipe.errors import ParamsError
 from greenpipe.io import read_json, write_json
+from greenpipe.params import UNKNOWN_VARIANT_KEY, invalid_params
 from greenpipe.registry import Registry
 
 KERNELS_FILE = "kernels.json"
@@ -82,9 +83,7 @@ def parse_kernel_variant(name: str, raw: Mapping[str, Any] | None,
     try:
         config = variant.config_type.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n".join(f"  {key}.{'.'.join(str(p) for p in e['loc'])} = {e.get('input')!r}: {e['msg']}"
-                          for e in exc.errors())
-        raise ParamsError(f"params.yaml: {exc.error_count()} invalid value(s) in {key}:\n{lines}") from None
+        raise invalid_params(exc, key=key, unknown_key=UNKNOWN_VARIANT_KEY) from None
     return variant, config
 
 

@@ -13,13 +13,12 @@ input names.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from greenpipe.calib import BoundaryWriter, write_index
-from greenpipe.io import write_json
+from greenpipe.io import replacing_dir, write_json
 from greenpipe.models.tsm_tf import TSMNet, split_models
 from greenpipe.video.host import HostPipeline, KerasKernel
 
@@ -40,30 +39,27 @@ def dump(net: TSMNet, clips: np.ndarray, sources: list[str], out: str | Path) ->
     out = Path(out)
     kernels, manifest = split_models(net)
     names = boundary_names(manifest)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    writers = {n: BoundaryWriter(tmp, n) for n in names}
-    current = {"source": ""}
+    with replacing_dir(out) as tmp:
+        writers = {n: BoundaryWriter(tmp, n) for n in names}
+        current = {"source": ""}
 
-    def record(_k: int, feeds: dict[str, np.ndarray]) -> None:
-        for name, array in feeds.items():
-            writers[name].add(array, current["source"])
+        def record(_k: int, feeds: dict[str, np.ndarray]) -> None:
+            for name, array in feeds.items():
+                writers[name].add(array, current["source"])
 
-    online = net.config.online
-    pipe = HostPipeline([KerasKernel(k) for k in kernels], manifest, online=online, on_feed=record)
-    for clip, source in zip(clips, sources):
-        frames = clip.astype(np.float32) / 255.0  # (T, H, W, 3)
-        pipe.reset()  # a new video: shift buffers start at zero
-        if online:
-            for t in range(len(frames)):
-                current["source"] = f"{source}@{t}"
-                pipe.step(frames[t : t + 1])
-        else:
-            current["source"] = source
-            pipe.step(frames)
-    manifests = {n: w.close() for n, w in writers.items()}
-    write_index(tmp, names)
-    write_json(tmp / SPLIT_FILE, manifest)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+        online = net.config.online
+        pipe = HostPipeline([KerasKernel(k) for k in kernels], manifest, online=online, on_feed=record)
+        for clip, source in zip(clips, sources):
+            frames = clip.astype(np.float32) / 255.0  # (T, H, W, 3)
+            pipe.reset()  # a new video: shift buffers start at zero
+            if online:
+                for t in range(len(frames)):
+                    current["source"] = f"{source}@{t}"
+                    pipe.step(frames[t : t + 1])
+            else:
+                current["source"] = source
+                pipe.step(frames)
+        manifests = {n: w.close() for n, w in writers.items()}
+        write_index(tmp, names)
+        write_json(tmp / SPLIT_FILE, manifest)
     return manifests

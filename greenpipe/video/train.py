@@ -18,10 +18,6 @@ import numpy as np
 from greenpipe.data.video import CLASSES
 from greenpipe.models.tsm_tf import TSMNet, clip_model
 
-_SWAP = {"pan_left": "pan_right", "pan_right": "pan_left", "pan_up": "pan_down", "pan_down": "pan_up",
-         "zoom_in": "zoom_out", "zoom_out": "zoom_in"}
-
-
 def _swap_table(pairs: tuple[tuple[str, str], ...]) -> np.ndarray:
     table = np.arange(len(CLASSES))
     for a, b in pairs:

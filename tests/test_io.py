@@ -1,0 +1,77 @@
+"""greenpipe.io: an output directory is replaced whole, or not at all."""
+
+import os
+import stat
+
+import pytest
+
+from greenpipe.io import replacing_dir
+
+
+def _tree(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def out(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "old.txt").write_bytes(b"old")
+    return out
+
+
+def test_success_swaps_the_new_directory_in(out):
+    with replacing_dir(out) as tmp:
+        assert tmp.parent == out.parent and tmp.is_dir() and not any(tmp.iterdir())
+        (tmp / "new.txt").write_bytes(b"new")
+    assert _tree(out) == {"new.txt": b"new"}
+    assert os.listdir(out.parent) == ["out"]  # neither the temporary nor the previous directory is left
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()
+
+
+def test_failure_leaves_the_old_directory_and_no_temporary(out):
+    with pytest.raises(RuntimeError, match="half-way"):
+        with replacing_dir(out) as tmp:
+            (tmp / "new.txt").write_bytes(b"new")
+            raise RuntimeError("half-way")
+    assert _tree(out) == {"sub/old.txt": b"old"}
+    assert os.listdir(out.parent) == ["out"]
+
+
+def test_a_failed_swap_puts_the_old_directory_back(out, monkeypatch):
+    import greenpipe.io
+
+    real = os.replace
+
+    def replace(src, dst):
+        if ".tmp-" in str(src):
+            raise OSError("disk gone")
+        real(src, dst)
+
+    monkeypatch.setattr(greenpipe.io.os, "replace", replace)
+    with pytest.raises(OSError, match="disk gone"):
+        with replacing_dir(out) as tmp:
+            (tmp / "new.txt").write_bytes(b"new")
+    assert _tree(out) == {"sub/old.txt": b"old"}
+    assert os.listdir(out.parent) == ["out"]
+
+
+def test_a_missing_output_and_its_parents_are_created(tmp_path):
+    out = tmp_path / "a" / "b"
+    with replacing_dir(out) as tmp:
+        (tmp / "x").write_bytes(b"x")
+    assert _tree(out) == {"x": b"x"}
+
+
+def test_leftovers_of_a_killed_writer_are_removed(out):
+    (out.parent / ".out.tmp-killed").mkdir()
+    (out.parent / ".out.old-killed").mkdir()
+    with replacing_dir(out):
+        pass
+    assert os.listdir(out.parent) == ["out"] and _tree(out) == {}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
