@@ -56,7 +56,8 @@ def device_run(
     """Measure (``stage="deploy"``) or soak (``"soak"``) one artifact on this host; put the outputs in the store.
 
     ``job`` is a ``greenpipe.deploy.DeployJob`` or ``greenpipe.soak.SoakJob`` as a dict; ``artifact`` and
-    ``data`` are ``ArtifactRef`` dicts (the artifact file; the val split directory, deploy only);
+    ``data`` are ``ArtifactRef`` dicts (the artifact file, or a per-kernel variant's directory; the
+    files the recipe's eval reads, deploy only);
     ``store`` holds ``bucket``, ``prefix``, ``endpoint_url`` (None = boto3's default) and ``region``;
     ``earlier_runs`` are flow runs of the same soak that did not complete (oldest first). Returns the
     summary it uploaded.
@@ -74,8 +75,11 @@ def device_run(
     )
     art_ref = ArtifactRef.from_dict(artifact)
     cache = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "greenpipe-agent")
-    # Named by content: a second job with the same artifact reuses the verified local copy.
-    model = s3.get_file(art_ref, cache / "artifacts" / art_ref.sha256 / Path(job["artifact"]).name)
+    # Named by content: a second job with the same artifact reuses the verified local copy. A kernel
+    # manifest travels with its variant's directory (every kernel file beside it).
+    where = cache / "artifacts" / art_ref.sha256
+    name = Path(job["artifact"]).name
+    model = s3.get_dir(art_ref, where) / name if art_ref.kind == "dir" else s3.get_file(art_ref, where / name)
     with tempfile.TemporaryDirectory(prefix=f"greenpipe-{run_id}-") as tmp:
         out = Path(tmp) / "out"
         out.mkdir()
@@ -87,14 +91,14 @@ def device_run(
             metrics = soak_on_host(spec, model, s3, run_id, list(earlier_runs or []), Path(tmp) / "ckpt", out)
             facts = metrics["host"]
         else:
-            from greenpipe.runtime import load
             from greenpipe.deploy import DeployJob, measure
+            from greenpipe.runtime import load_artifact
 
             spec = DeployJob.from_dict(job)
             data_ref = ArtifactRef.from_dict(data or {})
             val = s3.get_dir(data_ref, cache / "data" / data_ref.sha256)
             log.info("pulled %s (%d bytes) and the val split for %s", model.name, art_ref.size, spec.device)
-            runner = load(spec.runtime, model, spec.threads, spec.batch)
+            runner = load_artifact(spec.recipe, spec.runtime, model, spec.threads, spec.batch)
             facts = host_facts(spec.threads, runner.describe().get("label"))
             metrics = measure(spec, runner, val, out, host=facts)
         outputs = s3.put_dir(out)

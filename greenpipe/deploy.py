@@ -75,8 +75,8 @@ class DeployJob(DeviceJob):
 
     recipe: str
     multiple: int  # input H, W must be multiples of this (px)
-    channels: int
-    input_size: int  # LoadGen input H = W (px)
+    input_shape: list[int]  # one LoadGen query, batch 1 first (the recipe's bench_input)
+    eval_options: dict[str, Any]  # what the recipe's evaluate needs besides the data (its eval_options)
     eval_max_side: int  # px, 0 = whole val images
     single_stream_s: float  # LoadGen minimum durations, seconds
     offline_s: float
@@ -89,13 +89,24 @@ def _source(desc: dict) -> str:
     return f"measured on {desc['host']}, {desc['label']}"
 
 
+def artifact_bytes(artifact: Path) -> int:
+    """Size of what deploys: the file, or for a kernel manifest every file of its variant's directory."""
+    if artifact.name != "kernels.json":
+        return artifact.stat().st_size
+    return sum(p.stat().st_size for p in artifact.parent.rglob("*") if p.is_file())
+
+
 def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifact: Path) -> DeployJob:
     """The job for ``device`` from params and the compile report of ``artifact``."""
+    from greenpipe.recipes import get_recipe
+
     dev = params.deploy.devices[device]
+    recipe = get_recipe(compiled["recipe"])
     multiple = int(compiled["multiple"])
-    n = params.deploy.input_size
-    if n % multiple:
-        raise GreenpipeError(f"deploy.input_size = {n}: must be a multiple of {multiple} for this model")
+    shape = recipe.bench_input(compiled["model_args"], params.deploy.input_size)
+    if multiple > 1 and any(n % multiple for n in shape[-2:]):
+        raise GreenpipeError(f"deploy.input_size = {params.deploy.input_size}: must be a multiple of {multiple} "
+                             "for this model")
     return DeployJob(
         variant=variant,
         device=device,
@@ -104,16 +115,16 @@ def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifa
         runtime=dev.runtime,
         batch=dev.batch,
         threads=params.base.threads,
-        recipe=compiled["recipe"],
+        recipe=recipe.name,
         multiple=multiple,
-        channels=int(compiled["model_args"].get("in_channels", 3)),
-        input_size=n,
+        input_shape=list(shape),
+        eval_options=recipe.eval_options(params, compiled["model_args"]),
         eval_max_side=params.deploy.eval_max_side,
         single_stream_s=params.deploy.single_stream_s,
         offline_s=params.deploy.offline_s,
         artifact=str(artifact),
-        artifact_bytes=artifact.stat().st_size,
-        self_ensemble=params.deploy.self_ensemble,
+        artifact_bytes=artifact_bytes(artifact),
+        self_ensemble=params.deploy.self_ensemble if recipe.self_ensemble else 1,
     )
 
 
@@ -145,6 +156,7 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
     }
     bench = {**bench, "device": desc, "source": source}
     metrics = {
+        "recipe": job.recipe,
         "variant": job.variant,
         "device_name": job.device,
         "target": job.target,
@@ -175,19 +187,19 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
 
 def _score_and_time(job: DeployJob, runner: Any, data_dir: Path, loadgen_dir: Path,
                     outputs: dict[str, np.ndarray] | None = None, offline: bool = True) -> tuple[Evaluation, dict]:
-    """``runner``'s evaluation on the val split and its LoadGen results on ``1 x C x N x N`` inputs
+    """``runner``'s evaluation on the val split and its LoadGen results on ``job.input_shape`` queries
     (SingleStream, and Offline unless ``offline`` is false)."""
     from greenpipe.bench.loadgen import benchmark
     from greenpipe.recipes import get_recipe
     from greenpipe.recipes.base import check_quality
 
     recipe = get_recipe(job.recipe)
-    evaluation = recipe.evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple, outputs=outputs)
+    evaluation = recipe.evaluate(runner.run, data_dir, job.eval_max_side, multiple=job.multiple, outputs=outputs,
+                                 **job.eval_options)
     check_quality(evaluation.quality, recipe, f"deploy {job.variant} on {job.device}")
-    n = job.input_size
     bench = benchmark(
         runner,
-        (1, job.channels, n, n),
+        tuple(job.input_shape),
         job.single_stream_s,
         job.offline_s if offline else None,
         loadgen_dir,

@@ -1,7 +1,7 @@
 """The ``soak`` stage's logic: energy per inference of a compiled artifact on a device, measured the MLPerf Power way.
 
 Idle baseline, load, warm-up, then ``soak.duration_s`` of back-to-back runs of
-the artifact on a fixed ``batch x 3 x N x N`` input (N = ``deploy.input_size``)
+the artifact on a fixed input (``batch`` x the recipe's benchmark query: ``bench_input``)
 while the device's meter (``deploy.devices.<device>.meter``) is sampled at
 ``soak.sample_hz``; see :mod:`greenpipe.power.soak` for the loop.
 
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from greenpipe.deploy import DeviceJob
+from greenpipe.deploy import DeviceJob, artifact_bytes
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json, write_json
 from greenpipe.params import DeviceParams, Params
@@ -64,7 +64,8 @@ RECORD_KINDS = ("header", "idle", "window", "resume", "overhead")  # what a chec
 class SoakJob(DeviceJob):
     """Everything a soak needs besides the artifact file."""
 
-    shape: list[int]  # (batch, C, N, N) input the artifact runs on
+    recipe: str  # whose model the artifact is (a kernel manifest runs on that recipe's host loop)
+    shape: list[int]  # the input the artifact runs on: batch x the recipe's benchmark query
     meter: str  # a registered meter or "auto", chosen where the soak runs
     meter_options: dict[str, Any]  # as written in params ("pid: self" is resolved where the soak runs)
     plan: dict[str, Any]  # SoakPlan.to_dict()
@@ -86,24 +87,34 @@ def planned_seconds(plan: SoakPlan) -> float:
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of the artifact; of a kernel manifest, over its variant directory's files (names and bytes)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    files = [path] if path.name != "kernels.json" else sorted(p for p in path.parent.rglob("*") if p.is_file())
+    for file in files:
+        if len(files) > 1:
+            h.update(str(file.relative_to(path.parent)).encode())
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
     return h.hexdigest()
 
 
 def soak_job(params: Params, variant: str, device: str, compiled: dict, artifact: Path) -> SoakJob:
     """The soak of ``artifact`` (compile report ``compiled``) on ``device``, from params."""
+    from greenpipe.recipes import get_recipe
+
     dev = params.deploy.devices[device]
-    n = params.deploy.input_size
-    if n % compiled["multiple"]:
-        raise GreenpipeError(f"deploy.input_size = {n}: must be a multiple of {compiled['multiple']} for this model")
+    recipe = get_recipe(compiled["recipe"])
+    shape = recipe.bench_input(compiled["model_args"], params.deploy.input_size)
+    multiple = int(compiled["multiple"])
+    if multiple > 1 and any(n % multiple for n in shape[-2:]):
+        raise GreenpipeError(f"deploy.input_size = {params.deploy.input_size}: must be a multiple of {multiple} "
+                             "for this model")
     return SoakJob(
         variant=variant, device=device, kind=dev.kind, target=dev.target, runtime=dev.runtime, batch=dev.batch,
-        threads=params.base.threads, shape=[dev.batch, int(compiled["model_args"].get("in_channels", 3)), n, n],
+        threads=params.base.threads, recipe=recipe.name, shape=[dev.batch, *shape[1:]],
         meter=dev.meter, meter_options=dict(dev.meter_options), plan=plan_of(params).to_dict(),
-        artifact=str(artifact), artifact_bytes=artifact.stat().st_size, artifact_sha256=_sha256(artifact),
+        artifact=str(artifact), artifact_bytes=artifact_bytes(artifact), artifact_sha256=_sha256(artifact),
     )  # fmt: skip
 
 
@@ -265,9 +276,9 @@ def soak(job: SoakJob, artifact: Path, checkpoint: Checkpoint, publish: Publish 
     desc: dict = {}
 
     def load_workload():
-        from greenpipe.runtime import load
+        from greenpipe.runtime import load_artifact
 
-        runner = load(job.runtime, artifact, job.threads, job.batch)
+        runner = load_artifact(job.recipe, job.runtime, artifact, job.threads, job.batch)
         desc.update(runner.describe())
         x = np.random.default_rng(0).random(tuple(job.shape), dtype=np.float32)  # fixed input: only timing matters
         batch = job.shape[0]
@@ -279,7 +290,7 @@ def soak(job: SoakJob, artifact: Path, checkpoint: Checkpoint, publish: Publish 
         return run_once
 
     with open_meter(meter_name, **options) as meter:
-        context = {"variant": job.variant, "device_name": job.device, "target": job.target,
+        context = {"recipe": job.recipe, "variant": job.variant, "device_name": job.device, "target": job.target,
                    "input_shape": list(job.shape), "batch": job.batch, "artifact": job.artifact, "host": facts,
                    **_meter_fields(meter, note, facts["name"] if remote else None)}  # fmt: skip
         header = {"key": key, "identity": identity, "context": context}
@@ -351,7 +362,7 @@ def soak_stage(params: Params, variant: str, device: str, compiled_dir: Path, ch
 
 def _soak_remote(job: SoakJob, dev: DeviceParams, artifact: Path, checkpoint_dir: Path, out: Path) -> dict:
     """Soak on ``dev``'s host through the farm; resume from this soak's earlier runs; fill ``out``."""
-    from greenpipe.farm.client import FarmError, fetch_results, run_on_host
+    from greenpipe.farm.client import FarmError, fetch_results, put_artifact, run_on_host
 
     pointer = checkpoint_dir / POINTER_FILE
     before = read_json(pointer) if pointer.is_file() else {}
@@ -359,7 +370,7 @@ def _soak_remote(job: SoakJob, dev: DeviceParams, artifact: Path, checkpoint_dir
 
     def upload(store: ArtifactStore) -> dict:
         store.ensure_bucket()
-        return {"artifact": store.put_file(artifact).to_dict(), "data": None}
+        return {"artifact": put_artifact(store, artifact).to_dict(), "data": None}
 
     def remember(farm: Any, runs: list[str]) -> None:
         write_json(pointer, {"job": job.to_dict(), "runs": runs, "store": farm.store_spec()})

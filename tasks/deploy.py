@@ -7,7 +7,9 @@
 device runs and the runtime that runs it (greenpipe/runtime/).  What is
 measured is the artifact itself: the recipe's metrics of its outputs on the val split,
 then MLPerf LoadGen SingleStream (latency percentiles) and Offline
-(throughput) on ``1 x C x N x N`` inputs, N = ``deploy.input_size``.
+(throughput) on queries of the recipe's benchmark input (``bench_input``;
+``deploy.input_size`` where the model takes any size).  A per-kernel
+variant (``kernels.json``) runs on its recipe's host loop.
 
 Outputs: ``eval.json`` (per-sample rows), ``bench.json`` (LoadGen results and
 settings), ``loadgen/<scenario>/`` (LoadGen's own logs) and ``samples/*.png``
@@ -56,9 +58,9 @@ def deploy_stage(
 
         return run_remote(job, dev, artifact, data_dir, out)
 
-    from greenpipe.runtime import load
+    from greenpipe.runtime import load_artifact
 
-    runner = load(dev.runtime, artifact, params.base.threads, dev.batch)
+    runner = load_artifact(job.recipe, dev.runtime, artifact, params.base.threads, dev.batch)
     return measure(job, runner, data_dir, out)
 
 

@@ -28,64 +28,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 from greenpipe.params import Params
 from tasks._cli import run_stage
-
-
-def _pipeline(quant_dir: Path, threads: int):
-    from greenpipe.quant.kernels import read_kernels_manifest
-    from greenpipe.runtime import RUNTIMES
-    from greenpipe.video.host import HostPipeline, bind
-
-    manifest = read_kernels_manifest(quant_dir)
-    load = RUNTIMES.get(manifest["runtime"])
-    runners = [bind(load(quant_dir / k["artifact"], threads, 1), k, str(quant_dir / k["artifact"]))
-               for k in manifest["kernels"]]
-    return HostPipeline(runners, manifest, online=manifest["mode"] == "online"), runners[0].describe()
-
-
-def _clip_runner(pipe):
-    def run(clip: np.ndarray) -> np.ndarray:
-        pipe.reset()
-        if not pipe.online:
-            return pipe.step(clip)
-        return np.concatenate([pipe.step(clip[t : t + 1]) for t in range(len(clip))])
-
-    return run
-
-
-def timed_run(pipe, clips: np.ndarray, frames: int, warmup: int) -> dict:
-    """Stream ``frames`` frames (cycling through ``clips``, (N, T, S, S, 3) uint8) and time every part."""
-    stream = clips.reshape(-1, *clips.shape[2:])
-    per_clip = clips.shape[1]
-    pipe.reset()
-    pipe.reset_timing()
-    t_start = None
-    for i in range(warmup + frames):
-        if i == warmup:
-            pipe.reset_timing()
-            t_start = time.perf_counter()
-        if i % per_clip == 0:
-            pipe.reset()
-        t0 = time.perf_counter()
-        x = stream[i % len(stream)][None].astype(np.float32) / 255.0  # (1, S, S, 3) in [0, 1]
-        pipe.step(x, preprocess_s=time.perf_counter() - t0)
-    wall = time.perf_counter() - t_start
-    ms = pipe.timing.per_step_ms()
-    return {
-        **ms,
-        "fps": 1e3 / (ms["preprocess_ms"] + ms["inference_ms"]),
-        "sustained_fps": frames / wall,
-        "frames": frames,
-        "shift_total_ms": float(sum(ms["shift_ms"])),
-        "kernel_total_ms": float(sum(ms["kernel_ms"])),
-        "rescaled_boundaries": [pipe.kernels[k].inputs[0].name.split("_")[0] for k in pipe.rescaled],
-    }
 
 
 def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> dict:
@@ -95,6 +41,7 @@ def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> 
     from greenpipe.io import read_json
     from greenpipe.recipes import get_recipe
     from greenpipe.video.env import configure_tensorflow, dataset_root
+    from greenpipe.video.host import ClipRunner, timed_run
 
     configure_tensorflow(params.base.threads)
     vp, root = params.video, dataset_root(data)
@@ -104,12 +51,13 @@ def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> 
     results, not_run = {}, {}
     for variant in vp.quantize:
         try:
-            pipe, described = _pipeline(quant / variant, params.base.threads)
+            runner = ClipRunner.load(quant / variant, params.base.threads)
+            pipe, described = runner.pipe, runner.first
         except ToolchainMissing as exc:  # e.g. vitis_tf's xmodels need VART and a DPU: run this stage on its host
             not_run[variant] = str(exc)
             print(f"video_eval: {variant} not run here: {exc}", file=sys.stderr)
             continue
-        evaluation = recipe.evaluate(_clip_runner(pipe), root, n_frames=m.n_frames, size=m.input_size,
+        evaluation = recipe.evaluate(runner.run, root, n_frames=m.n_frames, size=m.input_size,
                                      window=ev.smooth_window)
         timing = timed_run(pipe, val_clips, ev.fps_frames, ev.warmup_frames)
         results[variant] = {

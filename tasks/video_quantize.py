@@ -35,6 +35,8 @@ def video_quantize(params: Params, variant: str, model_dir: Path, calib: Path, o
     configure_tensorflow(params.base.threads)
     net, header = load_checkpoint(model_dir / "checkpoint.npz")
     kernels, manifest = split_models(net)
+    # What the shared deploy / soak need to run the kernels as the recipe's model (a self-describing artifact).
+    manifest = {**manifest, "recipe": "video", "model_args": header["model_args"]}
     with replacing_dir(out) as tmp:
         report = handler.quantize(kernels, manifest, calib, tmp, config)
     return {**report, "model": header.get("net"), "float_val_top1": header.get("val_top1")}

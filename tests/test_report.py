@@ -5,7 +5,7 @@ import yaml
 from greenpipe.io import write_json
 from greenpipe.params import parse_params
 from greenpipe.recipes import get_recipe
-from greenpipe.report.summary import Row, collect, markdown, pareto_front
+from greenpipe.report.summary import Row, Section, collect, markdown, pareto_front
 from tasks.report import report
 
 DENOISE = get_recipe("denoise")
@@ -27,6 +27,7 @@ def _deploy(psnr, p90, fps, src="measured on local CPU", x8=None):
 
 def _metrics(root):
     write_json(root / "deploy" / "fp32-local.json", _deploy(32.0, 40.0, 25.0))
+    write_json(root / "quantize" / "fp32.json", {"bits": {"weights": 32, "activations": 32}})  # the drop's reference
     write_json(root / "deploy" / "ptq8-local.json", _deploy(31.8, 12.0, 80.0))
     write_json(root / "compile" / "ptq8-cpu.json", {"agreement": {"max_abs_diff": 0.0078}})
     write_json(root / "quantize" / "ptq8.json", {"dpu_numerics": True})
@@ -55,7 +56,7 @@ def test_self_ensemble_runs_are_rows_of_their_own_compared_with_fp32s_ensemble(t
     assert ens.passes == 8 and ens.quality == 32.2 and ens.p90_ms == 96.0 and ens.fps is None
     assert abs(ens.drop - 0.1) < 1e-9 and abs(rows["ptq8"].drop - 0.2) < 1e-9
     assert ens.source.endswith("x8 self-ensemble") and ens.dpu_numerics is True and ens.model_mb == 1.0
-    text = markdown(list(rows.values()), DENOISE, DENOISE.references(metrics))
+    text = markdown([Section(DENOISE, list(rows.values()), DENOISE.references(metrics))])
     assert "| ptq8 x8 | local | 32.20 | 0.9200 | +0.10 |" in text and "| 96.00 | — |" in text  # no Offline: no fps
     assert "| non-local means, tuned on train | 29.00 | 0.8000 |" in text
     assert "| UNet float (PyTorch, after training) | 32.10 | 0.9100 |" in text
@@ -85,7 +86,7 @@ def test_report_stage_writes_table_plot_and_markdown(tmp_path):
 
 
 def test_markdown_without_references():
-    text = markdown([], DENOISE)
+    text = markdown([Section(DENOISE, [])])
     assert text.startswith("# greenpipe summary") and "other methods" not in text
 
 

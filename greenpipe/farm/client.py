@@ -203,23 +203,36 @@ def _say(msg: str, stage: str = "deploy") -> None:
     print(f"{stage}: {msg}", file=sys.stderr, flush=True)
 
 
-def upload_inputs(store: ArtifactStore, artifact: Path, data_dir: Path) -> tuple[ArtifactRef, ArtifactRef]:
-    """Put the artifact and the val split (manifest + val/) in the store; return their refs."""
-    manifest = data_dir / "manifest.json"
-    val = data_dir / "val"
-    if not manifest.is_file() or not val.is_dir():
-        raise FarmError(
-            f"{data_dir}: not a prepared dataset (needs manifest.json and val/); run the ingest stage first "
-            "(dvc repro ingest)."
-        )
+def put_artifact(store: ArtifactStore, artifact: Path) -> ArtifactRef:
+    """Put a deployable artifact in the store: the file, or a kernel manifest with its variant's directory."""
+    if artifact.name == "kernels.json":
+        return store.put_dir(artifact.parent)
+    return store.put_file(artifact)
+
+
+def upload_inputs(store: ArtifactStore, job: Job, artifact: Path, data_dir: Path) -> tuple[ArtifactRef, ArtifactRef]:
+    """Put the artifact and what the recipe's eval reads of ``data_dir`` in the store; return their refs."""
+    from greenpipe.recipes import get_recipe
+
+    files = get_recipe(job.recipe).eval_files(data_dir)
     store.ensure_bucket()
-    art = store.put_file(artifact)
-    # Only what the eval reads travels: the manifest and the val split, not the training images.
+    art = put_artifact(store, artifact)
+    # Only what the eval reads travels (the val split), not the training data.
+    root = _common_root(files)
     with tempfile.TemporaryDirectory(prefix="greenpipe-val-") as tmp:
-        shutil.copy2(manifest, Path(tmp) / "manifest.json")
-        shutil.copytree(val, Path(tmp) / "val")
+        for f in files:
+            dest = Path(tmp) / f.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
         data = store.put_dir(tmp)
     return art, data
+
+
+def _common_root(files: list[Path]) -> Path:
+    """The deepest folder holding every one of ``files`` (the eval's data root as the host will see it)."""
+    if not files:
+        raise FarmError("the recipe's eval reads no files: nothing to send to the device host")
+    return Path(os.path.commonpath([str(f.parent) for f in files]))
 
 
 def run_remote(job: Job, dev: DeviceParams, artifact: Path, data_dir: Path, out: Path) -> dict:
@@ -227,7 +240,7 @@ def run_remote(job: Job, dev: DeviceParams, artifact: Path, data_dir: Path, out:
 
     def upload(store: ArtifactStore) -> dict[str, Any]:
         t0 = time.monotonic()
-        art, data = upload_inputs(store, artifact, data_dir)
+        art, data = upload_inputs(store, job, artifact, data_dir)
         _say(f"uploaded {artifact.name} and the val split to {store} in {time.monotonic() - t0:.1f} s")
         return {"artifact": art.to_dict(), "data": data.to_dict()}
 

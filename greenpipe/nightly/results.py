@@ -47,10 +47,12 @@ def collect_rows(metrics: Path) -> dict[str, dict]:
 
     ``quality`` is the deploy stage's primary metric (its ``quality`` record: which metric, its unit,
     whether higher is better), with fps and p90 latency (ms); energy per inference (mJ), mean power (W)
-    and the soak's own fps come from the soak stage. Keys whose figure is absent are left out.
+    and the soak's own fps come from the soak stage. Every recipe's deploy and soak metrics count
+    (``deploy/*.json`` and ``soak/*.json`` at any depth: ``metrics/deploy/``, ``metrics/video/deploy/``).
+    Keys whose figure is absent are left out.
     """
     rows: dict[str, dict] = {}
-    for path in sorted((metrics / "deploy").glob("*.json")):
+    for path in sorted(metrics.glob("**/deploy/*.json")):
         d = read_json(path)
         row = rows.setdefault(_row_name(path, d), {})
         row.update({k: v for k in DEPLOY_KEYS if (v := _num(d.get(k))) is not None})
@@ -58,7 +60,7 @@ def collect_rows(metrics: Path) -> dict[str, dict]:
         if isinstance(quality, dict) and _num(quality.get("value")) is not None:
             row.update(quality=float(quality["value"]), quality_metric=str(quality["primary"]),
                        quality_unit=str(quality.get("unit", "")), quality_higher=bool(quality["higher_is_better"]))
-    for path in sorted((metrics / "soak").glob("*.json")):
+    for path in sorted(metrics.glob("**/soak/*.json")):
         d = read_json(path)
         row = rows.setdefault(_row_name(path, d), {})
         row.update({dst: v for src, dst in SOAK_KEYS.items() if (v := _num(d.get(src))) is not None})

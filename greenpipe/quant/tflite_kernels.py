@@ -106,6 +106,10 @@ def _quantize_all(kernels, manifest, calib, out, variant, limit) -> dict:
     return {"variant": variant, "kernels": len(files), "bytes": sum(k["bytes"] for k in io),
             "numerics": "float32" if calib is None else
             "int8 TFLite PTQ per kernel (per-tensor asymmetric activations, per-channel weights)",
+            "bits": ({"weights": 32, "activations": 32} if calib is None
+                     else {"weights": 8, "activations": 8, "bias": 32}),
+            "dpu_numerics": False,  # TFLite's own int8 (asymmetric activations, float scales), not power-of-two
+            "deployable_to_dpu": False,
             "calib_samples_per_kernel": None if calib is None else
             min(read_manifest(calib, manifest["kernels"][0]["inputs"][0]["name"])["count"], limit or 10**9),
             "wall_s": time.perf_counter() - t0}

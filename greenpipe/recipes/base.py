@@ -135,10 +135,15 @@ class TrainingTask(Protocol):
 
 
 class Recipe(Protocol):
-    """One system greenpipe carries. ``metrics[0]`` is the primary metric (what the gate compares)."""
+    """One system greenpipe carries. ``metrics[0]`` is the primary metric (what the gate compares).
+
+    ``self_ensemble`` says whether averaging the outputs over flips / rotations of the input
+    (greenpipe.runtime.ensemble) is meaningful for it (deploy.self_ensemble is ignored otherwise).
+    """
 
     name: str
     metrics: tuple[Metric, ...]
+    self_ensemble: bool
 
     def build_model(self, model_args: dict[str, Any]) -> nn.Module:
         """A fresh float model from the ``model_args`` a checkpoint stores."""
@@ -173,6 +178,24 @@ class Recipe(Protocol):
 
     def references(self, metrics: Path) -> list[Reference]:
         """Other methods on the same val data, from the recipe's own stages' metrics under ``metrics``."""
+
+    def bench_input(self, model_args: dict[str, Any], input_size: int) -> tuple[int, ...]:
+        """The shape of one benchmark / soak query for the deployed artifact (batch 1 first).
+
+        ``input_size`` is ``deploy.input_size``; a recipe whose model takes a fixed size ignores it.
+        """
+
+    def eval_options(self, params: Params, model_args: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments ``evaluate`` needs besides the data (they travel in a device job: JSON)."""
+
+    def eval_files(self, data_root: Path) -> list[Path]:
+        """The files under ``data_root`` that ``evaluate`` reads (what a remote device host is sent)."""
+
+    def pipeline(self, manifest: Path, threads: int, batch: int) -> Any:
+        """A Runner over a kernel manifest (``kernels.json``) of more than one kernel: the recipe's host loop.
+
+        ``run(x)`` takes what ``evaluate`` hands its runner; ``describe()`` says what ran.
+        """
 
 
     def training(self, params: Params, data_root: Path) -> TrainingTask:

@@ -1,6 +1,6 @@
 """Power soak results in the report: device x variant table, time-series plot, savings projection.
 
-    rows = collect_soak(Path("metrics"))          # one SoakRow per metrics/soak/<variant>-<device>.json
+    rows = collect_soak(Path("metrics"))          # one SoakRow per **/soak/<variant>-<device>.json
     text = power_markdown(rows)                    # the summary.md section
     soak_timeseries_plot(rows, Path("reports/summary/soak_timeseries.png"))
     projection = savings(a, b)                     # kWh saved by a over b at 24/7 equal throughput, or refused
@@ -69,8 +69,8 @@ def row_from_metrics(d: dict, stem: str = "") -> SoakRow:
 
 
 def collect_soak(metrics: Path) -> list[SoakRow]:
-    """One row per ``metrics/soak/<variant>-<device>.json``; none when the directory is absent."""
-    return [row_from_metrics(read_json(p), p.stem) for p in sorted((Path(metrics) / "soak").glob("*.json"))]
+    """One row per soak stage's metrics, ``soak/<variant>-<device>.json`` at any depth under ``metrics``."""
+    return [row_from_metrics(read_json(p), p.stem) for p in sorted(Path(metrics).glob("**/soak/*.json"))]
 
 
 # -- savings projection --------------------------------------------------------------------------

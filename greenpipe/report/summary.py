@@ -7,7 +7,7 @@ Every figure keeps its provenance: the deploy stage records on which device
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from greenpipe.io import read_json
@@ -37,6 +37,8 @@ class Row:
     deployable_to_dpu: bool | None = None  # the Vitis AI compiler can take it
     numerics: str | None = None  # a variant's own label for its numerics ('Intel x86 path (INC)')
     passes: int = 1  # > 1: the artifact run as a self-ensemble over this many flips / rotations
+    input_shape: tuple[int, ...] | None = None  # one LoadGen query
+    reference: bool = False  # the float variant the drop is measured against
 
     @property
     def label(self) -> str:
@@ -75,20 +77,44 @@ def _quality(run: dict, recipe: Recipe) -> tuple[dict[str, float], str]:
     return {m.name: float(run[m.name]) for m in recipe.metrics if _num(run, m.name) is not None}, recipe.metrics[0].name
 
 
-def collect(metrics: Path, recipe: Recipe) -> list[Row]:
-    """One row per ``metrics/deploy/<variant>-<device>.json`` (and one per self-ensemble run), fp32 drop filled in.
+def deploy_files(metrics: Path) -> list[Path]:
+    """Every deploy stage's metrics under ``metrics``: ``deploy/<variant>-<device>.json`` at any depth
+    (``metrics/deploy/``, ``metrics/video/deploy/``, ...)."""
+    return sorted(Path(metrics).glob("**/deploy/*.json"))
 
-    The drop compares like with like: a self-ensemble against fp32's self-ensemble on the same device.
+
+def recipes_deployed(metrics: Path, default: str) -> list[str]:
+    """The recipes with deploy metrics under ``metrics``, ``default`` first (files without a recipe are its)."""
+    found = {read_json(p).get("recipe") or default for p in deploy_files(metrics)}
+    return [default] + sorted(found - {default})
+
+
+def _is_float(quant: dict) -> bool:
+    """Whether a quantize stage's metrics describe a float model (32-bit weights): the drop's reference."""
+    bits = quant.get("bits")
+    return isinstance(bits, dict) and bits.get("weights") == 32
+
+
+def collect(metrics: Path, recipe: Recipe, default: str | None = None) -> list[Row]:
+    """One row per deploy metrics file of ``recipe`` (and one per self-ensemble run), the drop filled in.
+
+    A file without a ``recipe`` field counts as ``default``'s (the pipeline's ``base.recipe``; None:
+    ``recipe``'s). Each variant's quantize and compile metrics sit beside its deploy folder
+    (``../quantize/<variant>.json``, ``../compile/<variant>-<target>.json``). The drop is against the
+    float variant (32-bit weights) on the same device, like with like: a self-ensemble against the
+    float variant's self-ensemble.
     """
     runs = []
-    for path in sorted((metrics / "deploy").glob("*.json")):
+    for path in deploy_files(metrics):
         d = read_json(path)
+        if (d.get("recipe") or default or recipe.name) != recipe.name:
+            continue
         variant = d.get("variant") or path.stem.rsplit("-", 1)[0]
         device = d.get("device_name") or path.stem.rsplit("-", 1)[-1]
         target = d.get("target", "cpu")
-        comp_path = metrics / "compile" / f"{variant}-{target}.json"
+        comp_path = path.parent.parent / "compile" / f"{variant}-{target}.json"
         comp = read_json(comp_path) if comp_path.exists() else {}
-        quant_path = metrics / "quantize" / f"{variant}.json"
+        quant_path = path.parent.parent / "quantize" / f"{variant}.json"
         quant = read_json(quant_path) if quant_path.exists() else {}
         agreement = comp.get("agreement", {}) if isinstance(comp.get("agreement"), dict) else {}
         runs.append((variant, device, 1, d, d, agreement, quant))
@@ -96,8 +122,8 @@ def collect(metrics: Path, recipe: Recipe) -> list[Row]:
         if isinstance(ensemble, dict):
             runs.append((variant, device, int(ensemble.get("passes", 1)), ensemble, d, agreement, quant))
     scored = [(run, *_quality(run[3], recipe)) for run in runs]
-    fp32 = {(dev, n): (values[primary], primary) for (v, dev, n, *_), values, primary in scored
-            if v == "fp32" and primary in values}
+    fp32 = {(dev, n): (values[primary], primary) for (v, dev, n, _, _, _, quant), values, primary in scored
+            if _is_float(quant) and primary in values}
     rows = []
     for (variant, device, passes, r, d, agreement, quant), values, primary in scored:
         base = fp32.get((device, passes))
@@ -123,6 +149,8 @@ def collect(metrics: Path, recipe: Recipe) -> list[Row]:
                 deployable_to_dpu=quant.get("deployable_to_dpu"),
                 numerics=quant.get("numerics"),
                 passes=passes,
+                input_shape=tuple(d["input_shape"]) if isinstance(d.get("input_shape"), list) else None,
+                reference=_is_float(quant),
             )
         )
     return rows
@@ -137,19 +165,25 @@ def _numerics(r: Row) -> str:
     return _yes_no(r.dpu_numerics) + (f": {r.numerics}" if r.numerics else "")
 
 
-def markdown(rows: list[Row], recipe: Recipe, references: list[Reference] | None = None, input_desc: str = "",
-             extra: str = "") -> str:
-    """The summary the demo prints: table, the recipe's reference methods, ``extra`` sections, provenance."""
-    shown = [m for m in recipe.metrics if m.column]
-    primary = recipe.metrics[0]
-    lines = ["# greenpipe summary", ""]
-    lines += [
+@dataclass(frozen=True)
+class Section:
+    """One recipe's part of the summary: its rows and the other methods scored on its val data."""
+
+    recipe: Recipe
+    rows: list[Row]
+    references: list[Reference] = field(default_factory=list)
+
+
+def _table(sec: Section) -> list[str]:
+    shown = [m for m in sec.recipe.metrics if m.column]
+    primary = sec.recipe.metrics[0]
+    lines = [
         "| variant | device | " + " | ".join(m.heading() for m in shown)
-        + f" | drop vs fp32 {primary.unit} | p90 ms | fps | model MB | DPU numerics | bits "
+        + f" | drop vs float {primary.unit} | p90 ms | fps | model MB | DPU numerics | bits "
         "| deployable to DPU | LoadGen |".replace("  ", " "),
         "|---|---|" + "---:|" * len(shown) + "---:|---:|---:|---:|:-:|:-:|:-:|:-:|",
     ]
-    for r in sorted(rows, key=lambda r: (r.device, r.passes, r.variant != "fp32", r.variant)):
+    for r in sorted(sec.rows, key=lambda r: (r.device, r.passes, not r.reference, r.variant)):
         valid = {True: "VALID", False: "INVALID", None: "—"}[r.loadgen_valid]
         cells = " | ".join(m.format(r.values.get(m.name)) for m in shown)
         lines.append(
@@ -158,24 +192,45 @@ def markdown(rows: list[Row], recipe: Recipe, references: list[Reference] | None
             f"| {r.bits or '—'} | {_yes_no(r.deployable_to_dpu)} | {valid} |"
         )
     lines.append("")
-    if references:
+    if sec.references:
         lines += ["Same val data, other methods:", ""]
         lines += ["| method | " + " | ".join(m.heading() for m in shown) + " |", "|---|" + "---:|" * len(shown)]
-        for ref in references:
+        for ref in sec.references:
             lines.append(f"| {ref.label} | " + " | ".join(m.format(ref.values.get(m.name)) for m in shown) + " |")
         lines.append("")
+    return lines
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def markdown(sections: list[Section], extra: str = "") -> str:
+    """The summary the demo prints: per recipe its table and reference methods, ``extra``, provenance."""
+    lines = ["# greenpipe summary", ""]
+    for sec in sections:
+        if len(sections) > 1:
+            lines += [f"## Recipe `{sec.recipe.name}`", ""]
+        lines += _table(sec)
     if extra:  # further sections (the power soak) go before the provenance notes
         lines += [extra.rstrip("\n"), ""]
     lines.append("Where the figures come from:")
     lines.append("")
-    for src in sorted({r.source for r in rows}):
+    for src in sorted({r.source for sec in sections for r in sec.rows}):
         lines.append(f"- {src}")
-    for ref in references or []:
-        lines.append(f"- {ref.label}: {ref.source}")
-    if input_desc:
-        lines.append(f"- latency and fps: MLPerf LoadGen SingleStream (p90) and Offline on {input_desc}")
-    lines.append(f"- {', '.join(m.label for m in shown)}: the deployed artifact on the val split; the drop "
-                 f"column is how much worse {primary.label} is than fp32 on the same device")
+    for sec in sections:
+        for ref in sec.references:
+            lines.append(f"- {ref.label}: {ref.source}")
+    for sec in sections:
+        shown = [m for m in sec.recipe.metrics if m.column]
+        primary = sec.recipe.metrics[0]
+        shapes = sorted({_shape(r.input_shape) for r in sec.rows if r.input_shape})
+        if shapes:
+            lines.append(f"- {sec.recipe.name} latency and fps: MLPerf LoadGen SingleStream (p90) and Offline on "
+                         f"{', '.join(shapes)} queries")
+        lines.append(f"- {sec.recipe.name} {', '.join(m.label for m in shown)}: the deployed artifact on the val "
+                     f"split; the drop column is how much worse {primary.label} is than the float variant on the "
+                     "same device")
     lines.append("- agreement: max |deployed - fake-quant| per variant is in metrics/compile/")
     return "\n".join(lines) + "\n"
 

@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -275,3 +276,74 @@ def smooth(logits: np.ndarray, window: int) -> np.ndarray:
     for t in range(len(logits)):
         out[t] = logits[max(0, t - window + 1) : t + 1].mean(axis=0)
     return out
+
+
+def timed_run(pipe, clips: np.ndarray, frames: int, warmup: int) -> dict:
+    """Stream ``frames`` frames (cycling through ``clips``, (N, T, S, S, 3) uint8) and time every part."""
+    stream = clips.reshape(-1, *clips.shape[2:])
+    per_clip = clips.shape[1]
+    pipe.reset()
+    pipe.reset_timing()
+    t_start = None
+    for i in range(warmup + frames):
+        if i == warmup:
+            pipe.reset_timing()
+            t_start = time.perf_counter()
+        if i % per_clip == 0:
+            pipe.reset()
+        t0 = time.perf_counter()
+        x = stream[i % len(stream)][None].astype(np.float32) / 255.0  # (1, S, S, 3) in [0, 1]
+        pipe.step(x, preprocess_s=time.perf_counter() - t0)
+    wall = time.perf_counter() - t_start
+    ms = pipe.timing.per_step_ms()
+    return {
+        **ms,
+        "fps": 1e3 / (ms["preprocess_ms"] + ms["inference_ms"]),
+        "sustained_fps": frames / wall,
+        "frames": frames,
+        "shift_total_ms": float(sum(ms["shift_ms"])),
+        "kernel_total_ms": float(sum(ms["kernel_ms"])),
+        "rescaled_boundaries": [pipe.kernels[k].inputs[0].name.split("_")[0] for k in pipe.rescaled],
+    }
+
+
+class ClipRunner:
+    """A split TSM network as one Runner: ``run(clip)`` streams a clip through the host loop.
+
+    ``clip`` is (T, S, S, 3) float32 in [0, 1]; the result is the per-frame logits (T, classes),
+    online from empty shift buffers (offline: the whole clip in one step). Loaded from a per-kernel
+    variant's directory (``kernels.json`` and one artifact per kernel, each run on the runtime the
+    manifest names); this is what deploy, the soak and ``video_eval`` run.
+    """
+
+    def __init__(self, pipe: HostPipeline, first: dict[str, Any], manifest: dict):
+        self.pipe, self.first, self.manifest = pipe, first, manifest
+
+    @classmethod
+    def load(cls, variant_dir: str | Path, threads: int) -> ClipRunner:
+        from greenpipe.io import read_json
+        from greenpipe.runtime import RUNTIMES
+
+        variant_dir = Path(variant_dir)
+        path = variant_dir / "kernels.json"  # greenpipe.quant.kernels writes it; that package needs torch
+        if not path.exists():
+            raise GreenpipeError(f"{path}: missing; run the per-kernel quantize stage first (dvc repro video_quantize)")
+        manifest = read_json(path)
+        load = RUNTIMES.get(manifest["runtime"])
+        kernels = [bind(load(variant_dir / k["artifact"], threads, 1), k, str(variant_dir / k["artifact"]))
+                   for k in manifest["kernels"]]
+        pipe = HostPipeline(kernels, manifest, online=manifest["mode"] == "online")
+        return cls(pipe, kernels[0].describe(), manifest)
+
+    def run(self, clip: np.ndarray) -> np.ndarray:
+        self.pipe.reset()
+        if not self.pipe.online:
+            return self.pipe.step(clip)
+        return np.concatenate([self.pipe.step(clip[t : t + 1]) for t in range(len(clip))])
+
+    def describe(self) -> dict[str, Any]:
+        k = len(self.pipe.kernels)
+        return {**self.first, "runtime": self.manifest["runtime"],
+                "label": f"{self.first.get('label', self.manifest['runtime'])}, {k} kernels + {k - 1} CPU shifts "
+                         f"({self.manifest['mode']} host loop)",
+                "kernels": k}

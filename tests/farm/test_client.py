@@ -14,7 +14,7 @@ from greenpipe.deploy import DeployJob
 
 JOB = DeployJob(
     variant="ptq8", device="cpu-host-1", kind="cpu", target="cpu", runtime="ort", batch=1, threads=2,
-    recipe="denoise", multiple=4, channels=3, input_size=32, eval_max_side=0, single_stream_s=0.3,
+    recipe="denoise", multiple=4, input_shape=[1, 3, 32, 32], eval_options={}, eval_max_side=0, single_stream_s=0.3,
     offline_s=0.3, artifact="artifacts/compile/ptq8/cpu/model.onnx", artifact_bytes=1000,
 )  # fmt: skip
 DEV = DeviceParams(host="cpu-host-1", pool="cpu-hosts", queue="cpu-host-1", timeout_s=5, retries=0)
@@ -84,8 +84,8 @@ def test_a_job_round_trips_and_a_mismatched_one_names_which_side_to_update():
         DeployJob.from_dict({**JOB.to_dict(), "tiles": 4, "amp": True})
     assert "does not know the job field(s) amp, tiles" in str(newer.value)
     assert "build host that sent the job runs a newer greenpipe" in str(newer.value)
-    older = {k: v for k, v in JOB.to_dict().items() if k != "input_size"}
-    with pytest.raises(GreenpipeError, match=r"lacks the field\(s\) input_size; .* older greenpipe"):
+    older = {k: v for k, v in JOB.to_dict().items() if k != "input_shape"}
+    with pytest.raises(GreenpipeError, match=r"lacks the field\(s\) input_shape; .* older greenpipe"):
         DeployJob.from_dict(older)
     # A field with a default (self_ensemble) may be absent: a job from before it existed still runs.
     assert DeployJob.from_dict({k: v for k, v in JOB.to_dict().items() if k != "self_ensemble"}) == JOB

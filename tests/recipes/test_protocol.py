@@ -23,16 +23,16 @@ from greenpipe.params import load_params
 from greenpipe.recipes import RECIPES, get_recipe
 from greenpipe.recipes.base import Evaluation, Metric, Quality, Reference, check_quality
 from greenpipe.registry import Registry
-from greenpipe.report.summary import collect, markdown
+from greenpipe.report.summary import Section, collect, markdown
 
 PROTOCOL = ("build_model", "boundaries", "calibration_inputs", "multiple", "evaluate", "write_samples",
-            "references")
+            "references", "bench_input", "eval_options", "eval_files", "pipeline")
 
 
 @pytest.mark.parametrize("name", RECIPES.names())
 def test_every_registered_recipe_keeps_the_protocol(name, tmp_path):
     recipe = get_recipe(name)
-    assert recipe.name == name
+    assert recipe.name == name and isinstance(recipe.self_ensemble, bool)
     missing = [m for m in PROTOCOL if not callable(getattr(recipe, m, None))]
     assert not missing, f"recipe {name} lacks {missing}"
     metrics = recipe.metrics
@@ -57,6 +57,19 @@ class ToyRecipe:
 
     name = "toy"
     metrics = (Metric("mae", "MAE", "", higher_is_better=False, lo=0.0, hi=10.0, fmt=".4f"),)
+    self_ensemble = False
+
+    def bench_input(self, model_args, input_size):
+        return (1, 3, 8, 8)
+
+    def eval_options(self, params, model_args):
+        return {}
+
+    def eval_files(self, data_root):
+        return [Path(data_root) / "val.npz"]
+
+    def pipeline(self, manifest, threads, batch):
+        raise NotImplementedError
 
     def build_model(self, model_args):  # the shared deploy path never builds a model
         raise NotImplementedError
@@ -122,7 +135,7 @@ def toy(monkeypatch, tmp_path):
 
 def _job(variant: str) -> DeployJob:
     return DeployJob(variant=variant, device="local", kind="cpu", target="cpu", runtime="numpy", batch=1,
-                     threads=1, recipe="toy", multiple=1, channels=3, input_size=8, eval_max_side=0,
+                     threads=1, recipe="toy", multiple=1, input_shape=[1, 3, 8, 8], eval_options={}, eval_max_side=0,
                      single_stream_s=0.2, offline_s=0.2, artifact=f"{variant}.bin", artifact_bytes=100)
 
 
@@ -134,14 +147,16 @@ def test_a_new_recipe_goes_through_deploy_report_and_gate_with_no_core_edit(toy)
         assert m["quality"]["primary"] == "mae" and m["quality"]["higher_is_better"] is False
         assert m["samples"] == 4 and "psnr" not in m
         write_json(metrics / "deploy" / f"{variant}-local.json", m)
+    write_json(metrics / "quantize" / "fp32.json", {"bits": {"weights": 32, "activations": 32}})
     assert sorted(p.name for p in (root / "deploy" / "int8" / "samples").iterdir())[:1] == ["s0.npy"]
     assert read_json(root / "deploy" / "int8" / "eval.json")["summary"]["mae"] > 0
 
     rows = {r.variant: r for r in collect(metrics, recipe)}
+    assert rows["fp32"].reference and not rows["int8"].reference
     assert rows["fp32"].quality == 0.0 and rows["int8"].drop == pytest.approx(rows["int8"].quality)
     assert rows["int8"].drop > 0  # a higher error is worse: the drop is positive
-    text = markdown(list(rows.values()), recipe, recipe.references(metrics))
-    assert "| variant | device | MAE | drop vs fp32 |" in text and "| predict zero | 0.5000 |" in text
+    text = markdown([Section(recipe, list(rows.values()), recipe.references(metrics))])
+    assert "| variant | device | MAE | drop vs float |" in text and "| predict zero | 0.5000 |" in text
 
     nightly = collect_rows(metrics)
     assert nightly["int8-local"]["quality_metric"] == "mae" and nightly["int8-local"]["quality_higher"] is False

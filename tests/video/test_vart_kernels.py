@@ -259,9 +259,9 @@ def test_unmatched_tensor_names_are_refused_with_both_lists(stand_in_dpu, tmp_pa
         bind(runner, manifest["kernels"][1], paths[1])
 
 
-def test_video_eval_names_a_vart_variant_it_cannot_run_here(monkeypatch, tmp_path):
+def test_a_vart_variant_off_a_dpu_host_names_what_is_missing(monkeypatch, tmp_path):
     from greenpipe.quant.kernels import write_kernels_manifest
-    from tasks import video_eval
+    from greenpipe.video.host import ClipRunner
 
     monkeypatch.setitem(sys.modules, "xir", None)
     monkeypatch.setitem(sys.modules, "vart", None)
@@ -269,4 +269,4 @@ def test_video_eval_names_a_vart_variant_it_cannot_run_here(monkeypatch, tmp_pat
     write_kernels_manifest(tmp_path, manifest, [f"compiled/{k['name']}.xmodel" for k in manifest["kernels"]],
                            "vitis_tf", "vart", {})
     with pytest.raises(ToolchainMissing, match="runtime 'vart' needs the Vitis AI runtime Python modules"):
-        video_eval._pipeline(tmp_path, 1)
+        ClipRunner.load(tmp_path, 1)

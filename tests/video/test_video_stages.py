@@ -89,3 +89,34 @@ def test_video_stages_end_to_end(tmp_path):
     # The float TFLite kernels reproduce the float Keras network's val top-1 (same clips, same smoothing).
     assert result["variants"]["tflite_fp32"]["top1"] == pytest.approx(result["tsm_float_top1"])
     assert "int8_minus_float_points" in result
+    # The same kernels through the shared device path: deploy (eval + LoadGen), soak, report, nightly rows.
+    from greenpipe.nightly.results import collect_rows
+    from tasks.deploy import deploy_stage
+    from tasks.report import report
+    from tasks.soak import soak_stage
+
+    raw["deploy"]["single_stream_s"] = raw["deploy"]["offline_s"] = 0.3
+    raw["soak"] = {"idle_s": 0.2, "warmup_s": 0.2, "duration_s": 0.6, "window_s": 0.3, "overhead_pairs": 0}
+    params = parse_params(raw)
+    for variant in ("tflite_fp32", "tflite_int8"):
+        d = deploy_stage(params, variant, "local", tmp_path / "quant" / variant, data,
+                         tmp_path / "deploy" / variant)
+        assert d["recipe"] == "video" and d["quality"]["primary"] == "top1" and d["samples"] == 7
+        assert d["input_shape"] == [1, 32, 32, 3] and "self_ensemble" not in d  # flips change a gesture
+        assert d["top1"] == pytest.approx(result["variants"][variant]["top1"])  # the same host loop, same clips
+        assert "11 kernels + 10 CPU shifts" in d["source"]
+        write_json(metrics / "video" / "deploy" / f"{variant}-local.json", d)
+        s = soak_stage(params, variant, "local", tmp_path / "quant" / variant, tmp_path / "ckpt" / variant,
+                       tmp_path / "soak" / variant)
+        assert s["recipe"] == "video" and s["windows_done"] == 2 and s["fps"] > 0
+        write_json(metrics / "video" / "soak" / f"{variant}-local.json", s)
+    for variant in ("tflite_fp32", "tflite_int8"):
+        write_json(metrics / "video" / "quantize" / f"{variant}.json",
+                   video_quantize(params, variant, models / "tsm", tmp_path / "calib", tmp_path / "q2" / variant))
+    out = report(params, metrics, tmp_path / "report")
+    assert out["recipes"] == ["denoise", "video"]  # base.recipe first, even with no rows of its own
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "## Recipe `video`" in md and "| tflite_int8 | local |" in md and "top-1 %" in md
+    assert (tmp_path / "report" / "pareto_video.png").exists()
+    rows = collect_rows(metrics)
+    assert rows["tflite_int8-local"]["quality_metric"] == "top1" and "mj_per_inference" in rows["tflite_int8-local"]

@@ -81,6 +81,7 @@ def denoise_tiled(
 
 class DenoiseRecipe:
     name = "denoise"
+    self_ensemble = True  # flips / rotations of an image denoise alike: their mean is a better estimate
     metrics = (
         Metric("psnr", "PSNR", "dB", higher_is_better=True, lo=0.0, hi=100.0, fmt=".2f"),
         Metric("ssim", "SSIM", "", higher_is_better=True, lo=-1.0, hi=1.0, fmt=".4f"),
@@ -178,6 +179,23 @@ class DenoiseRecipe:
                                       {"psnr": train["val_psnr"], "ssim": train.get("val_ssim")},
                                       "metrics/train.json (float model, whole val images)", "tab:green"))
         return refs
+
+    def bench_input(self, model_args: dict[str, Any], input_size: int) -> tuple[int, ...]:
+        """One ``1 x C x N x N`` image, N = ``deploy.input_size``."""
+        return (1, int(model_args.get("in_channels", 3)), input_size, input_size)
+
+    def eval_options(self, params: Params, model_args: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def eval_files(self, data_root: Path) -> list[Path]:
+        """The prepared manifest and the val split (clean and noisy images)."""
+        data_root = Path(data_root)
+        return [data_root / "manifest.json", *sorted(p for p in (data_root / "val").rglob("*") if p.is_file())]
+
+    def pipeline(self, manifest: Path, threads: int, batch: int) -> Any:
+        from greenpipe.errors import GreenpipeError
+
+        raise GreenpipeError(f"{manifest}: the denoise UNet is one kernel; a manifest of several is not its artifact")
 
     def training(self, params: Params, data_root: Path) -> DenoiseTraining:
         """Random crops of the train split (fresh noise, dead leaves per ``train``) and the pixel loss."""

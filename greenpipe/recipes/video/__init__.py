@@ -28,6 +28,7 @@ from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Referen
 
 class VideoRecipe:
     name = "video"
+    self_ensemble = False  # a flipped clip is another gesture (pan left vs pan right)
     metrics = (Metric("top1", "top-1", "%", higher_is_better=True, lo=0.0, hi=100.0, fmt=".1f"),)
 
     def build_model(self, model_args: dict[str, Any]):
@@ -73,6 +74,7 @@ class VideoRecipe:
         from greenpipe.data.video import load_clip, read_labels, read_split
         from greenpipe.video.host import smooth
 
+        data_root = _root(data_root)
         names = classes or read_labels(data_root)
         rows, confusion = [], np.zeros((len(names), len(names)), dtype=int)
         for ref in read_split(data_root, "val"):
@@ -99,6 +101,33 @@ class VideoRecipe:
             atomic_write_bytes(paths[-1], ("\n".join(lines) + "\n").encode())
         return paths
 
+    def bench_input(self, model_args: dict[str, Any], input_size: int) -> tuple[int, ...]:
+        """One frame, ``1 x S x S x 3`` at the model's own input size S (online TSM: one frame per call)."""
+        s = int(model_args["input_size"])
+        return (1, s, s, 3)
+
+    def eval_options(self, params, model_args: dict[str, Any]) -> dict[str, Any]:
+        """Clip length and frame size of the model, smoothing window from ``video.eval``."""
+        return {"n_frames": int(model_args["n_frames"]), "size": int(model_args["input_size"]),
+                "window": int(params.video.eval.smooth_window)}
+
+    def eval_files(self, data_root: Path) -> list[Path]:
+        """The labels and val lists and every val clip's video file or frames."""
+        from greenpipe.data.video import read_split
+
+        root = _root(data_root)
+        lists = sorted(p for p in root.iterdir() if p.is_file() and p.suffix == ".csv" and "train" not in p.name)
+        clips = []
+        for ref in read_split(root, "val"):
+            clips += sorted(p for p in ref.path.rglob("*") if p.is_file()) if ref.path.is_dir() else [ref.path]
+        return lists + clips
+
+    def pipeline(self, manifest: Path, threads: int, batch: int) -> Any:
+        """The TSM host loop over the manifest's kernels (each on the runtime the manifest names)."""
+        from greenpipe.video.host import ClipRunner
+
+        return ClipRunner.load(Path(manifest).parent, threads)
+
     def references(self, metrics: Path) -> list[Reference]:
         """The float TSM and its no-shift baseline (TSN) from the train stages' metrics."""
         from greenpipe.io import read_json
@@ -109,6 +138,13 @@ class VideoRecipe:
             if path.exists() and read_json(path).get("val_top1") is not None:
                 refs.append(Reference(label, {"top1": read_json(path)["val_top1"]}, f"metrics/video/train_{net}.json"))
         return refs
+
+
+def _root(data_root: Path) -> Path:
+    """The Jester-layout folder: what the video data stage's pointer names, or ``data_root`` itself."""
+    from greenpipe.video.env import DATASET_FILE, dataset_root
+
+    return dataset_root(data_root) if (Path(data_root) / DATASET_FILE).exists() else Path(data_root)
 
 
 RECIPES.register("video")(VideoRecipe())
