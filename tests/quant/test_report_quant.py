@@ -26,8 +26,8 @@ def _quant_dir(root, name, result, example):
     return path
 
 
-def _row(variant, psnr):
-    return Row(variant, "local", psnr, 0.9, None, None, None, None, None, None, None, None, "s")
+def _row(variant, psnr, fp32=30.0):
+    return Row(variant, "local", {"psnr": psnr}, "psnr", fp32 - psnr, None, None, None, None, None, None, None, "s")
 
 
 def test_sensitivity_of_best_and_worst_variant(tmp_path):
