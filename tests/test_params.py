@@ -79,6 +79,20 @@ def _registered(module: str, registry: str, *args: str) -> str:
     return ", ".join(entries(*args) if callable(entries) else entries.names())
 
 
+def _the_one_error(raw: dict, tmp_path, dotted: str, value) -> str:
+    """Set ``dotted`` in ``raw`` to ``value``, load it, and return the ParamsError's one-error message."""
+    *parents, last = dotted.split(".")
+    tree = raw
+    for key in parents:
+        tree = tree[key]
+    tree[last] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as exc:
+        load_params(tmp_path / "params.yaml")
+    assert "1 invalid value(s)" in str(exc.value)
+    return str(exc.value)
+
+
 @pytest.mark.parametrize(
     "dotted,typo,registry",
     [
@@ -93,17 +107,8 @@ def _registered(module: str, registry: str, *args: str) -> str:
     ],
 )
 def test_a_name_no_registry_holds_fails_naming_key_and_choices(raw, tmp_path, dotted, typo, registry):
-    *parents, last = dotted.split(".")
-    tree = raw
-    for key in parents:
-        tree = tree[key]
-    tree[last] = {} if typo is None else typo
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError) as exc:
-        load_params(tmp_path / "params.yaml")
-    message = str(exc.value)
-    assert "1 invalid value(s)" in message
-    assert f"  {dotted} = {typo or last!r}: not a registered " in message
+    message = _the_one_error(raw, tmp_path, dotted, {} if typo is None else typo)
+    assert f"  {dotted} = {typo or dotted.split('.')[-1]!r}: not a registered " in message
     assert f"registered: {_registered(*registry)}" in message
 
 
@@ -116,13 +121,7 @@ def test_a_name_no_registry_holds_fails_naming_key_and_choices(raw, tmp_path, do
 )
 def test_a_variant_of_the_other_kind_fails_naming_key_and_what_it_takes(raw, tmp_path, section, name, takes,
                                                                          stage):
-    parent, child = section.split(".")
-    raw[parent][child][name] = {}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError) as exc:
-        load_params(tmp_path / "params.yaml")
-    message = str(exc.value)
-    assert "1 invalid value(s)" in message
+    message = _the_one_error(raw, tmp_path, f"{section}.{name}", {})
     assert f"  {section}.{name} = {name!r}: {name!r} takes {takes}; this stage quantizes {stage}" in message
 
 

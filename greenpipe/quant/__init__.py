@@ -9,7 +9,7 @@ import here.  :mod:`greenpipe.quant.export` turns a model result into ONNX.
 """
 
 from greenpipe.quant import fastft8, fp32, inc, ptq8, qat4, qat8, vitis  # noqa: F401  (registers the variants)
-from greenpipe.quant import tflite_kernels, vitis_tf  # noqa: F401  (variants that take a split network's kernels)
+from greenpipe.quant import tflite_kernels, vitis_tf  # noqa: F401  (variants taking a split network)
 from greenpipe.quant.base import CalibrationSet, QuantResult, quantize_variant
 from greenpipe.quant.registry import (
     VARIANTS,

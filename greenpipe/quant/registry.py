@@ -44,7 +44,7 @@ Takes = Literal["model", "kernels"]
 # What a variant of each kind takes, and what its registered methods are called in errors.
 TAKES: dict[str, str] = {"model": "one PyTorch model", "kernels": "the kernels of a split network"}
 METHOD_KIND: dict[str, str] = {"model": "quantization", "kernels": "per-kernel quantization"}
-SECTION: dict[str, str] = {"model": "quantize.variants", "kernels": "video.quantize"}  # where params.yaml lists them
+SECTION: dict[str, str] = {"model": "quantize.variants", "kernels": "video.quantize"}  # where params.yaml has them
 
 
 class VariantConfig(BaseModel):
@@ -53,7 +53,7 @@ class VariantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     method: str | None = None  # registered handler to run; default: the variant's own name
-    # Another entry (same section) this one refines; model variants only (greenpipe.quant.base.quantize_variant).
+    # Another entry this one refines; model variants only (greenpipe.quant.base.quantize_variant).
     start_from: str | None = None
 
 
@@ -69,7 +69,7 @@ VARIANTS: Registry[Variant] = Registry("quantization variant")
 
 
 def register_variant(name: str, config_type: type[VariantConfig], *, takes: Takes) -> Callable:
-    """Decorator: register the handler as variant ``name`` taking a ``"model"`` or a split network's ``"kernels"``."""
+    """Decorator: register the handler as variant ``name``; ``takes`` says what it quantizes (see above)."""
     if takes not in TAKES:
         raise ValueError(f"variant {name!r}: takes={takes!r}, expected one of {', '.join(TAKES)}")
 
@@ -86,9 +86,10 @@ def variants_taking(takes: Takes) -> list[str]:
 
 
 def wrong_kind(variant: Variant, takes: Takes) -> str:
-    """Why ``variant`` cannot serve a stage that quantizes what ``takes`` names (no key; the caller adds it)."""
+    """Why ``variant`` cannot serve a stage that quantizes what ``takes`` names (the caller adds the key)."""
     return (f"{variant.name!r} takes {TAKES[variant.takes]}; this stage quantizes {TAKES[takes]} "
-            f"(move the entry to {SECTION[variant.takes]}, or pick one of: {', '.join(variants_taking(takes))})")
+            f"(move the entry to {SECTION[variant.takes]}, or pick one of: "
+            f"{', '.join(variants_taking(takes))})")
 
 
 def parse_variant(name: str, raw: Mapping[str, Any] | None, key_prefix: str = "quantize.variants",
@@ -115,6 +116,6 @@ def parse_variant(name: str, raw: Mapping[str, Any] | None, key_prefix: str = "q
     except ValidationError as exc:
         raise invalid_params(exc, key=key, unknown_key=UNKNOWN_VARIANT_KEY) from None
     if config.start_from is not None and takes != "model":
-        raise ParamsError(f"{key}.start_from = {config.start_from!r}: only variants that take {TAKES['model']} "
-                          f"start from another variant's output; remove the key")
+        raise ParamsError(f"{key}.start_from = {config.start_from!r}: only variants that take "
+                          f"{TAKES['model']} start from another variant's output; remove the key")
     return variant, config
