@@ -357,8 +357,8 @@ class VideoParams(Section):
     model: VideoModelParams = VideoModelParams()
     train: VideoTrainParams = VideoTrainParams()
     calib: VideoCalibParams = VideoCalibParams()
-    # Per-kernel variants; each entry's keys are validated by its config type (greenpipe.quant.kernels),
-    # its name (key, or `method:`) by Params against the registry.
+    # Variants that take the kernels of a split network; each entry's keys are validated by its config
+    # type (greenpipe.quant.registry.parse_variant), its name (key, or `method:`) by Params against the registry.
     quantize: dict[str, dict[str, Any]] = {"tflite_fp32": {}, "tflite_int8": {}}
     eval: VideoEvalParams = VideoEvalParams()
 
@@ -404,30 +404,35 @@ def _device_target_errors(params: Params) -> list[InitErrorDetails]:
 
 
 def _handler_errors(params: Params) -> list[InitErrorDetails]:
-    """Compile formats and (per-kernel) quantization variants that no module registers.
+    """Compile formats and quantization variants that no module registers, or of the wrong kind.
 
     Their registries fill only when the modules that need torch are imported, so
     this runs when a whole Params is validated (on a build host), never at import.
     """
     from greenpipe.compile import TARGETS
-    from greenpipe.quant import VARIANTS
-    from greenpipe.quant.kernels import KERNEL_VARIANTS
+    from greenpipe.quant import VARIANTS, variants_taking
+    from greenpipe.quant.registry import METHOD_KIND, wrong_kind
 
     errors = [
         _error(("compile", "targets", name, "format"), target.format, _unregistered(TARGETS))
         for name, target in params.compile.targets.items()
         if target.format not in TARGETS
     ]
-    for prefix, entries, registry in (
-        (("quantize", "variants"), params.quantize.variants, VARIANTS),
-        (("video", "quantize"), params.video.quantize, KERNEL_VARIANTS),
+    for prefix, entries, takes in (
+        (("quantize", "variants"), params.quantize.variants, "model"),
+        (("video", "quantize"), params.video.quantize, "kernels"),
     ):
         for name, entry in entries.items():
             # The entry's key names its handler unless it sets `method:` (two configurations of one method).
             handler = entry.get("method") or name
             loc = (*prefix, name, "method") if entry.get("method") else (*prefix, name)
-            if not isinstance(handler, str) or handler not in registry:
-                errors.append(_error(loc, handler, _unregistered(registry)))
+            if isinstance(handler, str) and handler in VARIANTS and VARIANTS.get(handler).takes != takes:
+                errors.append(_error(loc, handler, PydanticCustomError("wrong_kind", wrong_kind(
+                    VARIANTS.get(handler), takes))))
+            elif not isinstance(handler, str) or handler not in VARIANTS:
+                errors.append(_error(loc, handler, PydanticCustomError("not_registered", (
+                    f"not a registered {METHOD_KIND[takes]} variant; registered: "
+                    f"{', '.join(variants_taking(takes))}"))))
     return errors
 
 

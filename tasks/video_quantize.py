@@ -4,8 +4,8 @@
         --calib artifacts/video/calib --out artifacts/video/quant/tflite_int8 \
         --metrics metrics/video/quantize/tflite_int8.json
 
-V is a key of ``video.quantize`` in params.yaml, handled by the per-kernel
-variant registry (greenpipe/quant/kernels.py): ``tflite_fp32``,
+V is a key of ``video.quantize`` in params.yaml, handled by a variant that
+takes the kernels of a split network (greenpipe/quant/registry.py): ``tflite_fp32``,
 ``tflite_int8`` (each kernel calibrated on its own boundary dump) and
 ``vitis_tf`` (frozen kernels + vai_q_tensorflow / vai_c_tensorflow, which
 need the Vitis AI TensorFlow container).
@@ -25,13 +25,13 @@ def video_quantize(params: Params, variant: str, model_dir: Path, calib: Path, o
     """Write one artifact per kernel plus kernels.json under ``out``; return the variant's report."""
     from greenpipe.errors import ParamsError
     from greenpipe.models.tsm_tf import load_checkpoint, split_models
-    from greenpipe.quant.kernels import parse_kernel_variant
+    from greenpipe.quant import parse_variant
     from greenpipe.video.env import configure_tensorflow
 
     variants = params.video.quantize
     if variant not in variants:
         raise ParamsError(f"video.quantize.{variant}: no such variant (params.yaml has: {', '.join(variants)})")
-    handler, config = parse_kernel_variant(variant, variants[variant])
+    handler, config = parse_variant(variant, variants[variant], "video.quantize", takes="kernels")
     configure_tensorflow(params.base.threads)
     net, header = load_checkpoint(model_dir / "checkpoint.npz")
     kernels, manifest = split_models(net)

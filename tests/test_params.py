@@ -72,37 +72,57 @@ def test_missing_file_says_what_to_do(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
-def _registered(module: str, registry: str) -> str:
+def _registered(module: str, registry: str, *args: str) -> str:
     import importlib
 
-    return ", ".join(getattr(importlib.import_module(module), registry).names())
+    entries = getattr(importlib.import_module(module), registry)
+    return ", ".join(entries(*args) if callable(entries) else entries.names())
+
+
+def _the_one_error(raw: dict, tmp_path, dotted: str, value) -> str:
+    """Set ``dotted`` in ``raw`` to ``value``, load it, and return the ParamsError's one-error message."""
+    *parents, last = dotted.split(".")
+    tree = raw
+    for key in parents:
+        tree = tree[key]
+    tree[last] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as exc:
+        load_params(tmp_path / "params.yaml")
+    assert "1 invalid value(s)" in str(exc.value)
+    return str(exc.value)
 
 
 @pytest.mark.parametrize(
     "dotted,typo,registry",
     [
         ("base.recipe", "denoize", ("greenpipe.recipes", "RECIPES")),
-        ("quantize.variants.ptq9", None, ("greenpipe.quant", "VARIANTS")),  # None: a new entry, its key the typo
-        ("quantize.variants.ptq8.method", "ptq88", ("greenpipe.quant", "VARIANTS")),
+        # None: a new entry, its key the typo
+        ("quantize.variants.ptq9", None, ("greenpipe.quant", "variants_taking", "model")),
+        ("quantize.variants.ptq8.method", "ptq88", ("greenpipe.quant", "variants_taking", "model")),
         ("compile.targets.cpu.format", "onx", ("greenpipe.compile", "TARGETS")),
         ("deploy.devices.local.runtime", "ortt", ("greenpipe.runtime", "RUNTIMES")),
         ("deploy.devices.local.meter", "rappl", ("greenpipe.power", "METERS")),
-        ("video.quantize.tflite_int9", None, ("greenpipe.quant.kernels", "KERNEL_VARIANTS")),
+        ("video.quantize.tflite_int9", None, ("greenpipe.quant", "variants_taking", "kernels")),
     ],
 )
 def test_a_name_no_registry_holds_fails_naming_key_and_choices(raw, tmp_path, dotted, typo, registry):
-    *parents, last = dotted.split(".")
-    tree = raw
-    for key in parents:
-        tree = tree[key]
-    tree[last] = {} if typo is None else typo
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError) as exc:
-        load_params(tmp_path / "params.yaml")
-    message = str(exc.value)
-    assert "1 invalid value(s)" in message
-    assert f"  {dotted} = {typo or last!r}: not a registered " in message
+    message = _the_one_error(raw, tmp_path, dotted, {} if typo is None else typo)
+    assert f"  {dotted} = {typo or dotted.split('.')[-1]!r}: not a registered " in message
     assert f"registered: {_registered(*registry)}" in message
+
+
+@pytest.mark.parametrize(
+    "section,name,takes,stage",
+    [
+        ("quantize.variants", "tflite_int8", "the kernels of a split network", "one PyTorch model"),
+        ("video.quantize", "ptq8", "one PyTorch model", "the kernels of a split network"),
+    ],
+)
+def test_a_variant_of_the_other_kind_fails_naming_key_and_what_it_takes(raw, tmp_path, section, name, takes,
+                                                                         stage):
+    message = _the_one_error(raw, tmp_path, f"{section}.{name}", {})
+    assert f"  {section}.{name} = {name!r}: {name!r} takes {takes}; this stage quantizes {stage}" in message
 
 
 def test_meter_auto_and_an_entry_naming_its_method_are_accepted(raw, tmp_path):

@@ -1,19 +1,12 @@
-"""The quantization-variant interface: a frozen config type plus one handler.
+"""Variants that take one PyTorch model: what they return and how the quantize stage runs them.
 
-A variant is one module in this package.  It declares the keys it reads under
-``quantize.variants.<name>`` in params.yaml as a pydantic model and registers
-one function that quantizes a float model with calibration batches::
+Such a variant is registered with ``takes="model"`` (:mod:`greenpipe.quant.registry`)
+and quantizes a float model with calibration batches read at one boundary::
 
-    class Ptq8Config(VariantConfig):
-        act_calibration: Literal["minmax", "percentile", "mse"] = "percentile"
-
-    @register_variant("ptq8", Ptq8Config)
+    @register_variant("ptq8", Ptq8Config, takes="model")
     def quantize(model, calib, config) -> QuantResult: ...
 
-The key under ``quantize.variants`` is the variant's name and, unless the
-entry says ``method: <registered name>``, also the handler it runs, so two
-configurations of one method (``ptq8`` and ``ptq8_mse: {method: ptq8, ...}``)
-are two DVC branches without new code.  ``start_from: <other key>`` chains
+Its entry lives under ``quantize.variants``.  ``start_from: <other key>`` chains
 variants: the other variant runs first and this one starts from its model
 (QAT from a PTQ model, say); see :func:`quantize_variant`.
 """
@@ -22,26 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from greenpipe.calib import iter_boundary, read_manifest
 from greenpipe.errors import GreenpipeError, ParamsError
-from greenpipe.params import UNKNOWN_VARIANT_KEY, invalid_params
-from greenpipe.registry import Registry
-
-
-class VariantConfig(BaseModel):
-    """Keys every variant accepts; a variant's config subclasses this."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    method: str | None = None  # registered handler to run; default: the variant's own name
-    start_from: str | None = None  # another variant (key in quantize.variants) this one refines
+from greenpipe.quant.registry import parse_variant
 
 
 @dataclass(frozen=True)
@@ -64,51 +46,6 @@ class QuantResult:
     bits: dict[str, int]
     report: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-
-
-Handler = Callable[[nn.Module, Iterable[torch.Tensor], Any], QuantResult]
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    config_type: type[VariantConfig]
-    quantize: Handler
-
-
-VARIANTS: Registry[Variant] = Registry("quantization variant")
-
-
-def register_variant(name: str, config_type: type[VariantConfig]) -> Callable[[Handler], Handler]:
-    """Decorator: register ``fn(model, calib, config) -> QuantResult`` as variant ``name``."""
-
-    def decorate(fn: Handler) -> Handler:
-        VARIANTS.register(name)(Variant(name, config_type, fn))
-        return fn
-
-    return decorate
-
-
-def parse_variant(name: str, raw: Mapping[str, Any] | None) -> tuple[Variant, VariantConfig]:
-    """Look up the handler of ``quantize.variants.<name>`` and validate its keys.
-
-    Raises ParamsError naming ``quantize.variants.<name>.<key>`` for a bad key or value.
-    """
-    key = f"quantize.variants.{name}"
-    raw = dict(raw or {})
-    method = raw.get("method") or name
-    if not isinstance(method, str) or method not in VARIANTS:
-        known = ", ".join(VARIANTS.names())
-        raise ParamsError(
-            f"{key}: no registered quantization method {method!r} (registered: {known}); "
-            f"name the entry after one of them or set `method:` to one"
-        )
-    variant = VARIANTS.get(method)
-    try:
-        config = variant.config_type.model_validate(raw)
-    except ValidationError as exc:
-        raise invalid_params(exc, key=key, unknown_key=UNKNOWN_VARIANT_KEY) from None
-    return variant, config
 
 
 def quantize_variant(

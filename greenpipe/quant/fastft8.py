@@ -40,7 +40,8 @@ from torch import nn
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.quant import dpu
-from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.base import QuantResult
+from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.export import is_quantized
 
 
@@ -180,7 +181,7 @@ def learned_round(model: nn.Module, batches: list[torch.Tensor], config: Fastft8
     }
 
 
-@register_variant("fastft8", Fastft8Config)
+@register_variant("fastft8", Fastft8Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Fastft8Config) -> QuantResult:
     """Quantize a float ``model`` as ptq8 does, then learn each layer's weight rounding on ``calib``."""
     if is_quantized(model):

@@ -15,14 +15,15 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.base import QuantResult
+from greenpipe.quant.registry import VariantConfig, register_variant
 
 
 class Fp32Config(VariantConfig):
     pass
 
 
-@register_variant("fp32", Fp32Config)
+@register_variant("fp32", Fp32Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Fp32Config) -> QuantResult:
     """Return a copy of ``model``; ``calib`` is not read."""
     weighted = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)

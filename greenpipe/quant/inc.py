@@ -57,7 +57,8 @@ from pydantic import Field
 from torch import nn
 
 from greenpipe.errors import GreenpipeError, ParamsError, ToolchainMissing
-from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.base import QuantResult
+from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.context import require_context
 from greenpipe.quant.export import is_pt2e_quantized, is_quantized
 
@@ -156,7 +157,7 @@ def _example(batches: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([batches[0], batches[1 % len(batches)]])
 
 
-@register_variant("inc", IncConfig)
+@register_variant("inc", IncConfig, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig) -> QuantResult:
     """Tune and quantize a float ``model``; each trial iterates ``calib_samples`` of ``calib``."""
     if is_quantized(model) or is_pt2e_quantized(model):

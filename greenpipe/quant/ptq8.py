@@ -25,7 +25,8 @@ from torch import nn
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant import dpu
-from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.base import QuantResult
+from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.export import is_quantized
 
 
@@ -35,7 +36,7 @@ class Ptq8Config(VariantConfig):
     bias_correction: bool = True
 
 
-@register_variant("ptq8", Ptq8Config)
+@register_variant("ptq8", Ptq8Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Ptq8Config) -> QuantResult:
     """Quantize a float ``model``; ``calib`` is iterated once, twice with bias correction."""
     if is_quantized(model):

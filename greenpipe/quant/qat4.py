@@ -27,7 +27,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from greenpipe.quant.base import QuantResult, register_variant
+from greenpipe.quant.base import QuantResult
+from greenpipe.quant.registry import register_variant
 from greenpipe.quant.qat8 import Qat8Config, run_qat
 
 WEIGHT_BITS = 4
@@ -39,7 +40,7 @@ class Qat4Config(Qat8Config):
     lr: float = Field(2e-4, gt=0, le=1)  # 4-bit weights move further from their float values
 
 
-@register_variant("qat4", Qat4Config)
+@register_variant("qat4", Qat4Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Qat4Config) -> QuantResult:
     """Quantize a float ``model`` with 4-bit weights (and ``act_bits`` activations), calibrate, train."""
     qm, report = run_qat("qat4", model, calib, config, weight_bits=WEIGHT_BITS, act_bits=config.act_bits)

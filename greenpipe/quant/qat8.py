@@ -51,7 +51,8 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.quant import dpu
 from greenpipe.resume import load_state, save_state
 from greenpipe.train import cosine_schedule
-from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.base import QuantResult
+from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.context import QuantContext, require_context
 from greenpipe.quant.export import is_quantized
 
@@ -213,7 +214,7 @@ def run_qat(
     return qm, {"calibration": calibration, "qat": training, **dpu.layer_report(qm)}
 
 
-@register_variant("qat8", Qat8Config)
+@register_variant("qat8", Qat8Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Qat8Config) -> QuantResult:
     """ptq8's int8 DPU quantization of a float ``model``, then QAT on the train split."""
     qm, report = run_qat("qat8", model, calib, config)

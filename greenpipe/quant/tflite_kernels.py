@@ -27,14 +27,15 @@ from pydantic import Field
 
 from greenpipe.calib import iter_boundary, read_manifest
 from greenpipe.errors import DataError
-from greenpipe.quant.kernels import KernelVariantConfig, register_kernel_variant, write_kernels_manifest
+from greenpipe.quant.kernels import write_kernels_manifest
+from greenpipe.quant.registry import VariantConfig, register_variant
 
 
-class TfliteFp32Config(KernelVariantConfig):
+class TfliteFp32Config(VariantConfig):
     pass
 
 
-class TfliteInt8Config(KernelVariantConfig):
+class TfliteInt8Config(VariantConfig):
     calib_samples: int = Field(0, ge=0)  # per kernel; 0 = every sample of the dump
 
 
@@ -115,11 +116,11 @@ def _quantize_all(kernels, manifest, calib, out, variant, limit) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
-@register_kernel_variant("tflite_fp32", TfliteFp32Config)
+@register_variant("tflite_fp32", TfliteFp32Config, takes="kernels")
 def quantize_fp32(kernels, manifest, calib, out, config) -> dict:
     return _quantize_all(kernels, manifest, None, Path(out), "tflite_fp32", None)
 
 
-@register_kernel_variant("tflite_int8", TfliteInt8Config)
+@register_variant("tflite_int8", TfliteInt8Config, takes="kernels")
 def quantize_int8(kernels, manifest, calib, out, config) -> dict:
     return _quantize_all(kernels, manifest, Path(calib), Path(out), "tflite_int8", config.calib_samples or None)

@@ -53,7 +53,8 @@ from torch import nn
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.quant import dpu
-from greenpipe.quant.base import QuantResult, VariantConfig, register_variant
+from greenpipe.quant.base import QuantResult
+from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.context import require_context
 
 MODULE = "pytorch_nndct"
@@ -268,19 +269,19 @@ def _quantize(variant: str, model: nn.Module, calib: Iterable[torch.Tensor], con
     )
 
 
-@register_variant("vitis_ptq", VitisPtqConfig)
+@register_variant("vitis_ptq", VitisPtqConfig, takes="model")
 def quantize_ptq(model: nn.Module, calib: Iterable[torch.Tensor], config: VitisPtqConfig) -> QuantResult:
     """vai_q_pytorch post-training quantization (calib, then test mode and xmodel export)."""
     return _quantize("vitis_ptq", model, calib, config)
 
 
-@register_variant("vitis_fastft", VitisFastftConfig)
+@register_variant("vitis_fastft", VitisFastftConfig, takes="model")
 def quantize_fastft(model: nn.Module, calib: Iterable[torch.Tensor], config: VitisFastftConfig) -> QuantResult:
     """vai_q_pytorch PTQ with its fast finetune (AdaQuant) before export."""
     return _quantize("vitis_fastft", model, calib, config)
 
 
-@register_variant("vitis_qat", VitisQatConfig)
+@register_variant("vitis_qat", VitisQatConfig, takes="model")
 def quantize_qat(model: nn.Module, calib: Iterable[torch.Tensor], config: VitisQatConfig) -> QuantResult:
     """vai_q_pytorch QatProcessor: trainable model, L1 training on train crops, deployable + xmodel."""
     return _quantize("vitis_qat", model, calib, config)

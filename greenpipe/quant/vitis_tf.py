@@ -31,13 +31,14 @@ from pydantic import Field
 
 from greenpipe.calib import read_manifest
 from greenpipe.errors import GreenpipeError, ToolchainMissing
-from greenpipe.quant.kernels import KernelVariantConfig, register_kernel_variant, write_kernels_manifest
+from greenpipe.quant.kernels import write_kernels_manifest
+from greenpipe.quant.registry import VariantConfig, register_variant
 
 TOOLS = ("vai_q_tensorflow", "vai_c_tensorflow")
 INPUT_FN = "greenpipe.quant.vitis_tf_input.input_fn"
 
 
-class VitisTfConfig(KernelVariantConfig):
+class VitisTfConfig(VariantConfig):
     calib_iter: int = Field(0, ge=0)  # calibration batches per kernel; 0 = every dumped sample
     quant_method: int = Field(1, ge=0, le=2)  # vai_q_tensorflow --method: 0 non-overflow, 1 min-diffs, 2 min-diffs + depthwise
     arch: str = "infra/arch/DPUCZDX8G/ZCU104/arch.json"  # the DPU's arch.json, relative to the repo root
@@ -98,7 +99,7 @@ def freeze(kernel, entry: dict, path: Path) -> None:
     path.write_bytes(graph.SerializeToString())
 
 
-@register_kernel_variant("vitis_tf", VitisTfConfig)
+@register_variant("vitis_tf", VitisTfConfig, takes="kernels")
 def quantize(kernels, manifest, calib, out, config) -> dict:
     out, calib = Path(out), Path(calib).resolve()
     out.mkdir(parents=True, exist_ok=True)

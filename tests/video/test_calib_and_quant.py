@@ -6,7 +6,8 @@ import pytest
 from greenpipe.calib import boundaries, iter_boundary, read_manifest
 from greenpipe.errors import ParamsError, ToolchainMissing
 from greenpipe.models.tsm_tf import split_models
-from greenpipe.quant.kernels import KERNEL_VARIANTS, parse_kernel_variant, read_kernels_manifest
+from greenpipe.quant import parse_variant, variants_taking
+from greenpipe.quant.kernels import read_kernels_manifest
 from greenpipe.video.calib import boundary_names, dump
 from greenpipe.video.host import HostPipeline, KerasKernel, dequantize, quantize
 from tests.video.conftest import real_clip, tiny_offline, tiny_online
@@ -77,7 +78,7 @@ def int8_kernels(dumped, tmp_path_factory):
     net, root, _ = dumped
     kernels, manifest = split_models(net)
     out = tmp_path_factory.mktemp("quant") / "tflite_int8"
-    variant, config = parse_kernel_variant("tflite_int8", {})
+    variant, config = parse_variant("tflite_int8", {}, "video.quantize", takes="kernels")
     report = variant.quantize(kernels, manifest, root, out, config)
     return net, out, report
 
@@ -123,7 +124,7 @@ def test_int8_kernels_with_int8_buffers_equal_the_fake_quant_chain(int8_kernels)
 def test_float_tflite_kernels_equal_keras(dumped_offline, tmp_path):
     net, root, _ = dumped_offline
     kernels, manifest = split_models(net)
-    variant, config = parse_kernel_variant("tflite_fp32", {})
+    variant, config = parse_variant("tflite_fp32", {}, "video.quantize", takes="kernels")
     variant.quantize(kernels, manifest, root, tmp_path / "fp32", config)
     runners, km = _runners(tmp_path / "fp32")
     clip = real_clip("pan_up", T) / np.float32(255)
@@ -157,7 +158,7 @@ def test_vitis_tf_writes_frozen_kernels_and_commands_then_names_missing_tools(du
 
     net, root, _ = dumped_offline
     kernels, manifest = split_models(net)
-    variant, config = parse_kernel_variant("vitis_tf", {"calib_iter": 1})
+    variant, config = parse_variant("vitis_tf", {"calib_iter": 1}, "video.quantize", takes="kernels")
     if shutil.which("vai_q_tensorflow") and shutil.which("vai_c_tensorflow"):
         pytest.skip("Vitis AI TensorFlow tools are installed here; the missing-tool path does not apply")
     with pytest.raises(ToolchainMissing, match="vai_q_tensorflow and vai_c_tensorflow"):
@@ -178,8 +179,8 @@ def test_vitis_tf_writes_frozen_kernels_and_commands_then_names_missing_tools(du
 
 
 def test_every_kernel_variant_is_registered_and_validates_its_keys():
-    assert {"tflite_fp32", "tflite_int8", "vitis_tf"} <= set(KERNEL_VARIANTS.names())
+    assert {"tflite_fp32", "tflite_int8", "vitis_tf"} <= set(variants_taking("kernels"))
     with pytest.raises(ParamsError, match="video.quantize.tflite_int8.calib_sample"):
-        parse_kernel_variant("tflite_int8", {"calib_sample": 3})
+        parse_variant("tflite_int8", {"calib_sample": 3}, "video.quantize", takes="kernels")
     with pytest.raises(ParamsError, match="no registered per-kernel"):
-        parse_kernel_variant("int3", {})
+        parse_variant("int3", {}, "video.quantize", takes="kernels")
