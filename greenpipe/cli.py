@@ -107,6 +107,8 @@ def check_params(path: Path) -> "Params":  # noqa: F821
     params = load_params(path)
     for name, raw in params.quantize.variants.items():
         parse_variant(name, raw)
+    for name, raw in params.video.quantize.items():
+        parse_variant(name, raw, "video.quantize", takes="kernels")
     return params
 
 

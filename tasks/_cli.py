@@ -25,7 +25,8 @@ def run_stage(fn: Callable[..., Any], params_path: str | Path | None = None, met
     from greenpipe.params import load_params
 
     try:
-        result = fn(load_params(params_path)) if params_path is not None else fn()
+        # light: the torch-backed registries are checked by the stage that uses them (and greenpipe check)
+        result = fn(load_params(params_path, light=True)) if params_path is not None else fn()
     except GreenpipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -35,6 +35,9 @@ def compile_stage(
             f"--variant {variant}: not in quantize.variants (params.yaml has: {', '.join(variants)})"
         )
     target_params = targets[target]
+    if target_params.format not in TARGETS:
+        raise GreenpipeError(f"compile.targets.{target}.format = {target_params.format!r}: not a registered compile "
+                             f"target format; registered: {', '.join(TARGETS.names())}")
     compiler = TARGETS.get(target_params.format)
     job = CompileJob(
         variant=variant,

@@ -144,3 +144,26 @@ def test_importing_params_loads_no_torch_tensorflow_or_dvc():
     out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
                          timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stage_reads_params_light_and_checks_the_heavy_names_it_uses(raw, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from greenpipe.errors import GreenpipeError
+    from tasks.compile import compile_stage
+
+    raw["compile"]["targets"]["cpu"]["format"] = "onx"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    light = load_params(tmp_path / "params.yaml", light=True)  # what every stage reads: no torch registry
+    with pytest.raises(ParamsError, match="compile.targets.cpu.format = 'onx'"):
+        load_params(tmp_path / "params.yaml")  # greenpipe check, the nightly: every registry
+    with pytest.raises(GreenpipeError, match=r"compile.targets.cpu.format = 'onx': not a registered compile target"):
+        compile_stage(light, "fp32", "cpu", tmp_path / "q", tmp_path / "d", tmp_path / "o")
+    probe = ("import sys; from greenpipe.params import load_params; load_params(light=True); "
+             "print([m for m in ('torch', 'tensorflow', 'dvc') if m in sys.modules])")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]"
