@@ -24,15 +24,12 @@ from pathlib import Path
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
+from greenpipe.report.text import number
 
 RECORD = "nightly.json"
 # Figures the gate and the summary table use, by source file: metrics/deploy/V-D.json, metrics/soak/V-D.json.
 DEPLOY_KEYS = ("fps", "p90_ms")
 SOAK_KEYS = {"mj_per_inference": "mj_per_inference", "avg_w": "avg_w", "fps": "soak_fps"}
-
-
-def _num(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _row_name(path: Path, d: dict) -> str:
@@ -55,15 +52,15 @@ def collect_rows(metrics: Path) -> dict[str, dict]:
     for path in sorted(metrics.glob("**/deploy/*.json")):
         d = read_json(path)
         row = rows.setdefault(_row_name(path, d), {})
-        row.update({k: v for k in DEPLOY_KEYS if (v := _num(d.get(k))) is not None})
+        row.update({k: v for k in DEPLOY_KEYS if (v := number(d, k)) is not None})
         quality = d.get("quality")
-        if isinstance(quality, dict) and _num(quality.get("value")) is not None:
+        if isinstance(quality, dict) and number(quality, "value") is not None:
             row.update(quality=float(quality["value"]), quality_metric=str(quality["primary"]),
                        quality_unit=str(quality.get("unit", "")), quality_higher=bool(quality["higher_is_better"]))
     for path in sorted(metrics.glob("**/soak/*.json")):
         d = read_json(path)
         row = rows.setdefault(_row_name(path, d), {})
-        row.update({dst: v for src, dst in SOAK_KEYS.items() if (v := _num(d.get(src))) is not None})
+        row.update({dst: v for src, dst in SOAK_KEYS.items() if (v := number(d, src)) is not None})
         if isinstance(d.get("power_measured"), bool):
             row["power_measured"] = d["power_measured"]
     return rows

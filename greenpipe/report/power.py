@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from greenpipe.io import read_json
+from greenpipe.report.text import num, number
 
 HOURS = {"day": 24.0, "week": 24.0 * 7, "year": 24.0 * 365}
 
@@ -49,19 +50,14 @@ class SoakRow:
         return f"{self.variant}@{self.device}"
 
 
-def _num(d: dict, key: str) -> float | None:
-    v = d.get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def row_from_metrics(d: dict, stem: str = "") -> SoakRow:
     meter = d.get("meter") or {}
     return SoakRow(
         variant=d.get("variant") or stem.rsplit("-", 1)[0],
         device=d.get("device_name") or stem.rsplit("-", 1)[-1],
-        fps=_num(d, "fps"), fps_std=_num(d, "fps_window_std"), avg_w=_num(d, "avg_w"), max_w=_num(d, "max_w"),
-        idle_w=_num(d, "idle_w"), dynamic_w=_num(d, "dynamic_w"), mj_per_inference=_num(d, "mj_per_inference"),
-        inferences_per_j=_num(d, "inferences_per_j"),
+        fps=number(d, "fps"), fps_std=number(d, "fps_window_std"), avg_w=number(d, "avg_w"), max_w=number(d, "max_w"),
+        idle_w=number(d, "idle_w"), dynamic_w=number(d, "dynamic_w"), mj_per_inference=number(d, "mj_per_inference"),
+        inferences_per_j=number(d, "inferences_per_j"),
         meter=str(meter.get("name", "unknown")), scope=str(meter.get("scope", "unknown")),
         measured=meter.get("measured") is True, what=str(meter.get("what", "unknown meter")),
         partial=bool(d.get("partial")), resumed=bool(d.get("resumed")), timeline=list(d.get("timeline") or []),
@@ -132,10 +128,6 @@ def savings(a: SoakRow, b: SoakRow, throughput_fps: float | None = None) -> Savi
 
 # -- markdown ------------------------------------------------------------------------------------
 
-def _f(v: float | None, spec: str = ".1f") -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
 def power_markdown(rows: list[SoakRow]) -> str:
     """The power soak section of summary.md ("" when there are no soak results)."""
     if not rows:
@@ -149,9 +141,9 @@ def power_markdown(rows: list[SoakRow]) -> str:
         mark = "" if r.measured else " (est.)"
         notes = "".join([" partial" if r.partial else "", " resumed" if r.resumed else ""])
         lines.append(
-            f"| {r.variant} | {r.device}{notes} | {_f(r.fps)} | {_f(r.fps_std, '.2f')} | {_f(r.avg_w)}{mark} "
-            f"| {_f(r.max_w)}{mark} | {_f(r.dynamic_w)}{mark} | {_f(r.mj_per_inference, '.2f')}{mark} "
-            f"| {_f(r.inferences_per_j, '.2f')}{mark} | {r.meter} ({r.scope}) | {kind} |"
+            f"| {r.variant} | {r.device}{notes} | {num(r.fps, '.1f')} | {num(r.fps_std, '.2f')} | {num(r.avg_w, '.1f')}{mark} "
+            f"| {num(r.max_w, '.1f')}{mark} | {num(r.dynamic_w, '.1f')}{mark} | {num(r.mj_per_inference, '.2f')}{mark} "
+            f"| {num(r.inferences_per_j, '.2f')}{mark} | {r.meter} ({r.scope}) | {kind} |"
         )
     lines += ["", "Meters:", ""]
     for meter, what in sorted({(r.meter, r.what) for r in rows}):

@@ -13,7 +13,7 @@ from pathlib import Path
 from greenpipe.io import read_json
 from greenpipe.recipes.base import Quality, Recipe, Reference, metric_of
 from greenpipe.report.quant import bits_label
-from greenpipe.report.text import num
+from greenpipe.report.text import num, number
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,12 @@ class Row:
         return {"variant": d.pop("variant"), "device": d.pop("device"), **values, **d}
 
 
-def _num(d: dict, key: str) -> float | None:
-    v = d.get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def _quality(run: dict, recipe: Recipe) -> tuple[dict[str, float], str]:
     """The run's metric values and primary metric: its ``quality`` record, else the recipe's metrics by name."""
     if isinstance(run.get("quality"), dict):
         q = Quality.from_dict(run["quality"])
         return dict(q.values), q.primary
-    return {m.name: float(run[m.name]) for m in recipe.metrics if _num(run, m.name) is not None}, recipe.metrics[0].name
+    return {m.name: float(run[m.name]) for m in recipe.metrics if number(run, m.name) is not None}, recipe.metrics[0].name
 
 
 def deploy_files(metrics: Path) -> list[Path]:
@@ -137,12 +132,12 @@ def collect(metrics: Path, recipe: Recipe, default: str | None = None) -> list[R
                 values=values,
                 primary=primary,
                 drop=drop,
-                p50_ms=_num(r, "p50_ms"),
-                p90_ms=_num(r, "p90_ms"),
-                fps=_num(r, "fps"),
-                model_mb=_num(d, "model_mb"),
+                p50_ms=number(r, "p50_ms"),
+                p90_ms=number(r, "p90_ms"),
+                fps=number(r, "fps"),
+                model_mb=number(d, "model_mb"),
                 loadgen_valid=r.get("loadgen_valid"),
-                agreement_max_diff=_num(agreement, "max_abs_diff"),
+                agreement_max_diff=number(agreement, "max_abs_diff"),
                 dpu_numerics=quant.get("dpu_numerics"),
                 source=str(r.get("source", "unknown")),
                 bits=bits_label(quant.get("bits")),

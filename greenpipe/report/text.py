@@ -1,8 +1,16 @@
-"""Numbers as the reports print them."""
+"""Numbers as the reports read and print them."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
+
+def number(d: Mapping[str, Any], key: str) -> float | None:
+    """``d[key]`` as a float when it is a number (not a bool), else None: a metrics file's optional figure."""
+    v = d.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def num(v: float | None, spec: str = ".2f", none: str = "—") -> str:
