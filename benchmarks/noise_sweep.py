@@ -27,11 +27,11 @@ import torch
 from greenpipe.data.noise import log_read_on_line, synthesize_pair
 from greenpipe.data.prepared import load_split
 from greenpipe.io import read_json
-from greenpipe.metrics import psnr
 from greenpipe.params import load_params
 from greenpipe.recipes.base import model_from_checkpoint
 from greenpipe.recipes.denoise import denoise_image
-from tasks.baseline import METHODS
+from greenpipe.recipes.denoise.baseline import METHODS
+from greenpipe.recipes.denoise.metrics import psnr
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 

@@ -36,10 +36,10 @@ import yaml
 
 from greenpipe.data.prepared import load_split
 from greenpipe.io import read_json
-from greenpipe.metrics import psnr
 from greenpipe.params import ParamsError, parse_params
 from greenpipe.recipes.base import model_from_checkpoint
 from greenpipe.recipes.denoise import denoise_image
+from greenpipe.recipes.denoise.metrics import psnr
 from greenpipe.runtime.ensemble import PASSES, SelfEnsemble
 
 ROOT = Path(__file__).resolve().parent.parent

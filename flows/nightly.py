@@ -1,6 +1,6 @@
 """Flow ``nightly``: the DVC DAG as concurrent Prefect tasks, then push, results commit and regression gate.
 
-    greenpipe nightly run       # once, now (or: python -m flows.nightly)
+    greenpipe nightly run       # once, now (it runs: python -m flows.nightly)
     greenpipe nightly serve     # on this machine, on params.yaml's nightly.cron / timezone
     prefect deploy --prefect-file infra/prefect.yaml --all     # as a deployment on the build host's pool
 
@@ -18,6 +18,8 @@ fired or push / commit failed. The logic lives in greenpipe/nightly/; this modul
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -27,10 +29,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
+from prefect.schedules import Cron
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from greenpipe.errors import GreenpipeError
+from greenpipe.io import write_json
 from greenpipe.nightly import report
 from greenpipe.nightly.finish import finish
 from greenpipe.nightly.graph import run_graph
@@ -140,5 +144,34 @@ def nightly(root: str = ".", params: str = "params.yaml"):
     return night.record
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.nightly``: run the flow once, or serve it on nightly.cron (``--serve NAME``)."""
+    ap = argparse.ArgumentParser(description="The nightly flow: once now, or served on its cron.")
+    ap.add_argument("--root", default=".", help="the greenpipe checkout (git + DVC) to run in")
+    ap.add_argument("--params", default="params.yaml", help="params file, relative to ROOT")
+    ap.add_argument("--ending", type=Path, help="write how the run ended here (JSON: completed, message, record)")
+    ap.add_argument("--serve", metavar="NAME", help="serve as deployment greenpipe-nightly/NAME instead")
+    args = ap.parse_args(argv)
+    if args.serve:
+        p = load_params(Path(args.root) / args.params).nightly
+        nightly.serve(
+            name=args.serve,
+            schedules=[Cron(p.cron, timezone=p.timezone)],
+            parameters={"root": str(Path(args.root).resolve()), "params": args.params},
+        )
+        return 0
+    state = nightly(root=args.root, params=args.params, return_state=True)
+    if args.ending is not None:
+        record = state.result(raise_on_failure=False)
+        unexpected = isinstance(record, BaseException) and not isinstance(record, GreenpipeError)
+        write_json(args.ending, {
+            "completed": state.is_completed(),
+            "message": state.message or state.name,
+            "record": record if isinstance(record, dict) else None,
+            "error": repr(record) if unexpected else None,
+        })  # fmt: skip
+    return 0 if state.is_completed() else 1
+
+
 if __name__ == "__main__":
-    nightly()
+    sys.exit(main())

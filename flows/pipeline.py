@@ -1,6 +1,6 @@
 """Flow ``pipeline``: run the whole DVC DAG stage by stage as Prefect tasks.
 
-    greenpipe run            # or: python -m flows.pipeline
+    greenpipe run            # checks params.yaml, then runs: python -m flows.pipeline
 
 One Prefect task per DVC stage (after foreach/matrix expansion), each running
 ``dvc repro --single-item <stage>`` (greenpipe.nightly.stages.repro, shared with
@@ -11,6 +11,7 @@ starts a temporary local server on 127.0.0.1 for the run.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -44,4 +45,4 @@ def pipeline(root: str = ".") -> list[dict]:
 
 
 if __name__ == "__main__":
-    pipeline()
+    sys.exit(0 if pipeline(return_state=True).is_completed() else 1)

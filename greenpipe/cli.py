@@ -130,15 +130,15 @@ def run(
     params: Path = typer.Option(Path("params.yaml"), help="params file (validated before anything runs)"),
 ) -> None:
     """Run the whole DAG as a Prefect flow: one task per DVC stage, DVC decides what reruns."""
+    from greenpipe.cli_flow import flow_command, run_flow
+
     try:
         check_params(params)
-        from flows.pipeline import pipeline
-
-        state = pipeline(return_state=True)
-        if not state.is_completed():
-            raise typer.Exit(1)
+        command = flow_command("pipeline")
     except GreenpipeError as exc:
         _fail(exc)
+    if run_flow(command) != 0:
+        raise typer.Exit(1)
 
 
 def _mount_data() -> None:

@@ -3,13 +3,15 @@
     greenpipe nightly run              # run flows/nightly.py now; prints what ran, what was cached, durations
     greenpipe nightly serve            # serve it here at nightly.cron in nightly.timezone (params.yaml)
 
-Run from the repository root (the flows live in ./flows). Without PREFECT_API_URL, ``run`` starts a
-temporary Prefect server on 127.0.0.1 for the run; ``serve`` needs a server that stays up
-(``prefect server start``, or the local stack) so that its schedule has somewhere to live.
+Run from the repository root: both start flows/nightly.py as its own process (``python -m
+flows.nightly``). Without PREFECT_API_URL, ``run`` starts a temporary Prefect server on 127.0.0.1 for
+the run; ``serve`` needs a server that stays up (``prefect server start``, or the local stack) so that
+its schedule has somewhere to live.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
@@ -32,17 +34,11 @@ def _fail(exc: GreenpipeError) -> None:
     raise typer.Exit(2)
 
 
-def _flow():
-    try:
-        from flows.nightly import nightly
-    except ModuleNotFoundError as exc:
-        if exc.name != "flows":
-            raise
-        raise GreenpipeError(
-            "flows/nightly.py is not importable from here: run `greenpipe nightly` from the greenpipe "
-            "repository root (pass --root for another checkout)."
-        ) from None
-    return nightly
+def _command(*args: str) -> list[str]:
+    """``python -m flows.nightly ARGS``, the flow run as its own process (the library never imports flows/)."""
+    from greenpipe.cli_flow import flow_command
+
+    return flow_command("nightly", *args, hint=" (pass --root for another checkout)")
 
 
 def stage_table(record: dict) -> Table:
@@ -90,16 +86,23 @@ def run(
     params: str = typer.Option("params.yaml", help="params file, relative to ROOT (section `nightly`)"),
 ) -> None:
     """Run the nightly flow once, now: only changed stages, branches concurrently, push, commit, gate."""
-    try:
-        from greenpipe.params import load_params
+    from greenpipe.cli_flow import run_flow
+    from greenpipe.io import read_json
+    from greenpipe.params import load_params
 
-        load_params(root / params)  # a bad value fails here, naming the key, before Prefect starts
-        nightly = _flow()
-
-        state = nightly(root=str(root), params=params, return_state=True)
-    except GreenpipeError as exc:
-        _fail(exc)
-    record = state.result(raise_on_failure=False)
+    with tempfile.TemporaryDirectory(prefix="greenpipe-nightly-") as tmp:
+        ending = Path(tmp) / "ending.json"
+        try:
+            load_params(root / params)  # a bad value fails here, naming the key, before Prefect starts
+            command = _command("--root", str(root), "--params", params, "--ending", str(ending))
+        except GreenpipeError as exc:
+            _fail(exc)
+        status = run_flow(command)
+        outcome = read_json(ending) if ending.is_file() else None
+    if outcome is None:  # the process ended before the flow did; what it printed says why
+        err.print(f"[bold red]the nightly flow ended without a result (exit status {status})[/]")
+        raise typer.Exit(1)
+    record = outcome["record"]
     if isinstance(record, dict):
         console.print(stage_table(record))
         regs = regression_table(record)
@@ -112,10 +115,10 @@ def run(
         )
         if record.get("results_commit"):
             console.print(f"results: commit {record['results_commit'][:10]} on the results branch")
-    if not state.is_completed():
-        err.print(f"[bold red]{state.message or state.name}[/]")
-        if isinstance(record, BaseException) and not isinstance(record, GreenpipeError):
-            err.print(repr(record))
+    if not outcome["completed"]:
+        err.print(f"[bold red]{outcome['message']}[/]")
+        if outcome["error"]:
+            err.print(outcome["error"])
         raise typer.Exit(1)
 
 
@@ -126,18 +129,21 @@ def serve(
     name: str = typer.Option("nightly", help="deployment name shown in the Prefect UI"),
 ) -> None:
     """Serve the nightly flow from this process on nightly.cron in nightly.timezone (Ctrl-C stops it)."""
+    from greenpipe.cli_flow import run_flow
+
     try:
         from greenpipe.params import load_params
 
         p = load_params(root / params).nightly
         from prefect.schedules import Cron
 
-        nightly = _flow()
-
-        schedule = Cron(p.cron, timezone=p.timezone)
+        Cron(p.cron, timezone=p.timezone)  # Prefect's own check, before the flow's process starts
+        command = _command("--serve", name, "--root", str(root.resolve()), "--params", params)
     except GreenpipeError as exc:
         _fail(exc)
     except ValueError as exc:  # Prefect's own cron / timezone check
         _fail(GreenpipeError(f"{root / params}: nightly.cron / nightly.timezone rejected by Prefect: {exc}"))
     console.print(f"serving greenpipe-nightly/{name}: cron '{p.cron}' ({p.timezone}) in {root.resolve()}")
-    nightly.serve(name=name, schedules=[schedule], parameters={"root": str(root.resolve()), "params": params})
+    status = run_flow(command)
+    if status:
+        raise typer.Exit(status)

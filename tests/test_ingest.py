@@ -11,7 +11,8 @@ from PIL import Image
 from greenpipe.data.prepared import load_split
 from greenpipe.errors import DataError
 from greenpipe.io import read_image
-from tasks.ingest import BUILTIN_TRAIN_REALISATIONS, ingest, main, split_groups
+from greenpipe.recipes.denoise.ingest import BUILTIN_TRAIN_REALISATIONS, ingest, split_groups
+from tasks.ingest import main
 from tests.data.fixtures import make_params, write_images, write_params
 
 NAMES = ["a", "b", "c", "d", "e", "f"]

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from greenpipe.data.table import build_table
-from tasks.ingest import ingest
-from tasks.validate import ValidationFailed, main, validate
+from greenpipe.recipes.denoise.ingest import ingest
+from greenpipe.recipes.denoise.table import build_table
+from greenpipe.recipes.denoise.validate import validate
+from greenpipe.validate import ValidationFailed
+from tasks.validate import main
 from tests.data.fixtures import make_params, write_images, write_params, write_png16_rgb
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from greenpipe.errors import GreenpipeError
+from greenpipe.farm.deployment import ensure_deployment
 from greenpipe.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
     from greenpipe.params import DeviceParams
 
-FLOW_NAME = "device-run"
-ENTRYPOINT = "flows/device_run.py:device_run"
-AGENT_DIR_ENV = "GREENPIPE_AGENT_DIR"
 FARM_DIR_ENV = "GREENPIPE_FARM_DIR"
 DEFAULT_FARM_DIR = ".greenpipe/farm"
 DEFAULT_BUCKET = "greenpipe"
@@ -76,11 +74,6 @@ class FarmError(GreenpipeError):
 def farm_dir() -> Path:
     """State directory of the loopback stack (``GREENPIPE_FARM_DIR``, default ``.greenpipe/farm``)."""
     return Path(os.environ.get(FARM_DIR_ENV) or DEFAULT_FARM_DIR)
-
-
-def deployment_name(pool: str) -> str:
-    """The deployment of flows/device_run.py that serves work pool ``pool``."""
-    return f"{FLOW_NAME}/{pool}"
 
 
 @dataclass(frozen=True)
@@ -141,28 +134,6 @@ def _api(api_url: str):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     return temporary_settings(updates={PREFECT_API_URL: api_url})
-
-
-def ensure_deployment(client: Any, pool: str) -> str:
-    """Create (or update) the deployment of flows/device_run.py for ``pool``; return its full name."""
-    flow_id = client.create_flow_from_name(FLOW_NAME)
-    client.create_deployment(
-        flow_id=flow_id,
-        name=pool,
-        work_pool_name=pool,
-        entrypoint=ENTRYPOINT,
-        # Resolved on the host at run time: every worker points this at its own greenpipe checkout.
-        pull_steps=[
-            {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $" + AGENT_DIR_ENV + " }}"}}
-        ],
-        # One process per job: the engine itself (it runs the pull step), not a supervisor that starts
-        # the engine. `python` is the host's environment with greenpipe[board] (first on the worker's PATH).
-        job_variables={"command": "python -m prefect.engine"},
-        description="greenpipe device_run: measure (deploy) or soak one compiled artifact on a device host",
-        tags=["greenpipe"],
-        enforce_parameter_schema=False,
-    )
-    return deployment_name(pool)
 
 
 def _where(job: Job, dev: DeviceParams) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from greenpipe.errors import GreenpipeError
+from greenpipe.farm.deployment import ensure_deployment
 from greenpipe.farm.prefect_server import LocalPrefect
 from greenpipe.farm.s3server import KEYS_FILE, LocalS3, S3Endpoint, _pid_alive, _write_private_json
 from greenpipe.store import ArtifactStore
@@ -304,8 +305,6 @@ class LocalStack:
 
     def serve(self, hosts: list[str], pool: str) -> None:
         """Run the stack in this process until SIGTERM/SIGINT (what ``farm up`` starts in the background)."""
-        from greenpipe.farm.client import ensure_deployment
-
         stop = {"now": False}
 
         def _term(signum: int, frame: Any) -> None:

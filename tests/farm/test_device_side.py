@@ -29,7 +29,7 @@ def test_device_run_imports_no_torch_tensorflow_or_dvc():
 
 def test_the_deployment_entrypoint_is_the_device_run_flow():
     from flows.device_run import device_run
-    from greenpipe.farm.client import ENTRYPOINT, FLOW_NAME
+    from greenpipe.farm.deployment import ENTRYPOINT, FLOW_NAME
 
     path, name = ENTRYPOINT.split(":")
     assert (ROOT / path).is_file() and name == "device_run" and device_run.name == FLOW_NAME

@@ -166,18 +166,31 @@ def test_failed_branch_leaves_the_other_branch_committed(project):
     assert json.loads(_git(ws, "show", f"{commit}:nightly.json"))["status"] == "failed"
 
 
-def test_cli_run_shows_ran_and_cached_stages_with_durations(project):
-    ws = project["ws"]
-    synthetic.set_variant(ws, "b", fail=False)
+def _cli_night(project) -> subprocess.CompletedProcess:
     env = dict(os.environ, PREFECT_API_URL=project["api"], COLUMNS="200")
-    proc = subprocess.run(
-        [sys.executable, "-m", "greenpipe.cli", "nightly", "run", "--root", str(ws)],
+    return subprocess.run(
+        [sys.executable, "-m", "greenpipe.cli", "nightly", "run", "--root", str(project["ws"])],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_cli_run_of_a_failed_night_shows_its_stages_and_why(project):
+    synthetic.set_variant(project["ws"], "b", fail=True)
+    proc = _cli_night(project)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.count("│") > 3}
+    assert "failed" in lines["quantize@b"] and "skipped" in lines["report"]
+    assert "nightly failed" in proc.stderr and "quantize@b" in proc.stderr
+
+
+def test_cli_run_shows_ran_and_cached_stages_with_durations(project):
+    ws = project["ws"]
+    synthetic.set_variant(ws, "b", fail=False)
+    proc = _cli_night(project)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "nightly stages" in out and "quantize@b" in out

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from greenpipe.data.prepared import center_crop, load_split
-from greenpipe.metrics import psnr, ssim
 from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference
+from greenpipe.recipes.denoise.metrics import psnr, ssim
 
 SAMPLE_CROP = 256  # px: side of the sample crops the report shows
 

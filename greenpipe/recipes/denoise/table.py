@@ -1,4 +1,4 @@
-"""Per-file table of a prepared dataset: what ``tasks.validate`` checks.
+"""Per-file table of a prepared dataset: what :mod:`greenpipe.recipes.denoise.validate` checks.
 
 :func:`build_table` returns one pandas row per image file, covering both the
 files ``manifest.json`` lists (present or not) and the files found on disk
@@ -43,7 +43,7 @@ import pandas as pd
 from greenpipe.data.prepared import SPLITS
 from greenpipe.errors import DataError
 from greenpipe.io import read_json
-from greenpipe.metrics import psnr
+from greenpipe.recipes.denoise.metrics import psnr
 
 ROLES = ("clean", "noisy")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

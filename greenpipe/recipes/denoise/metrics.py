@@ -1,4 +1,4 @@
-"""Image-quality metrics. Images are float arrays in [0, 1], shape (H, W, C)."""
+"""The denoise recipe's image-quality scores. Images are float arrays in [0, 1], shape (H, W, C)."""
 
 from __future__ import annotations
 

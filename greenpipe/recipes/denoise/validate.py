@@ -1,0 +1,129 @@
+"""The denoise recipe's data checks: the prepared dataset, checked with Great Expectations before training.
+
+The ``validate`` stage (``python -m tasks.validate``) runs :func:`validate`.
+It builds the per-file table of :mod:`greenpipe.recipes.denoise.table` (every
+file the manifest lists and every file on disk) and checks it with
+:func:`greenpipe.validate.check_table` against the suite :func:`make_checks`
+makes from ``params.validate``: files decode, are listed, have the expected
+channels and bit depth, are at least ``min_side`` px, every noisy file has its
+clean file (ground truth) of the same size, noisy PSNR lies in
+``noisy_psnr``, no val clean image repeats a train clean image (more than
+``max_val_train_overlap`` times), and each split holds at least
+``min_train`` / ``min_val`` samples.
+
+The reports (``result.json``, ``files.csv``, ``failures.txt``,
+``index.html``) are written whatever the verdict; on failure
+:class:`~greenpipe.validate.ValidationFailed` lists every bad file with the
+expectation it failed, the observed and the expected value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from greenpipe.data.prepared import SPLITS
+from greenpipe.params import Params, ValidateParams
+from greenpipe.recipes.denoise.table import build_table
+from greenpipe.validate import Check, ValidationFailed, check_table
+
+# Columns index.html leaves out (files.csv keeps them).
+HASHES = ("sha256", "pixel_sha256")
+
+
+def _fmt_size(row: pd.Series) -> str:
+    return f"{row['width']:.0f}x{row['height']:.0f} px"
+
+
+def make_checks(p: ValidateParams) -> list[Check]:
+    """The expectation suite for ``params.validate``, in report order."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    lo, hi = p.noisy_psnr
+
+    def samples(split: str) -> Any:
+        """Row condition: the rows that count as one sample of ``split`` (its listed clean files)."""
+        return (Column("role") == "clean") & (Column("in_manifest") == True) & (Column("split") == split)
+
+    return [
+        Check(
+            "decodes", gxe.ExpectColumnValuesToBeInSet(column="decode_error", value_set=[""]),
+            "a readable image file", lambda r: r["decode_error"],
+        ),
+        Check(
+            "in_manifest", gxe.ExpectColumnValuesToBeInSet(column="in_manifest", value_set=[True]),
+            "listed in manifest.json (rerun ingest, or delete the stray file)", lambda r: "not listed",
+        ),
+        Check(
+            "channels", gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[p.channels]),
+            f"{p.channels} channel(s)", lambda r: f"{r['channels']:.0f} channel(s)",
+        ),
+        Check(
+            "bit_depth", gxe.ExpectColumnValuesToBeInSet(column="bit_depth", value_set=[p.bit_depth]),
+            f"{p.bit_depth}-bit", lambda r: f"{r['bit_depth']:.0f}-bit",
+        ),
+        Check(
+            "min_side", gxe.ExpectColumnValuesToBeBetween(column="min_side", min_value=p.min_side),
+            f"both sides >= {p.min_side} px", _fmt_size,
+        ),
+        Check(
+            "pair_complete", gxe.ExpectColumnValuesToBeInSet(column="has_partner", value_set=[True]),
+            "a clean (ground truth) and a noisy file per sample",
+            lambda r: f"{r['partner'] or 'its pair'} is missing" + (" (no ground truth)" if r["role"] == "noisy" else ""),
+        ),
+        Check(
+            "pair_size", gxe.ExpectColumnValuesToBeInSet(column="pair_match", value_set=[True]),
+            "the same size as its pair", lambda r: f"{_fmt_size(r)} vs {r['partner']} {r['partner_size']} px",
+        ),
+        Check(
+            "noisy_psnr", gxe.ExpectColumnValuesToBeBetween(column="noisy_psnr", min_value=lo, max_value=hi),
+            f"noisy vs clean PSNR in [{lo:g}, {hi:g}] dB", lambda r: f"{r['noisy_psnr']:.2f} dB",
+        ),
+        Check(
+            "no_leakage",
+            gxe.ExpectColumnSumToBeBetween(column="leak", min_value=0, max_value=p.max_val_train_overlap),
+            f"at most {p.max_val_train_overlap} val clean image(s) identical to a train clean image",
+            lambda r: f"same pixels as {r['leak_with']}", offenders=lambda t: t[t["leak"] == 1],
+        ),
+        Check(
+            "min_train",
+            gxe.ExpectTableRowCountToBeBetween(min_value=p.min_train, row_condition=samples("train")),
+            f">= {p.min_train} train samples", split="train",
+        ),
+        Check(
+            "min_val",
+            gxe.ExpectTableRowCountToBeBetween(min_value=p.min_val, row_condition=samples("val")),
+            f">= {p.min_val} val samples", split="val",
+        ),
+    ]  # fmt: skip
+
+
+def validate(params: Params, data: Path, reports: Path) -> dict:
+    """Validate the prepared dataset at ``data``; write reports under ``reports``; return metrics.
+
+    Raises ValidationFailed (carrying the metrics) listing every bad file when
+    an expectation fails.
+    """
+    data, reports = Path(data), Path(reports)
+    table = build_table(data)
+    verdict = check_table(table, make_checks(params.validate_), data, reports, hidden=HASHES)
+    lines = verdict.lines
+
+    samples = table[(table["role"] == "clean") & table["in_manifest"]]
+    metrics = {
+        "success": verdict.success,
+        "files": len(table),
+        **{f"{s}_samples": int((samples["split"] == s).sum()) for s in SPLITS},
+        "bad_files": len(verdict.file_lines),
+        "failures": verdict.counts,
+    }
+    if not verdict.success:
+        raise ValidationFailed(
+            f"{data}: the prepared dataset failed validation ({len(lines)} problem(s); "
+            f"report: {reports / 'index.html'}):\n  " + "\n  ".join(lines),
+            metrics,
+        )
+    return metrics
