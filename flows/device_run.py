@@ -35,6 +35,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from greenpipe.report.text import num
 from greenpipe.runtime.base import host_facts
 
 # Where a host keeps downloaded artifacts between jobs (content-addressed: a verified copy is reused).
@@ -121,7 +122,7 @@ def device_run(
     if stage == "soak":
         log.info(
             "soak of %s on %s: %d windows, %.1f fps, %s W (%s)", spec.variant, facts["name"],
-            metrics["windows_done"], metrics["fps"], _fmt(metrics["avg_w"]), metrics["power_source"],
+            metrics["windows_done"], metrics["fps"], num(metrics["avg_w"], ".1f"), metrics["power_source"],
         )  # fmt: skip
     else:
         quality = metrics["quality"]
@@ -132,6 +133,3 @@ def device_run(
         )  # fmt: skip
     return summary
 
-
-def _fmt(watts: float | None) -> str:
-    return "—" if watts is None else f"{watts:.1f}"
