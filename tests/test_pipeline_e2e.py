@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from greenpipe.io import read_json
+from greenpipe.recipes import RECIPES, get_recipe
+from greenpipe.recipes.base import Quality, check_quality
 from tests.workspace import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +71,28 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
         assert (repo / path).exists(), path
     summary = (repo / "reports/summary/summary.md").read_text()
     assert "| ptq8 | local |" in summary and "| fp32 | local |" in summary
+
+
+@pytest.mark.parametrize("name", RECIPES.names())
+def test_every_registered_recipe_goes_through_the_dag_to_a_quality_record(repo, name):
+    """Train -> calibration -> every variant -> deploy (eval + LoadGen) -> soak -> report, for each recipe.
+
+    A recipe registered without its stages in dvc.yaml fails here (docs/architecture.md: How to add a recipe).
+    """
+    recipe = get_recipe(name)
+    runs = [read_json(p) for p in sorted((repo / "metrics").glob("**/deploy/*.json"))]
+    mine = [d for d in runs if d.get("recipe") == name]
+    assert mine, f"recipe {name}: no deploy stage wrote metrics; add its stages to dvc.yaml"
+    for d in mine:
+        quality = Quality.from_dict(d["quality"])
+        assert quality.primary == recipe.metrics[0].name and quality.samples > 0
+        check_quality(quality, recipe, f"{name} {d['variant']}")  # finite, inside the metric's range
+        assert d["fps"] > 0 and d["source"].startswith("measured on ")
+    assert len({d["variant"] for d in mine}) >= 2, "a float and at least one quantized variant"
+    soaks = [read_json(p) for p in sorted((repo / "metrics").glob("**/soak/*.json"))]
+    assert any(d.get("recipe") == name and d["windows_done"] > 0 for d in soaks)
+    summary = (repo / "reports/summary/summary.md").read_text()
+    assert all(f"| {d['variant']} | local |" in summary for d in mine)
 
 
 def test_second_repro_runs_nothing(repo):

@@ -66,6 +66,15 @@ TINY_PARAMS_OVERRIDES = {
     "baseline": {"max_side": 32},
     "deploy": {"input_size": 32, "single_stream_s": 0.3, "offline_s": 0.3},
     "soak": {"idle_s": 0.5, "warmup_s": 0.5, "duration_s": 2, "window_s": 1, "overhead_pairs": 0},
+    "video": {
+        "data": {"val_sources": ["coffee", "chelsea", "flower"], "train_clips_per_class": 1,
+                 "val_clips_per_class": 1},
+        "model": {"width_mult": 0.25, "input_size": 32, "n_frames": 4, "last_channel": 32},
+        "train": {"steps": 2, "batch_clips": 2, "eval_every": 1},
+        "calib": {"clips": 2},
+        "quantize": {"tflite_fp32": {}, "tflite_int8": {}},
+        "eval": {"smooth_window": 3, "fps_frames": 8, "warmup_frames": 2},
+    },
 }
 
 
