@@ -374,7 +374,7 @@ class Params(Section):
         base = info.data.get("base")
         if base is None:  # base is invalid (its own error says why), so there is no recipe to check against
             return v
-        from greenpipe.recipes import RECIPES  # light: importing the recipes loads neither torch nor TensorFlow
+        from greenpipe.recipes import RECIPES  # light: the recipes load neither torch nor TensorFlow
 
         checks = RECIPES.get(base.recipe).validate_params
         if checks is None:

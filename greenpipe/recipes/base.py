@@ -216,7 +216,7 @@ def get_recipe(name: str) -> Recipe:
 
 
 def recipe_validate_params(params: Params) -> BaseModel:
-    """The ``validate:`` section of ``params`` as the type ``base.recipe`` declares (``Recipe.validate_params``).
+    """``params``' ``validate:`` section as the type ``base.recipe`` declares (``Recipe.validate_params``).
 
     Params checked the section against that type when it was loaded; a recipe that declares none
     has no validate stage to read it.
