@@ -84,21 +84,6 @@ class IngestParams(Section):
     noise: NoiseParams = NoiseParams()
 
 
-class ValidateParams(Section):
-    min_side: int = Field(64, ge=8)
-    channels: Literal[1, 3] = 3
-    bit_depth: Literal[8, 16] = 8
-    max_val_train_overlap: int = Field(0, ge=0)
-    noisy_psnr: tuple[float, float] = (10.0, 48.0)
-    min_train: int = Field(4, ge=1)
-    min_val: int = Field(1, ge=1)
-
-    @field_validator("noisy_psnr", mode="before")
-    @classmethod
-    def _pair(cls, v: Any) -> Any:
-        return tuple(float(x) for x in v) if isinstance(v, list) else v
-
-
 class TrainParams(Section):
     width: int = Field(16, ge=4, le=256)
     depth: int = Field(3, ge=1, le=6)
@@ -367,7 +352,9 @@ class VideoParams(Section):
 class Params(Section):
     base: BaseParams = BaseParams()
     ingest: IngestParams = IngestParams()
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    # The recipe's data checks: their keys are validated by the type base.recipe declares
+    # (Recipe.validate_params; greenpipe.recipes.base.recipe_validate_params gives it to the stage).
+    validate_: dict[str, Any] = Field({}, alias="validate")
     train: TrainParams = TrainParams()
     calib_dump: CalibDumpParams = CalibDumpParams()
     baseline: BaselineParams = BaselineParams()
@@ -380,6 +367,25 @@ class Params(Section):
     nightly: NightlyParams = NightlyParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    @field_validator("validate_")
+    @classmethod
+    def _recipe_validate_keys(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        base = info.data.get("base")
+        if base is None:  # base is invalid (its own error says why), so there is no recipe to check against
+            return v
+        from greenpipe.recipes import RECIPES  # light: the recipes load neither torch nor TensorFlow
+
+        checks = RECIPES.get(base.recipe).validate_params
+        if checks is None:
+            if v:
+                raise PydanticCustomError("no_validate_params", f"recipe {base.recipe} has no data checks "
+                                          "(Recipe.validate_params is None); remove the section")
+            return v
+        # Its ValidationError becomes this field's errors, one per bad key (validate.<key>), listed
+        # with those of the other sections.
+        checks.model_validate(v)
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> "Params":

@@ -90,8 +90,8 @@ def calib_batches(count: int = 4, size: int = 32, seed: int = 0) -> list:
 
 def compiled_ptq8(root: Path):
     """A workspace whose ptq8 variant is quantized and compiled for cpu (``root/compiled/cpu``)."""
+    from greenpipe.quant.stage import quantize_stage
     from tasks.compile import compile_stage
-    from tasks.quantize import quantize_stage
 
     ws = make_workspace(root)
     quantize_stage(ws.params, "ptq8", ws.model, ws.calib, ws.data, ws.root / "quant")

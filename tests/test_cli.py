@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from greenpipe.cli import app
 from greenpipe.io import read_image, write_image
 from greenpipe.recipes.denoise import denoise_tiled
+from greenpipe.quant.stage import quantize_stage
 from tasks.compile import compile_stage
-from tasks.quantize import quantize_stage
 from tests.stage_fixtures import make_workspace
 
 runner = CliRunner()

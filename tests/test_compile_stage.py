@@ -11,8 +11,8 @@ import pytest
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
 from greenpipe.quant.artifact import REFERENCE_FILE, write_reference
+from greenpipe.quant.stage import quantize_stage
 from tasks.compile import compile_stage
-from tasks.quantize import quantize_stage
 from tests.stage_fixtures import make_workspace, stage_params
 
 

@@ -67,6 +67,41 @@ def test_every_error_is_listed_at_once(raw):
     assert "2 invalid value(s)" in str(exc.value)
 
 
+def test_validate_section_is_checked_against_the_recipes_type(raw):
+    raw["validate"]["min_side"] = {"quick": 4, "full": 64}  # profile values resolve before the recipe's check
+    raw["validate"]["noisy_psnr"] = [10, "x"]
+    raw["validate"]["typo"] = 1
+    raw["train"]["epochs"] = 0
+    with pytest.raises(ParamsError) as exc:
+        parse_params(raw)
+    msg = str(exc.value)
+    assert msg.startswith("params.yaml: 4 invalid value(s):")  # listed with the other sections' errors
+    for line in ("  validate.min_side = 4: Input should be greater than or equal to 8",
+                 "  validate.noisy_psnr = [10, 'x']: Value error, could not convert string to float: 'x'",
+                 "  validate.typo = 1: unknown key", "  train.epochs = 0"):
+        assert line in msg
+
+
+def test_the_stage_gets_the_recipes_typed_validate_params(raw):
+    from greenpipe.recipes import get_recipe
+    from greenpipe.recipes.base import recipe_validate_params
+
+    raw["validate"]["noisy_psnr"] = [12, 40]
+    checks = recipe_validate_params(parse_params(raw))
+    assert isinstance(checks, get_recipe("denoise").validate_params)
+    assert checks.noisy_psnr == (12.0, 40.0) and checks.min_side == raw["validate"]["min_side"]
+    del raw["validate"]
+    assert recipe_validate_params(parse_params(raw)) == get_recipe("denoise").validate_params()
+
+
+def test_a_recipe_without_data_checks_takes_no_validate_section(raw):
+    raw["base"]["recipe"] = "video"  # declares no validate params
+    with pytest.raises(ParamsError, match="validate = .*recipe video has no data checks"):
+        parse_params(raw)
+    del raw["validate"]
+    assert parse_params(raw).validate_ == {}
+
+
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "params.yaml")

@@ -10,7 +10,8 @@ from greenpipe.data.prepared import load_split
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
 from greenpipe.quant.artifact import read_quant_artifact
-from tasks.quantize import main, quantize_stage
+from greenpipe.quant.stage import quantize_stage
+from tasks.quantize import main
 from tests.stage_fixtures import make_workspace
 
 

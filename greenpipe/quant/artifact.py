@@ -1,6 +1,6 @@
 """The quantize stage's output directory, as every later stage reads it.
 
-Layout (written by ``tasks.quantize``)::
+Layout (written by :func:`greenpipe.quant.stage.quantize_stage`)::
 
     <quant_dir>/model.qcdq.onnx      # quantized variants: Brevitas QCDQ export (exact fixed-point model)
     <quant_dir>/model.qdq.onnx       # inc: QDQ export of INC's PT2E graph (dynamo exporter)

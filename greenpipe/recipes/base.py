@@ -22,6 +22,7 @@ from greenpipe.registry import Registry
 
 if TYPE_CHECKING:  # torch only where a model is built: device hosts evaluate artifacts without it
     import torch
+    from pydantic import BaseModel
     from torch import nn
 
     from greenpipe.params import Params
@@ -144,6 +145,8 @@ class Recipe(Protocol):
     name: str
     metrics: tuple[Metric, ...]
     self_ensemble: bool
+    validate_params: type[BaseModel] | None
+    """The frozen type of params.yaml's ``validate:`` section (its data checks); None: it has none."""
 
     def build_model(self, model_args: dict[str, Any]) -> nn.Module:
         """A fresh float model from the ``model_args`` a checkpoint stores."""
@@ -210,6 +213,27 @@ RECIPES: Registry[Recipe] = Registry("recipe")
 
 def get_recipe(name: str) -> Recipe:
     return RECIPES.get(name)
+
+
+def recipe_validate_params(params: Params) -> BaseModel:
+    """``params``' ``validate:`` section as the type ``base.recipe`` declares (``Recipe.validate_params``).
+
+    Params checked the section against that type when it was loaded; a recipe that declares none
+    has no validate stage to read it.
+    """
+    from pydantic import ValidationError
+
+    from greenpipe.errors import ParamsError
+    from greenpipe.params import invalid_params
+
+    recipe = get_recipe(params.base.recipe)
+    if recipe.validate_params is None:
+        raise ParamsError(f"base.recipe = {recipe.name!r}: recipe {recipe.name} has no data checks "
+                          "(Recipe.validate_params is None); its data is not validated by this stage")
+    try:
+        return recipe.validate_params.model_validate(params.validate_)
+    except ValidationError as exc:
+        raise invalid_params(exc, key="validate") from None
 
 
 def metric_of(recipe: Recipe, name: str, key: str = "") -> Metric:

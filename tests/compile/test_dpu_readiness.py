@@ -365,8 +365,8 @@ def test_vai_c_xir_compiles_a_vitis_ptq_unet_for_zcu104(tmp_path):
     """Inside the Vitis AI container: vitis_ptq quantize, then the xmodel target runs the real compiler."""
     import shutil
 
+    from greenpipe.quant.stage import quantize_stage
     from tasks.compile import compile_stage
-    from tasks.quantize import quantize_stage
     from tests.stage_fixtures import make_workspace, stage_params
 
     if shutil.which("vai_c_xir") is None:

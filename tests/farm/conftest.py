@@ -54,8 +54,8 @@ def remote_params(**devices: dict) -> Params:
 @pytest.fixture(scope="session")
 def compiled(tmp_path_factory) -> Workspace:
     """A workspace with ptq8 and fp32 quantized and compiled for cpu (``root/compiled-<variant>``)."""
+    from greenpipe.quant.stage import quantize_stage
     from tasks.compile import compile_stage
-    from tasks.quantize import quantize_stage
 
     ws = compiled_ptq8(tmp_path_factory.mktemp("farm-ws"))
     quantize_stage(ws.params, "fp32", ws.model, ws.calib, ws.data, ws.root / "quant-fp32")

@@ -42,8 +42,8 @@ def test_trial_log_records_every_trial_with_pass_or_fail(tmp_path):
 
 
 def test_stage_writes_the_trial_log_and_compiles_to_int8(tmp_path):
+    from greenpipe.quant.stage import quantize_stage
     from tasks.compile import compile_stage
-    from tasks.quantize import quantize_stage
 
     ws = make_workspace(tmp_path)
     params = stage_params(quantize={"variants": {"inc": {"max_trials": 1, "calib_samples": 2, "act_algo": ["minmax"]}}})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
 from greenpipe.deploy import DeployJob, measure
 from greenpipe.errors import GreenpipeError
@@ -33,6 +34,7 @@ PROTOCOL = ("build_model", "boundaries", "calibration_inputs", "multiple", "eval
 def test_every_registered_recipe_keeps_the_protocol(name, tmp_path):
     recipe = get_recipe(name)
     assert recipe.name == name and isinstance(recipe.self_ensemble, bool)
+    assert recipe.validate_params is None or issubclass(recipe.validate_params, BaseModel)
     missing = [m for m in PROTOCOL if not callable(getattr(recipe, m, None))]
     assert not missing, f"recipe {name} lacks {missing}"
     metrics = recipe.metrics
@@ -58,6 +60,7 @@ class ToyRecipe:
     name = "toy"
     metrics = (Metric("mae", "MAE", "", higher_is_better=False, lo=0.0, hi=10.0, fmt=".4f"),)
     self_ensemble = False
+    validate_params = None  # no data checks
 
     def bench_input(self, model_args, input_size):
         return (1, 3, 8, 8)

@@ -43,7 +43,7 @@ def test_video_stages_end_to_end(tmp_path):
     from greenpipe.io import write_json
     from tasks.video_calib import video_calib
     from tasks.video_data import video_data
-    from tasks.video_eval import video_eval
+    from greenpipe.video.eval import video_eval
     from tasks.video_quantize import video_quantize
     from tasks.video_train import video_train
 

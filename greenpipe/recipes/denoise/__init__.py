@@ -20,6 +20,7 @@ import numpy as np
 from greenpipe.data.prepared import center_crop, load_split
 from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference
 from greenpipe.recipes.denoise.metrics import psnr, ssim
+from greenpipe.recipes.denoise.validate import DenoiseValidateParams
 
 SAMPLE_CROP = 256  # px: side of the sample crops the report shows
 
@@ -82,6 +83,7 @@ def denoise_tiled(
 class DenoiseRecipe:
     name = "denoise"
     self_ensemble = True  # flips / rotations of an image denoise alike: their mean is a better estimate
+    validate_params = DenoiseValidateParams
     metrics = (
         Metric("psnr", "PSNR", "dB", higher_is_better=True, lo=0.0, hi=100.0, fmt=".2f"),
         Metric("ssim", "SSIM", "", higher_is_better=True, lo=-1.0, hi=1.0, fmt=".4f"),

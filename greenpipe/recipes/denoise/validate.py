@@ -20,27 +20,53 @@ expectation it failed, the observed and the expected value.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
+from pydantic import Field, field_validator
 
 from greenpipe.data.prepared import SPLITS
-from greenpipe.params import Params, ValidateParams
-from greenpipe.recipes.denoise.table import build_table
-from greenpipe.validate import Check, ValidationFailed, check_table
+from greenpipe.params import Section
+from greenpipe.recipes.base import recipe_validate_params
+
+# pandas, Great Expectations and the table load when the stage runs: the recipe imports this module
+# (for DenoiseValidateParams) wherever it scores an artifact.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from greenpipe.params import Params
+    from greenpipe.validate import Check
 
 # Columns index.html leaves out (files.csv keeps them).
 HASHES = ("sha256", "pixel_sha256")
+
+
+class DenoiseValidateParams(Section):
+    """The ``validate:`` section of params.yaml: what the prepared dataset must satisfy."""
+
+    min_side: int = Field(64, ge=8)  # px
+    channels: Literal[1, 3] = 3
+    bit_depth: Literal[8, 16] = 8
+    max_val_train_overlap: int = Field(0, ge=0)  # val clean images allowed to repeat a train clean image
+    noisy_psnr: tuple[float, float] = (10.0, 48.0)  # dB, noisy vs clean: [low, high]
+    min_train: int = Field(4, ge=1)  # samples
+    min_val: int = Field(1, ge=1)
+
+    @field_validator("noisy_psnr", mode="before")
+    @classmethod
+    def _pair(cls, v: Any) -> Any:
+        return tuple(float(x) for x in v) if isinstance(v, list) else v
 
 
 def _fmt_size(row: pd.Series) -> str:
     return f"{row['width']:.0f}x{row['height']:.0f} px"
 
 
-def make_checks(p: ValidateParams) -> list[Check]:
+def make_checks(p: DenoiseValidateParams) -> list[Check]:
     """The expectation suite for ``params.validate``, in report order."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
+
+    from greenpipe.validate import Check
 
     lo, hi = p.noisy_psnr
 
@@ -107,9 +133,12 @@ def validate(params: Params, data: Path, reports: Path) -> dict:
     Raises ValidationFailed (carrying the metrics) listing every bad file when
     an expectation fails.
     """
+    from greenpipe.recipes.denoise.table import build_table
+    from greenpipe.validate import ValidationFailed, check_table
+
     data, reports = Path(data), Path(reports)
     table = build_table(data)
-    verdict = check_table(table, make_checks(params.validate_), data, reports, hidden=HASHES)
+    verdict = check_table(table, make_checks(recipe_validate_params(params)), data, reports, hidden=HASHES)
     lines = verdict.lines
 
     samples = table[(table["role"] == "clean") & table["in_manifest"]]

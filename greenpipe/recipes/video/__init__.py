@@ -29,6 +29,7 @@ from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Referen
 class VideoRecipe:
     name = "video"
     self_ensemble = False  # a flipped clip is another gesture (pan left vs pan right)
+    validate_params = None  # no data checks stage: its clips are made (or read) by video_data
     metrics = (Metric("top1", "top-1", "%", higher_is_better=True, lo=0.0, hi=100.0, fmt=".1f"),)
 
     def build_model(self, model_args: dict[str, Any]):
