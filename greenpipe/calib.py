@@ -1,8 +1,10 @@
 """Calibration dumps: the tensors at every pipeline boundary, on disk.
 
-Layout (written by ``tasks.calib_dump``, read by every quantizer)::
+Layout (written by :func:`dump_calibration` for the ``calib_dump`` and
+``video_calib`` stages, read by every quantizer)::
 
     <root>/index.json                    # {"boundaries": [names in pipeline order]}
+    <root>/<file>.json                   # whatever else the recipe's dump needs (TSM: split.json)
     <root>/<boundary>/manifest.json      # name, shape, dtype, count, min/max/mean/std, entries, sources
     <root>/<boundary>/arrays.npz         # one ``.npy`` entry per calibration sample, ``<k:06d>.npy``
 
@@ -15,18 +17,22 @@ samples).
 A boundary is a place where a pipeline is cut: the input of a model (UNet),
 or the input of each kernel between temporal shifts (TSM).  Arrays keep the
 layout the model sees there, e.g. ``(1, 3, H, W)`` float32 for the UNet.
+A recipe says what to dump (``Recipe.calibration_samples`` returns a
+:class:`CalibrationSamples`); how it is written is the same for every recipe.
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
 from greenpipe.errors import DataError
-from greenpipe.io import read_json, write_json
+from greenpipe.io import read_json, replacing_dir, write_json
 
 ARCHIVE = "arrays.npz"
 
@@ -81,6 +87,41 @@ class BoundaryWriter:
 
 def write_index(root: str | Path, boundaries: list[str]) -> None:
     write_json(Path(root) / "index.json", {"boundaries": boundaries})
+
+
+@dataclass
+class CalibrationSamples:
+    """What a recipe's calibration dump holds, drawn lazily: one sample at a time reaches the disk.
+
+    ``samples`` yields ``(source, {boundary: array})``, one array per boundary
+    per sample, the source saying where the sample came from (an image crop, a
+    clip's frame).  ``facts`` are the stage's metrics besides the per-boundary
+    statistics (sample and kernel counts); ``stats`` the manifest keys those
+    statistics repeat.
+    """
+
+    boundaries: list[str]  # pipeline order: index.json
+    samples: Iterable[tuple[str, dict[str, np.ndarray]]]
+    files: dict[str, Any] = field(default_factory=dict)  # JSON files beside index.json, by file name
+    facts: dict[str, Any] = field(default_factory=dict)
+    stats: tuple[str, ...] = ("shape", "dtype", "count", "min", "max", "mean", "std")
+
+
+def dump_calibration(calibration: CalibrationSamples, out: str | Path) -> dict[str, dict]:
+    """Write ``calibration`` under ``out`` (replacing it whole, or not at all); return its manifests."""
+    with replacing_dir(out) as tmp:
+        writers = {name: BoundaryWriter(tmp, name) for name in calibration.boundaries}
+        for source, arrays in calibration.samples:
+            if arrays.keys() != writers.keys():
+                raise ValueError(f"calibration sample {source}: boundaries {sorted(arrays)}, "
+                                 f"expected {sorted(writers)}")
+            for name, array in arrays.items():
+                writers[name].add(array, source)
+        manifests = {name: w.close() for name, w in writers.items()}
+        write_index(tmp, list(calibration.boundaries))
+        for name, content in calibration.files.items():
+            write_json(tmp / name, content)
+    return manifests
 
 
 def boundaries(root: str | Path) -> list[str]:

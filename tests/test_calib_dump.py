@@ -1,4 +1,4 @@
-"""calib_dump: one directory per declared boundary, arrays + manifest."""
+"""calib_dump on the denoise recipe: one directory per declared boundary, arrays + manifest."""
 
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ def params():
 def test_dump_at_model_input(params, tmp_path):
     data = make_prepared(tmp_path / "prepared")
     make_checkpoint(tmp_path / "model")
-    metrics = calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+    metrics = calib_dump(params, "denoise", data, tmp_path / "model", tmp_path / "calib")
     assert calib.boundaries(tmp_path / "calib") == ["input"]
     manifest = calib.read_manifest(tmp_path / "calib", "input")
     assert manifest["count"] == params.calib_dump.samples == metrics["samples"]
@@ -41,7 +41,7 @@ def test_inner_boundary_captures_that_modules_input(params, tmp_path, monkeypatc
     make_checkpoint(tmp_path / "model")
     recipe = get_recipe("denoise")
     monkeypatch.setattr(recipe, "boundaries", lambda model: {"input": None, "head_in": model.head})
-    calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+    calib_dump(params, "denoise", data, tmp_path / "model", tmp_path / "calib")
     assert calib.boundaries(tmp_path / "calib") == ["input", "head_in"]
     model, _ = model_from_checkpoint(tmp_path / "model" / "checkpoint.pt")
     seen = {}
@@ -56,10 +56,10 @@ def test_inner_boundary_captures_that_modules_input(params, tmp_path, monkeypatc
 def test_failed_dump_keeps_previous_output(params, tmp_path):
     data = make_prepared(tmp_path / "prepared")
     make_checkpoint(tmp_path / "model")
-    calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+    calib_dump(params, "denoise", data, tmp_path / "model", tmp_path / "calib")
     (tmp_path / "model" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):
-        calib_dump(params, data, tmp_path / "model", tmp_path / "calib")
+        calib_dump(params, "denoise", data, tmp_path / "model", tmp_path / "calib")
     assert calib.read_manifest(tmp_path / "calib", "input")["count"] == params.calib_dump.samples
 
 

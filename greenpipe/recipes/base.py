@@ -11,7 +11,7 @@ imports it. docs/architecture.md ("How to add a recipe") walks through it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch only where a model is built: device hosts evaluate ar
     from pydantic import BaseModel
     from torch import nn
 
+    from greenpipe.calib import CalibrationSamples
     from greenpipe.params import Params
 
 
@@ -154,10 +155,15 @@ class Recipe(Protocol):
     def boundaries(self, model: nn.Module) -> dict[str, nn.Module | None]:
         """Pipeline boundaries: name -> module whose *input* is dumped (None = the model input)."""
 
-    def calibration_inputs(
-        self, data_root: Path, count: int, crop: int, rng: np.random.Generator
-    ) -> Iterator[tuple[str, np.ndarray]]:
-        """(source description, model input) pairs drawn from the train split."""
+    def calibration_samples(
+        self, model_dir: Path, data_root: Path, params: Params, rng: np.random.Generator
+    ) -> CalibrationSamples:
+        """What the calibration dump holds: the float model's tensors at every boundary, per sample.
+
+        The model is the one the train stage wrote to ``model_dir``; samples are drawn from
+        the train split under ``data_root`` with ``rng`` only (in the recipe's own params
+        section). ``greenpipe.calib.dump_calibration`` writes them, the same for every recipe.
+        """
 
     def multiple(self, model_args: dict[str, Any]) -> int:
         """Input H and W must be multiples of this (the runtime pads)."""

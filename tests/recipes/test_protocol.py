@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
+from greenpipe import calib
+from greenpipe.calib import CalibrationSamples
 from greenpipe.deploy import DeployJob, measure
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json, write_json
@@ -25,8 +27,9 @@ from greenpipe.recipes import RECIPES, get_recipe
 from greenpipe.recipes.base import Evaluation, Metric, Quality, Reference, check_quality
 from greenpipe.registry import Registry
 from greenpipe.report.summary import Section, collect, markdown
+from tasks.calib_dump import calib_dump
 
-PROTOCOL = ("build_model", "boundaries", "calibration_inputs", "multiple", "evaluate", "write_samples",
+PROTOCOL = ("build_model", "boundaries", "calibration_samples", "multiple", "evaluate", "write_samples",
             "references", "bench_input", "eval_options", "eval_files", "pipeline")
 
 
@@ -80,8 +83,11 @@ class ToyRecipe:
     def boundaries(self, model):
         return {"input": None}
 
-    def calibration_inputs(self, data_root, count, crop, rng):
-        return iter(())
+    def calibration_samples(self, model_dir, data_root, params, rng):
+        x = np.load(Path(data_root) / "val.npz")["x"]  # the toy has no train split
+        picks = rng.permutation(len(x))[:2]
+        return CalibrationSamples(["input"], ((f"s{i}", {"input": x[i : i + 1]}) for i in picks),
+                                  facts={"samples": len(picks)})
 
     def multiple(self, model_args):
         return 1
@@ -173,3 +179,12 @@ def test_an_implausible_score_is_refused_before_it_is_written(toy):
     with pytest.raises(GreenpipeError, match=r"mae = .* outside its plausible range"):
         measure(_job("broken"), ScaleRunner(1e6), root / "data", root / "deploy" / "broken")
     assert not (root / "deploy" / "broken" / "eval.json").exists()
+
+
+def test_a_new_recipe_dumps_its_calibration_through_the_shared_stage(toy):
+    recipe, root = toy
+    m = calib_dump(load_params(), "toy", root / "data", root / "model", root / "calib")
+    assert m["boundaries"] == 1 and m["samples"] == 2 and m["per_boundary"]["input"]["shape"] == [1, 3, 8, 8]
+    assert calib.boundaries(root / "calib") == ["input"]
+    assert calib.read_manifest(root / "calib", "input")["sources"][0].startswith("s")
+    assert len(list(calib.iter_boundary(root / "calib", "input"))) == 2

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from greenpipe.calib import boundaries, iter_boundary, read_manifest
+from greenpipe.calib import boundaries, dump_calibration, iter_boundary, read_manifest
 from greenpipe.errors import ParamsError, ToolchainMissing
 from greenpipe.models.tsm_tf import split_models
 from greenpipe.quant import parse_variant, variants_taking
 from greenpipe.quant.kernels import read_kernels_manifest
-from greenpipe.video.calib import boundary_names, dump
+from greenpipe.video.calib import boundary_names, calibration
 from greenpipe.video.host import HostPipeline, KerasKernel, dequantize, quantize
 from tests.video.conftest import real_clip, tiny_offline, tiny_online
 
@@ -20,7 +20,7 @@ def dumped(tmp_path_factory):
     net = tiny_online(seed=5)
     clips = np.stack([real_clip(label, T, seed=i) for i, label in enumerate(("pan_left", "zoom_in", "static"))])
     root = tmp_path_factory.mktemp("calib") / "calib"
-    dump(net, clips, ["a", "b", "c"], root)
+    dump_calibration(calibration(net, clips, ["a", "b", "c"]), root)
     return net, root, clips
 
 
@@ -63,7 +63,7 @@ def dumped_offline(tmp_path_factory):
     net = tiny_offline(seed=6)
     clips = np.stack([real_clip(label, T, seed=i) for i, label in enumerate(("pan_right", "zoom_out"))])
     root = tmp_path_factory.mktemp("calib_offline") / "calib"
-    dump(net, clips, ["a", "b"], root)
+    dump_calibration(calibration(net, clips, ["a", "b"]), root)
     return net, root, clips
 
 

@@ -41,7 +41,7 @@ def test_video_stages_end_to_end(tmp_path):
     import cv2
 
     from greenpipe.io import write_json
-    from tasks.video_calib import video_calib
+    from tasks.calib_dump import calib_dump
     from tasks.video_data import video_data
     from greenpipe.video.eval import video_eval
     from tasks.video_quantize import video_quantize
@@ -76,7 +76,7 @@ def test_video_stages_end_to_end(tmp_path):
     with np.load(models / "tsm" / "checkpoint.npz") as a, np.load(models / "tsm_again" / "checkpoint.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__header__")
-    calib = video_calib(params, data, models / "tsm", tmp_path / "calib")
+    calib = calib_dump(params, "video", data, models / "tsm", tmp_path / "calib")
     assert calib["boundaries"] == 21 and calib["samples_per_boundary"] == 2 * 4
     for variant in ("tflite_fp32", "tflite_int8"):
         assert video_quantize(params, variant, models / "tsm", tmp_path / "calib", tmp_path / "quant" / variant)[

@@ -27,6 +27,7 @@ SAMPLE_CROP = 256  # px: side of the sample crops the report shows
 if TYPE_CHECKING:  # the model (torch) is imported where it is built, so that evaluating a deployed
     from torch import nn  # artifact (a device host running flows/device_run.py) never loads torch
 
+    from greenpipe.calib import CalibrationSamples
     from greenpipe.params import Params
     from greenpipe.recipes.denoise.training import DenoiseTraining
 
@@ -80,6 +81,22 @@ def denoise_tiled(
     return out
 
 
+def calibration_crops(data_root: Path, count: int, crop: int,
+                      rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
+    """``count`` random crops of noisy *train* images as (source, model input (1, 3, crop, crop))."""
+    pairs = load_split(data_root, "train")
+    images = {}
+    for _ in range(count):
+        pair = pairs[int(rng.integers(len(pairs)))]
+        if pair.name not in images:
+            images[pair.name] = pair.load()[1]
+        noisy = images[pair.name]
+        h, w = noisy.shape[:2]
+        c = min(crop, h, w)
+        top, left = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
+        yield f"{pair.name}@{top},{left}+{c}", to_nchw(noisy[top : top + c, left : left + c])
+
+
 class DenoiseRecipe:
     name = "denoise"
     self_ensemble = True  # flips / rotations of an image denoise alike: their mean is a better estimate
@@ -100,21 +117,18 @@ class DenoiseRecipe:
     def boundaries(self, model: nn.Module) -> dict[str, nn.Module | None]:
         return {"input": None}
 
-    def calibration_inputs(
-        self, data_root: Path, count: int, crop: int, rng: np.random.Generator
-    ) -> Iterator[tuple[str, np.ndarray]]:
-        """``count`` random crops of noisy *train* images as model inputs (1, 3, crop, crop)."""
-        pairs = load_split(data_root, "train")
-        images = {}
-        for _ in range(count):
-            pair = pairs[int(rng.integers(len(pairs)))]
-            if pair.name not in images:
-                images[pair.name] = pair.load()[1]
-            noisy = images[pair.name]
-            h, w = noisy.shape[:2]
-            c = min(crop, h, w)
-            top, left = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
-            yield f"{pair.name}@{top},{left}+{c}", to_nchw(noisy[top : top + c, left : left + c])
+    def calibration_samples(self, model_dir: Path, data_root: Path, params: Params,
+                            rng: np.random.Generator) -> CalibrationSamples:
+        """The input of every boundary over ``calib_dump.samples`` random crops of noisy train images.
+
+        Crops are ``calib_dump.crop`` px (less where an image is smaller); the float
+        model of ``model_dir/checkpoint.pt`` runs on each, hooked at its boundaries.
+        """
+        from greenpipe.recipes.denoise.calib import calibration
+
+        cp = params.calib_dump
+        crops = calibration_crops(data_root, cp.samples, cp.crop, rng)
+        return calibration(self, Path(model_dir) / "checkpoint.pt", crops, cp.samples, params.base.threads)
 
     def multiple(self, model_args: dict[str, Any]) -> int:
         from greenpipe.models.unet import UNetConfig

@@ -11,7 +11,8 @@ Pipeline boundaries: the input of every kernel between shifts --
 logits smoothed over a window of frames (the online demo's smoothing) at each
 clip's last frame.
 
-The recipe's own stages (``tasks/video_*.py``) use it; TensorFlow is imported
+The recipe's own stages (``tasks/video_*.py``) and the shared calibration dump
+(``tasks/calib_dump.py``) use it; TensorFlow is imported
 only when a model is built, so importing this module stays cheap.
 """
 
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference
+
+if TYPE_CHECKING:
+    from greenpipe.calib import CalibrationSamples
 
 
 class VideoRecipe:
@@ -45,17 +49,23 @@ class VideoRecipe:
 
         return {name: None for name in boundary_names(split_models(model)[1])}
 
-    def calibration_inputs(self, data_root: Path, count: int, crop: int,
-                           rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
-        """``count`` train clips, drawn without replacement: (video id, (T, crop, crop, 3) uint8).
+    def calibration_samples(self, model_dir: Path, data_root: Path, params,
+                            rng: np.random.Generator) -> CalibrationSamples:
+        """Every kernel input over ``video.calib.clips`` train clips, run by the host loop, and ``split.json``.
 
-        Every frame of each clip is kept: online, the kernels see every frame of a stream.
+        The float network of ``model_dir/checkpoint.npz`` is split at every shift
+        and fed each clip frame by frame, shift buffers carried across a clip's
+        frames (greenpipe/video/calib.py).
         """
-        from greenpipe.data.video import read_frames, read_split, resize_frames
+        from greenpipe.models.tsm_tf import load_checkpoint
+        from greenpipe.video.calib import calibration
+        from greenpipe.video.env import configure_tensorflow, dataset_root
 
-        refs = read_split(data_root, "train")
-        for i in rng.permutation(len(refs))[:count]:
-            yield refs[i].id, resize_frames(read_frames(refs[i].path), crop)
+        configure_tensorflow(params.base.threads)
+        net, _ = load_checkpoint(Path(model_dir) / "checkpoint.npz")
+        size, count = net.config.input_size, params.video.calib.clips
+        drawn = list(calibration_clips(dataset_root(data_root), count, size, rng))
+        return calibration(net, np.stack([c for _, c in drawn]), [s for s, _ in drawn])
 
     def multiple(self, model_args: dict[str, Any]) -> int:
         """Frames are resized to the model's input size, so any size is accepted."""
@@ -139,6 +149,19 @@ class VideoRecipe:
             if path.exists() and read_json(path).get("val_top1") is not None:
                 refs.append(Reference(label, {"top1": read_json(path)["val_top1"]}, f"metrics/video/train_{net}.json"))
         return refs
+
+
+def calibration_clips(data_root: Path, count: int, size: int,
+                      rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
+    """``count`` train clips, drawn without replacement: (video id, (T, size, size, 3) uint8).
+
+    Every frame of each clip is kept: online, the kernels see every frame of a stream.
+    """
+    from greenpipe.data.video import read_frames, read_split, resize_frames
+
+    refs = read_split(data_root, "train")
+    for i in rng.permutation(len(refs))[:count]:
+        yield refs[i].id, resize_frames(read_frames(refs[i].path), size)
 
 
 def _root(data_root: Path) -> Path:
