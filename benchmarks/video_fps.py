@@ -26,6 +26,7 @@ def main() -> None:
     from greenpipe.data.video import load_split
     from greenpipe.quant.kernels import read_kernels_manifest
     from greenpipe.video.env import configure_tensorflow, dataset_root
+    from greenpipe.runtime import load
     from greenpipe.video.host import ClipRunner, timed_run
 
     configure_tensorflow(args.threads)
@@ -34,7 +35,7 @@ def main() -> None:
 
     size, t = manifest["kernels"][0]["inputs"][0]["shape"][1], load_params().video.model.n_frames
     clips = load_split(dataset_root(args.data), "val", t, size)[0]
-    runner = ClipRunner.load(args.quant / args.variant, args.threads)
+    runner = ClipRunner.load(args.quant / args.variant, args.threads, load)
     pipe, described = runner.pipe, runner.first
     r = timed_run(pipe, clips, args.frames, warmup=30)
     print(f"{args.variant}: {len(pipe.kernels)} kernels, {size}x{size}, {described['label']}, {described['host']}")

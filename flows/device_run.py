@@ -92,8 +92,7 @@ def device_run(
             metrics = soak_on_host(spec, model, s3, run_id, list(earlier_runs or []), Path(tmp) / "ckpt", out)
             facts = metrics["host"]
         else:
-            from greenpipe.deploy import DeployJob, measure
-            from greenpipe.runtime import load_artifact
+            from greenpipe.deploy import DeployJob, load_artifact, measure
 
             spec = DeployJob.from_dict(job)
             data_ref = ArtifactRef.from_dict(data or {})

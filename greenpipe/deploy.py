@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from greenpipe.recipes.base import Evaluation
 
 SAMPLES = 3  # val outputs written under samples/ for the report
+KERNELS_FILE = "kernels.json"  # a per-kernel variant's manifest: a deployable artifact of several kernels
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,24 @@ def _source(desc: dict) -> str:
     return f"measured on {desc['host']}, {desc['label']}"
 
 
+def load_artifact(recipe: str, runtime: str, path: str | Path, threads: int, batch: int = 1) -> Any:
+    """A Runner for a deployed artifact: one graph on ``runtime``, or a kernel manifest on its recipe's host loop.
+
+    A manifest (``kernels.json``) names the runtime of its kernels itself; the recipe's ``pipeline``
+    runs them in order with whatever the host does between them (TSM: the shifts).
+    """
+    from greenpipe.runtime import load
+
+    if Path(path).name == KERNELS_FILE:
+        from greenpipe.recipes import get_recipe
+
+        return get_recipe(recipe).pipeline(Path(path), threads, batch, load)
+    return load(runtime, path, threads, batch)
+
+
 def artifact_bytes(artifact: Path) -> int:
     """Size of what deploys: the file, or for a kernel manifest every file of its variant's directory."""
-    if artifact.name != "kernels.json":
+    if artifact.name != KERNELS_FILE:
         return artifact.stat().st_size
     return sum(p.stat().st_size for p in artifact.parent.rglob("*") if p.is_file())
 

@@ -17,7 +17,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       model_validator)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from greenpipe.errors import ParamsError
+from greenpipe.errors import UNKNOWN_KEY, UNKNOWN_VARIANT_KEY, ParamsError, invalid_params  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from greenpipe.registry import Registry
@@ -456,30 +456,6 @@ def resolve_profile(tree: Any, profile: str) -> Any:
     return tree
 
 
-UNKNOWN_KEY = "unknown key (check the spelling against params.yaml in the repository)"
-UNKNOWN_VARIANT_KEY = "unknown key for this variant (check the spelling against its config in greenpipe/quant/)"
-
-
-def _describe(error: Any, key: str, unknown_key: str) -> str:
-    loc = ".".join("validate" if p == "validate_" else str(p) for p in error["loc"])
-    where = ".".join(k for k in (key, loc) if k)
-    shown = "(missing)" if error["type"] == "missing" else repr(error.get("input"))
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    msg = unknown_key if error["type"] == "extra_forbidden" else error["msg"]
-    return f"  {where} = {shown}: {msg}"
-
-
-def invalid_params(exc: ValidationError, source: str = "params.yaml", key: str = "",
-                   unknown_key: str = UNKNOWN_KEY) -> ParamsError:
-    """A ParamsError listing every error of ``exc``, one line each: ``  <key>.<loc> = <value>: <why>``.
-
-    ``key`` is the dotted key of the mapping ``exc`` came from (empty: the whole
-    file); ``unknown_key`` replaces pydantic's message for a key the type lacks.
-    """
-    lines = "\n".join(_describe(e, key, unknown_key) for e in exc.errors())
-    where = f" in {key}" if key else ""
-    return ParamsError(f"{source}: {exc.error_count()} invalid value(s){where}:\n{lines}")
 
 
 def parse_params(raw: dict, source: str = "params.yaml", light: bool = False) -> Params:

@@ -276,7 +276,7 @@ def soak(job: SoakJob, artifact: Path, checkpoint: Checkpoint, publish: Publish 
     desc: dict = {}
 
     def load_workload():
-        from greenpipe.runtime import load_artifact
+        from greenpipe.deploy import load_artifact
 
         runner = load_artifact(job.recipe, job.runtime, artifact, job.threads, job.batch)
         desc.update(runner.describe())

@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from greenpipe.deploy import deploy_job, measure
+from greenpipe.deploy import deploy_job, load_artifact, measure
 from greenpipe.errors import GreenpipeError
 from greenpipe.params import Params
 
@@ -57,8 +57,6 @@ def deploy_stage(
         from greenpipe.farm.client import run_remote
 
         return run_remote(job, dev, artifact, data_dir, out)
-
-    from greenpipe.runtime import load_artifact
 
     runner = load_artifact(job.recipe, dev.runtime, artifact, params.base.threads, dev.batch)
     return measure(job, runner, data_dir, out)

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from greenpipe.errors import ParamsError
-from greenpipe.params import UNKNOWN_VARIANT_KEY, invalid_params
+from greenpipe.errors import UNKNOWN_VARIANT_KEY, invalid_params
 from greenpipe.registry import Registry
 
 Takes = Literal["model", "kernels"]

@@ -200,8 +200,11 @@ class Recipe(Protocol):
     def eval_files(self, data_root: Path) -> list[Path]:
         """The files under ``data_root`` that ``evaluate`` reads (what a remote device host is sent)."""
 
-    def pipeline(self, manifest: Path, threads: int, batch: int) -> Any:
+    def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
         """A Runner over a kernel manifest (``kernels.json``) of more than one kernel: the recipe's host loop.
+
+        ``load(runtime, path, threads, batch)`` loads one kernel (greenpipe.runtime.load, passed in so
+        that a recipe never imports the runtimes, some of which rebuild models through the recipes).
 
         ``run(x)`` takes what ``evaluate`` hands its runner; ``describe()`` says what ran.
         """
@@ -230,7 +233,7 @@ def recipe_validate_params(params: Params) -> BaseModel:
     from pydantic import ValidationError
 
     from greenpipe.errors import ParamsError
-    from greenpipe.params import invalid_params
+    from greenpipe.errors import invalid_params
 
     recipe = get_recipe(params.base.recipe)
     if recipe.validate_params is None:

@@ -36,6 +36,7 @@ def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> 
     from greenpipe.io import read_json
     from greenpipe.recipes import get_recipe
     from greenpipe.video.env import configure_tensorflow, dataset_root
+    from greenpipe.runtime import load
     from greenpipe.video.host import ClipRunner, timed_run
 
     configure_tensorflow(params.base.threads)
@@ -46,7 +47,7 @@ def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> 
     results, not_run = {}, {}
     for variant in vp.quantize:
         try:
-            runner = ClipRunner.load(quant / variant, params.base.threads)
+            runner = ClipRunner.load(quant / variant, params.base.threads, load)
             pipe, described = runner.pipe, runner.first
         except ToolchainMissing as exc:  # e.g. vitis_tf's xmodels need VART and a DPU: run this stage on its host
             not_run[variant] = str(exc)

@@ -74,7 +74,7 @@ class ToyRecipe:
     def eval_files(self, data_root):
         return [Path(data_root) / "val.npz"]
 
-    def pipeline(self, manifest, threads, batch):
+    def pipeline(self, manifest, threads, batch, load):
         raise NotImplementedError
 
     def build_model(self, model_args):  # the shared deploy path never builds a model

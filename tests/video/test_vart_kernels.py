@@ -261,6 +261,7 @@ def test_unmatched_tensor_names_are_refused_with_both_lists(stand_in_dpu, tmp_pa
 
 def test_a_vart_variant_off_a_dpu_host_names_what_is_missing(monkeypatch, tmp_path):
     from greenpipe.quant.kernels import write_kernels_manifest
+    from greenpipe.runtime import load
     from greenpipe.video.host import ClipRunner
 
     monkeypatch.setitem(sys.modules, "xir", None)
@@ -269,4 +270,4 @@ def test_a_vart_variant_off_a_dpu_host_names_what_is_missing(monkeypatch, tmp_pa
     write_kernels_manifest(tmp_path, manifest, [f"compiled/{k['name']}.xmodel" for k in manifest["kernels"]],
                            "vitis_tf", "vart", {})
     with pytest.raises(ToolchainMissing, match="runtime 'vart' needs the Vitis AI runtime Python modules"):
-        ClipRunner.load(tmp_path, 1)
+        ClipRunner.load(tmp_path, 1, load)

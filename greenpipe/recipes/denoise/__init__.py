@@ -208,7 +208,7 @@ class DenoiseRecipe:
         data_root = Path(data_root)
         return [data_root / "manifest.json", *sorted(p for p in (data_root / "val").rglob("*") if p.is_file())]
 
-    def pipeline(self, manifest: Path, threads: int, batch: int) -> Any:
+    def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
         from greenpipe.errors import GreenpipeError
 
         raise GreenpipeError(f"{manifest}: the denoise UNet is one kernel; a manifest of several is not its artifact")

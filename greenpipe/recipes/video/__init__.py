@@ -133,11 +133,11 @@ class VideoRecipe:
             clips += sorted(p for p in ref.path.rglob("*") if p.is_file()) if ref.path.is_dir() else [ref.path]
         return lists + clips
 
-    def pipeline(self, manifest: Path, threads: int, batch: int) -> Any:
+    def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
         """The TSM host loop over the manifest's kernels (each on the runtime the manifest names)."""
         from greenpipe.video.host import ClipRunner
 
-        return ClipRunner.load(Path(manifest).parent, threads)
+        return ClipRunner.load(Path(manifest).parent, threads, load)
 
     def references(self, metrics: Path) -> list[Reference]:
         """The float TSM and its no-shift baseline (TSN) from the train stages' metrics."""
