@@ -168,24 +168,24 @@ def test_meter_auto_and_an_entry_naming_its_method_are_accepted(raw, tmp_path):
     assert p.deploy.devices["local"].meter == "auto" and "ptq8_mse" in p.quantize.variants
 
 
-def test_importing_params_loads_no_torch_tensorflow_or_dvc():
+def _heavy_modules_after(code: str) -> str:
+    """Which of torch, TensorFlow, DVC a fresh interpreter has imported after running ``code``."""
     import subprocess
     import sys
     from pathlib import Path
 
-    probe = ("import greenpipe.params, sys; "
-             "print([m for m in ('torch', 'tensorflow', 'dvc') if m in sys.modules])")
+    probe = f"import sys; {code}; print([m for m in ('torch', 'tensorflow', 'dvc') if m in sys.modules])"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
                          timeout=60)
-    assert out.stdout.strip() == "[]"
+    return out.stdout.strip()
+
+
+def test_importing_params_loads_no_torch_tensorflow_or_dvc():
+    assert _heavy_modules_after("import greenpipe.params") == "[]"
 
 
 def test_a_stage_reads_params_light_and_checks_the_heavy_names_it_uses(raw, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from greenpipe.errors import GreenpipeError
     from tasks.compile import compile_stage
 
@@ -196,9 +196,4 @@ def test_a_stage_reads_params_light_and_checks_the_heavy_names_it_uses(raw, tmp_
         load_params(tmp_path / "params.yaml")  # greenpipe check, the nightly: every registry
     with pytest.raises(GreenpipeError, match=r"compile.targets.cpu.format = 'onx': not a registered compile target"):
         compile_stage(light, "fp32", "cpu", tmp_path / "q", tmp_path / "d", tmp_path / "o")
-    probe = ("import sys; from greenpipe.params import load_params; load_params(light=True); "
-             "print([m for m in ('torch', 'tensorflow', 'dvc') if m in sys.modules])")
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
-                         timeout=60)
-    assert out.stdout.strip() == "[]"
+    assert _heavy_modules_after("from greenpipe.params import load_params; load_params(light=True)") == "[]"
