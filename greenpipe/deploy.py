@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 SAMPLES = 3  # val outputs written under samples/ for the report
 KERNELS_FILE = "kernels.json"  # a per-kernel variant's manifest: a deployable artifact of several kernels
+COMPILE_REPORT = "compile_report.json"  # what the compile stage writes beside its artifact (greenpipe.compile)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,37 @@ def _source(desc: dict) -> str:
     return f"measured on {desc['host']}, {desc['label']}"
 
 
+def compiled_artifact(compiled_dir: Path, variant: str, target: str) -> tuple[dict, Path]:
+    """(compile report, artifact path) of ``variant`` compiled for ``target`` under ``compiled_dir``.
+
+    A per-kernel variant's directory (``kernels.json``: its quantizer wrote TFLite kernels or DPU
+    xmodels, what the runtimes load) is deployable as it is, for every target: the artifact is the
+    manifest and each kernel runs on the runtime it names. Raises GreenpipeError saying which
+    compile to run when the artifact is not there.
+    """
+    from greenpipe.errors import GreenpipeError
+    from greenpipe.io import read_json
+
+    kernels = Path(compiled_dir) / KERNELS_FILE
+    if kernels.exists():  # a per-kernel variant: its quantizer already wrote the kernels the runtimes load
+        manifest = read_json(kernels)
+        missing = [k for k in ("recipe", "model_args") if k not in manifest]
+        if missing:
+            raise GreenpipeError(f"{kernels}: lacks {', '.join(missing)}; it was written by an older greenpipe: "
+                                 f"rerun its quantize stage (dvc repro -f) to deploy it")
+        return {"recipe": manifest["recipe"], "model_args": manifest["model_args"], "multiple": 1,
+                "artifact": KERNELS_FILE, "kernels": len(manifest["kernels"]), "runtime": manifest["runtime"]}, kernels
+    target_dir = Path(compiled_dir) / target
+    report_path = target_dir / COMPILE_REPORT
+    if not report_path.exists():
+        raise GreenpipeError(
+            f"{report_path}: missing; compile {variant} for target {target!r} first "
+            f"(dvc repro compile@{variant}-{target}, or python -m tasks.compile --variant {variant} --target {target} ...)"
+        )
+    compiled = read_json(report_path)
+    return compiled, target_dir / compiled["artifact"]
+
+
 def load_artifact(recipe: str, runtime: str, path: str | Path, threads: int, batch: int = 1) -> Any:
     """A Runner for a deployed artifact: one graph on ``runtime``, or a kernel manifest on its recipe's host loop.
 
@@ -110,6 +142,12 @@ def artifact_bytes(artifact: Path) -> int:
     if artifact.name != KERNELS_FILE:
         return artifact.stat().st_size
     return sum(p.stat().st_size for p in artifact.parent.rglob("*") if p.is_file())
+
+
+def _ensembled(params: Params, recipe: Any, variant: str) -> bool:
+    """Whether ``variant`` also gets the self-ensemble rows (the recipe allows it; the variant is listed)."""
+    listed = params.deploy.self_ensemble_variants
+    return bool(recipe.self_ensemble) and (not listed or variant in listed)
 
 
 def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifact: Path) -> DeployJob:
@@ -140,7 +178,7 @@ def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifa
         offline_s=params.deploy.offline_s,
         artifact=str(artifact),
         artifact_bytes=artifact_bytes(artifact),
-        self_ensemble=params.deploy.self_ensemble if recipe.self_ensemble else 1,
+        self_ensemble=params.deploy.self_ensemble if _ensembled(params, recipe, variant) else 1,
     )
 
 

@@ -201,6 +201,7 @@ class DeployParams(Section):
     offline_s: float = Field(4, gt=0)
     eval_max_side: int = Field(0, ge=0)
     self_ensemble: Literal[1, 2, 4, 8] = 1  # also score and time each artifact averaged over this many flips/rotations
+    self_ensemble_variants: Listed[tuple[str, ...]] = ()  # which variants get those rows; () = every variant
     devices: dict[str, DeviceParams]
 
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from greenpipe.deploy import DeviceJob, artifact_bytes
+from greenpipe.deploy import DeviceJob, artifact_bytes, compiled_artifact
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json, write_json
 from greenpipe.params import DeviceParams, Params
@@ -341,8 +341,6 @@ def soak_stage(params: Params, variant: str, device: str, compiled_dir: Path, ch
     checkpoint_dir, out = Path(checkpoint_dir), Path(out)
     if report_partial:
         return _report_partial(params, device, dev, checkpoint_dir, out)
-
-    from greenpipe.compile import compiled_artifact  # imports torch: build side only
 
     compiled, artifact = compiled_artifact(compiled_dir, variant, dev.target)
     job = soak_job(params, variant, device, compiled, artifact)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from greenpipe.deploy import deploy_job, load_artifact, measure
+from greenpipe.deploy import compiled_artifact, deploy_job, load_artifact, measure
 from greenpipe.errors import GreenpipeError
 from greenpipe.params import Params
 
@@ -43,8 +43,6 @@ def deploy_stage(
     params: Params, variant: str, device: str, compiled_dir: Path, data_dir: Path, out: Path
 ) -> dict:
     """Evaluate and benchmark ``compiled_dir``'s artifact for ``device``; return the metrics."""
-    from greenpipe.compile import compiled_artifact  # imports torch: build side only
-
     devices = params.deploy.devices
     if device not in devices:
         raise GreenpipeError(

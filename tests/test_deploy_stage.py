@@ -78,3 +78,16 @@ def test_unknown_device_is_a_user_error(compiled, tmp_path):
     params = stage_params()
     with pytest.raises(GreenpipeError, match="--device gpu0: not in deploy.devices"):
         deploy_stage(params, "ptq8", "gpu0", ws.root / "compiled", ws.data, tmp_path)
+
+
+def test_only_the_listed_variants_get_the_self_ensemble_rows(tmp_path):
+    from greenpipe.deploy import deploy_job
+
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"x" * 10)
+    compiled = {"recipe": "denoise", "model_args": {"in_channels": 3, "width": 4, "depth": 2}, "multiple": 4}
+    params = stage_params(deploy={"self_ensemble": 8, "self_ensemble_variants": ["fp32"]})
+    assert deploy_job(params, "fp32", "local", compiled, artifact).self_ensemble == 8
+    assert deploy_job(params, "ptq8", "local", compiled, artifact).self_ensemble == 1
+    every = stage_params(deploy={"self_ensemble": 8, "self_ensemble_variants": []})
+    assert deploy_job(every, "ptq8", "local", compiled, artifact).self_ensemble == 8

@@ -8,6 +8,6 @@ QCDQ -> ORT-fusible QDQ rewrite the ``onnx`` format uses.
 """
 
 from greenpipe.compile import onnx_cpu, vitis_dpu  # noqa: F401  (register formats "onnx", "xmodel")
-from greenpipe.compile.base import REPORT_FILE, TARGETS, CompileJob, compiled_artifact
+from greenpipe.compile.base import REPORT_FILE, TARGETS, CompileJob
 
-__all__ = ["REPORT_FILE", "TARGETS", "CompileJob", "compiled_artifact"]
+__all__ = ["REPORT_FILE", "TARGETS", "CompileJob"]
