@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Time the README's demo on a fresh clone: clone this repository's HEAD into a
 # temp dir, run `make demo` there (venv, installs, dvc repro, summary), then a
-# second `dvc repro` with nothing changed. Prints wall times; leaves the clone
-# for inspection (path printed at the end).
+# second `dvc repro` with nothing changed. Prints wall times and the time per
+# stage; leaves the clone for inspection (path printed at the end).
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
@@ -17,4 +17,6 @@ t1=$(date +%s.%N)
 echo
 echo "fresh clone -> make demo -> summary: $((mid - start)) s wall (installs included)"
 echo "second dvc repro, nothing changed: $(python3 -c "print(round($t1 - $t0, 2))") s; stages run: $(grep -c '^Running stage' "$work/second-repro.log" || true)"
+echo "where the stages' time went (benchmarks/stage_times.py):"
+.venv/bin/python benchmarks/stage_times.py
 echo "clone left at $work/greenpipe"
