@@ -46,7 +46,9 @@ class Metric:
         return f"{self.label} {self.unit}".strip()
 
     def format(self, value: float | None) -> str:
-        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, self.fmt)
+        from greenpipe.report.text import num
+
+        return num(value, self.fmt)
 
 
 @dataclass(frozen=True)

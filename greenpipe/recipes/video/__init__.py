@@ -146,8 +146,9 @@ class VideoRecipe:
         refs = []
         for net, label in (("tsm", "TSM float (Keras)"), ("tsn", "TSN float, no shift (Keras)")):
             path = metrics / "video" / f"train_{net}.json"
-            if path.exists() and read_json(path).get("val_top1") is not None:
-                refs.append(Reference(label, {"top1": read_json(path)["val_top1"]}, f"metrics/video/train_{net}.json"))
+            top1 = read_json(path).get("val_top1") if path.exists() else None
+            if top1 is not None:
+                refs.append(Reference(label, {"top1": top1}, f"metrics/video/train_{net}.json"))
         return refs
 
 
