@@ -22,12 +22,12 @@ import numpy as np
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.params import Params
+from greenpipe.quant.kernels import KERNELS_FILE, read_kernels_manifest
 
 if TYPE_CHECKING:
     from greenpipe.recipes.base import Evaluation
 
 SAMPLES = 3  # val outputs written under samples/ for the report
-KERNELS_FILE = "kernels.json"  # a per-kernel variant's manifest: a deployable artifact of several kernels
 COMPILE_REPORT = "compile_report.json"  # what the compile stage writes beside its artifact (greenpipe.compile)
 
 
@@ -104,7 +104,7 @@ def compiled_artifact(compiled_dir: Path, variant: str, target: str) -> tuple[di
 
     kernels = Path(compiled_dir) / KERNELS_FILE
     if kernels.exists():  # a per-kernel variant: its quantizer already wrote the kernels the runtimes load
-        manifest = read_json(kernels)
+        manifest = read_kernels_manifest(compiled_dir)
         missing = [k for k in ("recipe", "model_args") if k not in manifest]
         if missing:
             raise GreenpipeError(f"{kernels}: lacks {', '.join(missing)}; it was written by an older greenpipe: "

@@ -50,6 +50,7 @@ from greenpipe.params import DeviceParams, Params
 from greenpipe.power import available, open_meter
 from greenpipe.power.base import Meter
 from greenpipe.power.soak import Checkpoint, Publish, SoakPlan, run_soak, soak_key, summarize
+from greenpipe.quant.kernels import KERNELS_FILE
 
 if TYPE_CHECKING:
     from greenpipe.store import ArtifactStore
@@ -89,7 +90,7 @@ def planned_seconds(plan: SoakPlan) -> float:
 def _sha256(path: Path) -> str:
     """sha256 of the artifact; of a kernel manifest, over its variant directory's files (names and bytes)."""
     h = hashlib.sha256()
-    files = [path] if path.name != "kernels.json" else sorted(p for p in path.parent.rglob("*") if p.is_file())
+    files = [path] if path.name != KERNELS_FILE else sorted(p for p in path.parent.rglob("*") if p.is_file())
     for file in files:
         if len(files) > 1:
             h.update(str(file.relative_to(path.parent)).encode())

@@ -5,20 +5,39 @@ handler that takes either one PyTorch model (``quantize.variants``,
 :mod:`greenpipe.quant.base`) or the kernels of a split network
 (``video.quantize``, :mod:`greenpipe.quant.kernels`); see
 :mod:`greenpipe.quant.registry`.  Adding one is a new module here plus its
-import here.  :mod:`greenpipe.quant.export` turns a model result into ONNX.
+name in ``registry.HANDLER_MODULES``.  :mod:`greenpipe.quant.export` turns a
+model result into ONNX.
+
+Importing this package is cheap: the handlers' modules (torch, TensorFlow) load
+when a registry lookup first needs them, and only those of the kind looked up,
+so a stage that quantizes kernels never imports torch.
 """
 
-from greenpipe.quant import fastft8, fp32, inc, ptq8, qat4, qat8, vitis  # noqa: F401  (registers the variants)
-from greenpipe.quant import tflite_kernels, vitis_tf  # noqa: F401  (variants taking a split network)
-from greenpipe.quant.base import CalibrationSet, QuantResult, quantize_variant
 from greenpipe.quant.registry import (
-    VARIANTS,
     Variant,
     VariantConfig,
+    load_handlers,
     parse_variant,
     register_variant,
     variants_taking,
 )
+
+# Names served on first use (PEP 562): the filled registry, and the model-variant base (imports torch).
+_BASE_NAMES = ("CalibrationSet", "QuantResult", "quantize_variant")
+
+
+def __getattr__(name: str):
+    if name == "VARIANTS":
+        from greenpipe.quant.registry import VARIANTS
+
+        load_handlers()
+        return VARIANTS
+    if name in _BASE_NAMES:
+        from greenpipe.quant import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "VARIANTS",
@@ -26,6 +45,7 @@ __all__ = [
     "QuantResult",
     "Variant",
     "VariantConfig",
+    "load_handlers",
     "parse_variant",
     "quantize_variant",
     "register_variant",

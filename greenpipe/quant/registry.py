@@ -29,6 +29,7 @@ TensorFlow; the handlers' modules do.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,6 +46,13 @@ Takes = Literal["model", "kernels"]
 TAKES: dict[str, str] = {"model": "one PyTorch model", "kernels": "the kernels of a split network"}
 METHOD_KIND: dict[str, str] = {"model": "quantization", "kernels": "per-kernel quantization"}
 SECTION: dict[str, str] = {"model": "quantize.variants", "kernels": "video.quantize"}  # where params.yaml has them
+
+# The modules of this package that register handlers, by what their handlers take; importing one
+# registers its variants (the model ones import torch, the kernel ones do not).
+HANDLER_MODULES: dict[str, tuple[str, ...]] = {
+    "model": ("fastft8", "fp32", "inc", "ptq8", "qat4", "qat8", "vitis"),
+    "kernels": ("tflite_kernels", "vitis_tf"),
+}
 
 
 class VariantConfig(BaseModel):
@@ -80,8 +88,16 @@ def register_variant(name: str, config_type: type[VariantConfig], *, takes: Take
     return decorate
 
 
+def load_handlers(*kinds: Takes) -> None:
+    """Import the handler modules of ``kinds`` (default: every kind), which registers their variants."""
+    for kind in kinds or tuple(HANDLER_MODULES):
+        for module in HANDLER_MODULES[kind]:
+            importlib.import_module(f"{__package__}.{module}")
+
+
 def variants_taking(takes: Takes) -> list[str]:
     """The registered variants that take ``takes``, sorted."""
+    load_handlers(takes)
     return [n for n in VARIANTS.names() if VARIANTS.get(n).takes == takes]
 
 
@@ -104,6 +120,7 @@ def parse_variant(name: str, raw: Mapping[str, Any] | None, key_prefix: str = "q
     method = raw.get("method") or name
     known = variants_taking(takes)
     if not isinstance(method, str) or method not in known:
+        load_handlers()  # the other kind's too: a variant of the wrong kind gets its own message
         if isinstance(method, str) and method in VARIANTS:
             raise ParamsError(f"{key}: {wrong_kind(VARIANTS.get(method), takes)}")
         raise ParamsError(

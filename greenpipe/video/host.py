@@ -322,13 +322,10 @@ class ClipRunner:
     @classmethod
     def load(cls, variant_dir: str | Path, threads: int, load: Callable[..., Any]) -> ClipRunner:
         """The host loop over ``variant_dir``'s kernels, each loaded by ``load(runtime, path, threads, batch)``."""
-        from greenpipe.io import read_json
+        from greenpipe.quant.kernels import read_kernels_manifest
 
         variant_dir = Path(variant_dir)
-        path = variant_dir / "kernels.json"  # greenpipe.quant.kernels writes it; that package needs torch
-        if not path.exists():
-            raise GreenpipeError(f"{path}: missing; run the per-kernel quantize stage first (dvc repro video_quantize)")
-        manifest = read_json(path)
+        manifest = read_kernels_manifest(variant_dir)
         kernels = [bind(load(manifest["runtime"], variant_dir / k["artifact"], threads, 1), k,
                         str(variant_dir / k["artifact"]))
                    for k in manifest["kernels"]]

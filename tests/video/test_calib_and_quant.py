@@ -121,6 +121,26 @@ def test_int8_kernels_with_int8_buffers_equal_the_fake_quant_chain(int8_kernels)
     assert np.abs(a - ref).max() <= 0.25 * np.abs(ref).max()
 
 
+def test_litert_and_tensorflow_interpreters_agree_bit_for_bit(int8_kernels):
+    """The runtime loads kernels with LiteRT's interpreter where installed; TensorFlow's gives the same bits."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, out, _ = int8_kernels
+    manifest = read_kernels_manifest(out)
+    runners, _ = _runners(out)
+    assert runners[0].describe()["label"].startswith("LiteRT ")
+    rng = np.random.default_rng(0)
+    for k in manifest["kernels"]:
+        sigs = [cls(model_path=str(out / k["artifact"]), num_threads=1).get_signature_runner()
+                for cls in (Interpreter, tf.lite.Interpreter)]
+        feeds = {n: rng.integers(-128, 128, d["shape"], dtype=np.int8)
+                 for n, d in sigs[0].get_input_details().items()}
+        outs = [sig(**feeds) for sig in sigs]
+        for name in outs[0]:
+            np.testing.assert_array_equal(outs[0][name], outs[1][name], err_msg=f"{k['artifact']}: {name}")
+
+
 def test_float_tflite_kernels_equal_keras(dumped_offline, tmp_path):
     net, root, _ = dumped_offline
     kernels, manifest = split_models(net)
