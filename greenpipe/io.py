@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,18 @@ def replacing_dir(out: str | Path) -> Iterator[Path]:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def files_sha256(files: Iterable[str | Path], root: str | Path | None = None) -> str:
+    """sha256 over ``files`` in the order given: each one's path relative to ``root`` (when given), then its bytes."""
+    h = hashlib.sha256()
+    for file in files:
+        if root is not None:
+            h.update(str(Path(file).relative_to(root)).encode())
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def jsonable(obj: Any) -> Any:

@@ -33,7 +33,6 @@ are labelled ESTIMATE everywhere; ``clock`` says whose clock stamps the series.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -45,7 +44,7 @@ import numpy as np
 
 from greenpipe.deploy import DeviceJob, artifact_bytes, compiled_artifact
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import read_json, write_json
+from greenpipe.io import files_sha256, read_json, write_json
 from greenpipe.params import DeviceParams, Params
 from greenpipe.power import available, open_meter
 from greenpipe.power.base import Meter
@@ -89,15 +88,9 @@ def planned_seconds(plan: SoakPlan) -> float:
 
 def _sha256(path: Path) -> str:
     """sha256 of the artifact; of a kernel manifest, over its variant directory's files (names and bytes)."""
-    h = hashlib.sha256()
-    files = [path] if path.name != KERNELS_FILE else sorted(p for p in path.parent.rglob("*") if p.is_file())
-    for file in files:
-        if len(files) > 1:
-            h.update(str(file.relative_to(path.parent)).encode())
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
+    if path.name != KERNELS_FILE:
+        return files_sha256([path])
+    return files_sha256(sorted(p for p in path.parent.rglob("*") if p.is_file()), root=path.parent)
 
 
 def soak_job(params: Params, variant: str, device: str, compiled: dict, artifact: Path) -> SoakJob:

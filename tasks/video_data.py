@@ -6,7 +6,8 @@
 right / up / down, zoom in / out, static) from the built-in photographs in
 ``--photos``, train and val from disjoint photographs
 (greenpipe/data/video.py), one lossless FFV1 AVI per clip; each scene is shot with all seven motions, and
-``dataset.json`` records that group size for training's batch sampler.  Any other value is a folder already in the
+``dataset.json`` records that group size for training's batch sampler and a digest of the clips (the later
+stages depend on that file, not on the clip folder).  Any other value is a folder already in the
 Jester / Something-Something layout: it is checked (both splits read, every
 video found) and ``--out/dataset.json`` points the later stages at it.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from greenpipe.data.video import materialize_builtin, read_labels, read_split
 from greenpipe.io import replacing_dir, write_json
 from greenpipe.params import Params
-from greenpipe.video.env import DATASET_FILE
+from greenpipe.video.env import DATASET_FILE, dataset_digest
 from tasks._cli import run_stage
 
 
@@ -36,12 +37,13 @@ def video_data(params: Params, photos: Path, out: Path) -> dict:
                 val_sources=vp.data.val_sources, seed=params.base.seed, pan=vp.data.pan_per_frame,
                 zoom=vp.data.zoom_per_frame)
             write_json(tmp / DATASET_FILE, {"root": ".", "layout": "jester", "source": "builtin",
-                                            "group_size": summary["group_size"]})
+                                            "group_size": summary["group_size"],
+                                            "digest": dataset_digest(tmp, clips=True)})
         else:
             root = Path(vp.data.source).resolve()
             train, val = read_split(root, "train"), read_split(root, "val")
             write_json(tmp / DATASET_FILE, {"root": str(root), "layout": "jester", "source": vp.data.source,
-                                            "group_size": 1})
+                                            "group_size": 1, "digest": dataset_digest(root, clips=False)})
             summary = {"classes": read_labels(root), "train_clips": len(train), "val_clips": len(val)}
     return {**summary, "wall_s": time.perf_counter() - t0}
 

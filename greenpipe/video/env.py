@@ -1,4 +1,4 @@
-"""Small helpers the video stages share: TensorFlow's threads and quiet start, the dataset's root."""
+"""Small helpers the video stages share: TensorFlow's threads and quiet start, the dataset's root and digest."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 from greenpipe.errors import DataError
-from greenpipe.io import read_json
+from greenpipe.io import files_sha256, read_json
 
+# Written by the video_data stage: where the clips are, and a digest of them. The later stages depend on
+# this one file (dvc.yaml), not on the clip folder: DVC then checks a few bytes per stage instead of
+# walking thousands of clips, and the digest changes whenever a clip or a split list does.
 DATASET_FILE = "dataset.json"
 
 
@@ -43,3 +46,16 @@ def dataset_root(data_dir: str | Path) -> Path:
     if not pointer.exists():
         raise DataError(f"{pointer}: missing; run the video data stage first (dvc repro video_data)")
     return Path(read_json(pointer)["root"]) if read_json(pointer)["root"] != "." else data_dir
+
+
+def dataset_digest(root: str | Path, *, clips: bool) -> dict:
+    """sha256 over the dataset under ``root`` (names and bytes), for :data:`DATASET_FILE`.
+
+    ``clips``: over every file (the built-in set, a few MB); otherwise over the label and split lists
+    only -- a user's Jester or Something-Something folder is too large to hash on every run, so
+    re-run ``video_data`` (``dvc repro -f video_data``) after changing its videos.
+    """
+    root = Path(root)
+    files = [p for p in (root.rglob("*") if clips else root.glob("*.csv")) if p.is_file() and p.name != DATASET_FILE]
+    return {"sha256": files_sha256(sorted(files), root=root), "files": len(files),
+            "of": "every file" if clips else "the label and split lists (not the videos)"}

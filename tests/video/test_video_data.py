@@ -121,6 +121,35 @@ def test_builtin_writes_jester_layout_split_by_photograph(tmp_path):
     assert len(list((out / "videos").glob("*.avi"))) == len(train) + len(val)  # one file per clip
 
 
+def test_dataset_digest_changes_with_any_clip_and_the_stages_depend_on_it(tmp_path):
+    """The later video stages depend on dataset.json's digest instead of walking the clip folder."""
+    from pathlib import Path
+
+    import yaml
+
+    from greenpipe.video.env import DATASET_FILE, dataset_digest
+
+    out = tmp_path / "clips"
+    materialize_builtin(_photos(tmp_path), out, size=32, n_frames=4, train_per_class=1, val_per_class=1,
+                        val_sources=("c",), seed=0)
+    before = dataset_digest(out, clips=True)
+    assert before["files"] == len(list(out.rglob("*"))) - 1  # every file but the videos folder
+    (out / DATASET_FILE).write_text("{}")  # the digest's own file is not in it
+    assert dataset_digest(out, clips=True) == before
+    clip = sorted((out / "videos").glob("*.avi"))[-1]
+    clip.write_bytes(clip.read_bytes()[:-1] + b"x")
+    assert dataset_digest(out, clips=True)["sha256"] != before["sha256"]
+    lists = dataset_digest(out, clips=False)
+    assert lists["files"] == 3 and "not the videos" in lists["of"]  # labels, train and validation lists
+
+    stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+    readers = {name: st.get("do", st) for name, st in stages.items()
+               if "--data artifacts/video/data" in st.get("do", st)["cmd"]}
+    assert len(readers) >= 4
+    for name, st in readers.items():
+        assert "artifacts/video/data/dataset.json" in st["deps"] and "artifacts/video/data" not in st["deps"], name
+
+
 def test_clip_video_files_are_lossless(tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)  # worst case for a codec
     write_video(tmp_path / "clip.avi", frames)
