@@ -136,6 +136,32 @@ def test_dead_leaves_image_is_covered_deterministic_and_colourful():
     assert np.abs(np.diff(a, axis=1)).max() > 0.3
 
 
+def _dead_leaves_disc_by_disc(rng, size, alpha=3.0, r_min=1.0, supersample=2):
+    """The definition, one disc at a time front to back: each pixel keeps the first disc that covers it."""
+    from greenpipe.data.dead_leaves import MAX_DISCS
+
+    n = size * supersample
+    img, free = np.zeros((n, n, 3), np.float32), np.ones((n, n), bool)
+    a, b = r_min ** (1 - alpha), (n / 2) ** (1 - alpha)
+    radii = (a - rng.uniform(size=MAX_DISCS) * (a - b)) ** (1 / (1 - alpha))
+    centres = rng.uniform(0, n, (MAX_DISCS, 2))
+    colours = (rng.uniform(0.02, 0.98, (MAX_DISCS, 3)) ** 1.5).astype(np.float32)
+    for r, (cy, cx), colour in zip(radii, centres, colours):
+        y0, y1, x0, x1 = int(max(cy - r, 0)), int(min(cy + r + 1, n)), int(max(cx - r, 0)), int(min(cx + r + 1, n))
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        disc = free[y0:y1, x0:x1] & ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
+        img[y0:y1, x0:x1][disc] = colour
+        free[y0:y1, x0:x1] &= ~disc
+    img[free] = colours[-1]
+    return img.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("seed, size, alpha, r_min", [(0, 48, 3.0, 1.0), (1, 96, 3.0, 1.0), (2, 40, 2.2, 3.0)])
+def test_dead_leaves_batched_drawing_equals_disc_by_disc(seed, size, alpha, r_min):
+    fast = dead_leaves(np.random.default_rng(seed), size, alpha, r_min)
+    np.testing.assert_array_equal(fast, _dead_leaves_disc_by_disc(np.random.default_rng(seed), size, alpha, r_min))
+
+
 def test_leaves_share_draws_noisy_crops_of_the_leaves(params):
     rng = np.random.default_rng(0)
     flat = np.full((64, 64, 3), 0.5, np.float32)
