@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,14 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash never leaves a half-written file."""
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview,
+                       before_replace: Callable[[], None] | None = None) -> None:
+    """Write ``data`` to ``path`` so that a crash never leaves a half-written file.
+
+    The data goes to a hidden temporary file beside ``path`` (no suffix of its own), which is
+    renamed onto ``path`` once whole; ``before_replace`` runs just before that rename (e.g. to
+    move the file being replaced aside).  On any failure the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -29,6 +35,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
