@@ -219,3 +219,59 @@ def test_an_output_that_cannot_be_written_stops_the_run_leaves_nothing_partial_a
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a_small.png", "b_big.png", "c_small.png"]
     assert read_native(out / "b_big.png").shape == (300, 300, 3)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs at tmp_path/disk (needs the right to mount; skipped where there is none)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN)")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_too_little_free_space_is_refused_before_work(model, tmp_path, small_disk):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), _noisy((400, 400, 3)))  # 480 kB uncompressed
+    (small_disk / "filler").write_bytes(b"\0" * 700_000)
+    result = _denoise(src, small_disk / "out", model)
+    assert result.exit_code == 2 and "MB free, but the 1 output(s) take up to 0.5 MB" in result.said
+    assert list((small_disk / "out").iterdir()) == []
+
+
+def test_a_disk_that_fills_mid_run_stops_it_with_one_message_and_a_rerun_completes(model, run, tmp_path,
+                                                                                   small_disk):
+    """Another writer fills the disk after the first image: a real ENOSPC on the second."""
+    from greenpipe.errors import GreenpipeError
+    from greenpipe.recipes.denoise.folder import check_output, denoise_folder, plan
+
+    src, out = tmp_path / "in", small_disk / "out"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), _noisy((24, 24, 3), seed=8))
+    cv2.imwrite(str(src / "b.png"), _noisy((300, 300, 3), seed=9))
+    jobs, _ = plan(src, out, False, frozenset({".png"}))
+    check_output(out, jobs)
+
+    def fill_after_first(items):
+        for k, job in enumerate(items):
+            if k == 1:
+                with open(small_disk / "filler", "wb", buffering=0) as f:
+                    try:
+                        while True:
+                            f.write(b"\0" * 4096)
+                    except OSError:  # full
+                        pass
+            yield job
+
+    geometry = model_geometry(model)
+    with pytest.raises(GreenpipeError, match=r"b\.png: cannot write \(No space left on device\)"):
+        denoise_folder(run, jobs, 0, geometry, progress=fill_after_first)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]  # no partial b.png, no temporary file
+    assert read_native(out / "a.png").shape == (24, 24, 3)
+    (small_disk / "filler").unlink()
+    assert denoise_folder(run, jobs, 0, geometry) == []
+    assert read_native(out / "b.png").shape == (300, 300, 3)
