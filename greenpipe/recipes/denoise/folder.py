@@ -117,10 +117,15 @@ def plan(in_dir: Path, out_dir: Path, in_place: bool, suffixes: frozenset[str]) 
 
 def _output_bytes(path: Path) -> int:
     """Uncompressed size of ``path``'s output, from its header (no decoding); its file size when unreadable."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a header is read, nothing decoded
+            im = Image.open(path)
+        with im:
             depth = 2 if "16" in str(im.tile[0][3] if im.tile else "") or im.mode.startswith("I;16") else 1
             return im.width * im.height * len(im.getbands()) * depth
     except Exception:  # cv2 may still decode it; the size on disk is the best guess left
