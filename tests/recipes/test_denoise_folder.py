@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from greenpipe.cli import app
 from greenpipe.quant.stage import quantize_stage
 from greenpipe.recipes.denoise import denoise_tiled
-from greenpipe.recipes.denoise.folder import ORIGINALS, denoise_native, model_geometry, read_native
+from greenpipe.recipes.denoise.folder import ORIGINALS, denoised_bands, model_geometry, read_native
 from tasks.compile import compile_stage
 from tests.stage_fixtures import make_workspace
 
@@ -161,8 +161,8 @@ def test_tiles_give_the_whole_image_result_with_the_real_model(model, run):
     """Context = the UNet's reach, tiles on its 2**depth grid: tiling changes nothing (8-bit, +-1 level)."""
     geometry = model_geometry(model)
     img = _noisy((150, 170, 3), seed=3)
-    whole = denoise_native(run, img, 0, geometry)
-    tiled = denoise_native(run, img, 64, geometry)  # step 8 px: dozens of tiles
+    whole = np.concatenate(list(denoised_bands(run, img, 0, geometry)))
+    tiled = np.concatenate(list(denoised_bands(run, img, 64, geometry)))  # step 8 px: hundreds of tiles
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
     floats = _noisy((150, 170, 3), seed=4).astype(np.float32) / 255
     np.testing.assert_allclose(denoise_tiled(run, floats, 64, geometry.context, geometry.multiple),

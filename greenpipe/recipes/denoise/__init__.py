@@ -82,43 +82,51 @@ def _as_unit(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _from_unit(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float in [0, 1] back to ``dtype`` (integers rounded to the nearest level)."""
+def from_unit(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float in [0, 1] as ``dtype`` (integers: the nearest of their full range's levels)."""
     if np.issubdtype(dtype, np.integer):
         return np.round(a * np.float32(np.iinfo(dtype).max)).astype(dtype)
     return a.astype(dtype)
 
 
-def denoise_tiled(
-    run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int = 512, context: int = 64,
-    multiple: int = 64, out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Denoise an (H, W, 3) RGB image of any size in overlapping tiles; return ``out``.
+def denoise_bands(
+    run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int = 512, context: int = 64, multiple: int = 64,
+) -> Iterator[np.ndarray]:
+    """Denoise an (H, W, 3) RGB image of any size in overlapping tiles; yield the result top to bottom.
 
     ``img`` is float in [0, 1] or uint8 / uint16 (full range); it may be a
     strided view (BGR order reversed, a gray plane broadcast to 3 channels).
-    Only one tile at a time is converted to float32, so memory is the image,
-    ``out`` and one tile.  Each tile carries ``context`` px on every side and
-    only its centre is kept; with ``context`` >= the model's reach and tiles
-    aligned to ``multiple`` the result equals a whole-image pass.  ``out``
-    (default: a new array like ``img``) takes the result in its own sample
-    type; with one channel it gets the mean of the three.  ``tile`` = 0, or
-    an image no larger than ``tile``, runs in one pass.
+    Each band is (rows, W, 3) float32 in [0, 1], one row of tiles; only one
+    tile at a time is converted to float32, so a caller that writes each band
+    out holds the image, one band and one tile.  Each tile carries
+    ``context`` px on every side and only its centre is kept; with
+    ``context`` >= the model's reach and tiles aligned to ``multiple`` the
+    result equals a whole-image pass.  ``tile`` = 0, or an image no larger
+    than ``tile``, runs in one pass (one band).
     """
     h, w = img.shape[:2]
-    if out is None:
-        out = np.empty(img.shape, img.dtype)
     step = max(h, w) if tile <= 0 or max(h, w) <= tile else tile_step(tile, context, multiple)
     for top in range(0, h, step):
+        bottom = min(top + step, h)
+        band = np.empty((bottom - top, w, 3), np.float32)
         for left in range(0, w, step):
-            bottom, right = min(top + step, h), min(left + step, w)
+            right = min(left + step, w)
             y0, x0 = max(top - context, 0), max(left - context, 0)
             y1, x1 = min(bottom + context, h), min(right + context, w)
             res = denoise_image(run, _as_unit(img[y0:y1, x0:x1]), multiple)
-            res = res[top - y0 : bottom - y0, left - x0 : right - x0]
-            if out.shape[-1] == 1:
-                res = res.mean(axis=-1, keepdims=True)
-            out[top:bottom, left:right] = _from_unit(res, out.dtype)
+            band[:, left:right] = res[top - y0 : bottom - y0, left - x0 : right - x0]
+        yield band
+
+
+def denoise_tiled(
+    run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int = 512, context: int = 64, multiple: int = 64,
+) -> np.ndarray:
+    """:func:`denoise_bands` gathered into one (H, W, 3) image of ``img``'s sample type."""
+    out = np.empty((*img.shape[:2], 3), img.dtype)
+    top = 0
+    for band in denoise_bands(run, img, tile, context, multiple):
+        out[top : top + len(band)] = from_unit(band, img.dtype)
+        top += len(band)
     return out
 
 

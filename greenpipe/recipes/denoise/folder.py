@@ -12,15 +12,17 @@ What it guarantees (the README repeats this for users):
 - samples keep their depth and channels: 8-bit in, 8-bit PNG out; 16-bit PNG
   or TIFF in (full range), 16-bit PNG out; alpha is copied through untouched;
   gray stays gray;
-- bounded memory: the decoded image and its output in their own sample type,
-  plus one tile in float32 (never a float copy of the whole image);
+- bounded memory: the decoded image in its own sample type, one band of
+  output rows and one tile in float32; the PNG is encoded band by band as the
+  tiles finish (never a float copy of the whole image, nor a whole output);
 - the output folder is checked (created, writable, roughly enough free space)
   before any image is decoded; each output is written to a hidden temporary
   file and renamed when whole, so a write that fails (disk full) stops the
   run with one message, leaves no partial output, and a rerun completes.
 
-Images are read and written with OpenCV (Pillow reads 16-bit RGB as 8 bits), kept in
-its BGR(A) order; the model sees RGB through a reversed-channel view of each tile.
+Images are read with OpenCV (Pillow reads 16-bit RGB as 8 bits), kept in its BGR(A)
+order; the model sees RGB through a reversed-channel view.  Outputs are written by
+:func:`greenpipe.io.write_png_bands`.
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import atomic_write_bytes, read_json
-from greenpipe.recipes.denoise import denoise_tiled
+from greenpipe.io import atomic_file, read_json, write_png_bands
+from greenpipe.recipes.denoise import denoise_bands, from_unit
 
 ORIGINALS = "originals"  # in-place runs move each original here, inside IN_DIR
 
@@ -165,28 +167,31 @@ def read_native(path: Path) -> np.ndarray:
     return img
 
 
-def denoise_native(run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int,
-                   geometry: Geometry) -> np.ndarray:
-    """Denoise a :func:`read_native` image into a new one of the same shape and type; alpha copied."""
-    out = np.empty_like(img)
-    if img.ndim == 2:  # gray: the model sees it as three equal channels, the output keeps their mean
-        rgb, rgb_out = np.broadcast_to(img[..., None], (*img.shape, 3)), out[..., None]
-    else:
-        rgb, rgb_out = img[..., 2::-1], out[..., 2::-1]  # BGR(A) -> RGB views, no copy
-        if img.shape[2] == 4:
-            out[..., 3] = img[..., 3]
-    denoise_tiled(run, rgb, tile=tile, context=geometry.context, multiple=geometry.multiple, out=rgb_out)
-    return out
+def denoised_bands(run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int,
+                   geometry: Geometry) -> Iterator[np.ndarray]:
+    """The denoised :func:`read_native` image, band by band top to bottom, in its sample type and PNG's
+    channel order (gray, RGB, RGBA); alpha copied through untouched."""
+    gray = img.ndim == 2
+    rgb = np.broadcast_to(img[..., None], (*img.shape, 3)) if gray else img[..., 2::-1]  # views, no copy
+    top = 0
+    for band in denoise_bands(run, rgb, tile, geometry.context, geometry.multiple):
+        rows = slice(top, top + len(band))
+        top += len(band)
+        if gray:  # the model saw three equal channels; the output keeps their mean
+            yield from_unit(band.mean(axis=-1), img.dtype)
+        elif img.shape[2] == 4:
+            yield np.concatenate([from_unit(band, img.dtype), img[rows, :, 3:]], axis=-1)
+        else:
+            yield from_unit(band, img.dtype)
 
 
-def write_png(path: Path, img: np.ndarray, before_replace: Callable[[], None] | None = None) -> None:
-    """Write ``img`` (as :func:`read_native` returns) to ``path`` as PNG, whole or not at all."""
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # noisy data barely compresses
-    if not ok:
-        raise GreenpipeError(f"{path}: OpenCV could not encode a {img.dtype} image of shape {img.shape} as PNG")
-    atomic_write_bytes(path, memoryview(encoded), before_replace)
+def denoise_to_png(run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int, geometry: Geometry,
+                   path: Path, before_replace: Callable[[], None] | None = None) -> None:
+    """Denoise ``img`` into the PNG ``path``, streamed band by band into a temporary file renamed when whole."""
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    with atomic_file(path, before_replace) as f:
+        write_png_bands(f, img.shape[0], img.shape[1], channels, img.dtype,
+                        denoised_bands(run, img, tile, geometry))
 
 
 def denoise_folder(run: Callable[[np.ndarray], np.ndarray], jobs: list[Job], tile: int, geometry: Geometry,
@@ -203,15 +208,13 @@ def denoise_folder(run: Callable[[np.ndarray], np.ndarray], jobs: list[Job], til
         except GreenpipeError as exc:  # one unreadable file must not stop the rest
             failed.append(str(exc))
             continue
-        out = denoise_native(run, img, tile, geometry)
-        del img  # the encoder's buffer may take its place
         backup = job.src.parent / ORIGINALS / job.src.name
         try:
             if in_place:
                 backup.parent.mkdir(exist_ok=True)
-                write_png(job.dst, out, lambda: os.replace(job.src, backup))
-            else:
-                write_png(job.dst, out)
+            denoise_to_png(run, img, tile, geometry, job.dst,
+                           (lambda: os.replace(job.src, backup)) if in_place else None)
+            del img  # before the next image is decoded
         except OSError as exc:
             raise GreenpipeError(
                 f"{job.dst}: cannot write ({exc.strerror or exc}); nothing partial was left and the outputs "
