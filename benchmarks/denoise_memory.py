@@ -9,8 +9,9 @@ and runs ``python -m greenpipe.cli denoise`` on it in a child process; the peak
 RSS printed is that child's ``ru_maxrss``.  The same command on a 64 x 64 image
 gives the fixed cost (Python, torch, ONNX Runtime, OpenCV), and the image's
 own size in memory is printed beside it: the command should need about the
-fixed cost plus two images in their sample type (input and output) plus the
-PNG encoder's buffer, and never a float32 copy of the whole image.
+fixed cost plus the decoded image in its sample type (twice while OpenCV
+decodes it), one band of output rows and one float32 tile, and never a
+float32 copy of the whole image nor a whole output.
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ What it guarantees (the README repeats this for users):
   its output takes its place, and skips inputs already done there on a rerun;
 - samples keep their depth and channels: 8-bit in, 8-bit PNG out; 16-bit PNG
   or TIFF in (full range), 16-bit PNG out; alpha is copied through untouched;
-  gray stays gray;
-- bounded memory: the decoded image in its own sample type, one band of
-  output rows and one tile in float32; the PNG is encoded band by band as the
-  tiles finish (never a float copy of the whole image, nor a whole output);
+  gray stays gray (gray with alpha comes back RGBA: OpenCV reads it so);
+- bounded memory: the decoded image in its own sample type (OpenCV holds a
+  second copy while it decodes), one band of output rows and one tile in
+  float32; the PNG is encoded band by band as the tiles finish (never a float
+  copy of the whole image, nor a whole output);
 - the output folder is checked (created, writable, roughly enough free space)
   before any image is decoded; each output is written to a hidden temporary
   file and renamed when whole, so a write that fails (disk full) stops the
