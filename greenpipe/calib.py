@@ -154,3 +154,32 @@ def iter_boundary(root: str | Path, boundary: str, limit: int | None = None) -> 
     with archive:
         for name in entries[:limit]:
             yield archive[name]
+
+
+def check_finite(root: str | Path, boundary: str, limit: int | None = None) -> None:
+    """Raise DataError when a dumped array at ``boundary`` holds NaN or Inf, naming each one.
+
+    Quantizers calibrate ranges from these arrays; a single NaN turns a range
+    into NaN and surfaces later as an unrelated quantizer error.  Reads one
+    sample at a time; ``limit`` as in :func:`iter_boundary`.
+    """
+    sources = read_manifest(root, boundary).get("sources", [])
+    entries, archive = open_boundary(root, boundary)
+    bad = []
+    with archive:
+        for k, name in enumerate(entries[:limit]):
+            array = archive[name]
+            if not np.issubdtype(array.dtype, np.floating):
+                continue  # integers cannot be non-finite
+            nan, inf = int(np.count_nonzero(np.isnan(array))), int(np.count_nonzero(np.isinf(array)))
+            if nan or inf:
+                source = f", sample {sources[k]}" if k < len(sources) else ""
+                bad.append(f"{name}.npy{source}: {nan} NaN and {inf} Inf of {array.size} values")
+    if bad:
+        shown = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(
+            f"{Path(root) / boundary / ARCHIVE}: {len(bad)} of {len(entries[:limit])} arrays at boundary "
+            f"{boundary!r} hold non-finite values:\n  {shown}\nA quantizer cannot calibrate on them; find what "
+            "produced them (a diverged checkpoint, a corrupt input) and rerun the dump "
+            "(dvc repro calib_dump / video_calib)"
+        )

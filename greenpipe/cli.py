@@ -29,8 +29,8 @@ def _fail(exc: GreenpipeError) -> None:
 
 @app.command()
 def denoise(
-    in_dir: Path = typer.Argument(..., help="folder of noisy images (any size)"),
-    out_dir: Path = typer.Argument(..., help="where the denoised PNGs go (same names)"),
+    in_dir: Path = typer.Argument(..., help="folder of noisy images (any size; 8- or 16-bit; alpha kept)"),
+    out_dir: Path = typer.Argument(..., help="where the denoised PNGs go (same names, same bit depth)"),
     variant: str = typer.Option("ptq8", help="quantization variant whose compiled artifact to run"),
     target: str = typer.Option("cpu", help="compile target of the artifact"),
     model: Path = typer.Option(None, help="explicit model.onnx (default: the DVC output of compile@VARIANT-TARGET)"),
@@ -39,13 +39,19 @@ def denoise(
     self_ensemble: int = typer.Option(
         1, help="average the model over this many flips / rotations of each tile (1, 2, 4 or 8): "
         "a cleaner result for that many times the compute"),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="OUT_DIR is IN_DIR: replace each image by its denoised PNG, moving the "
+        "original into IN_DIR/originals/ first"),
 ) -> None:
-    """Denoise every image in IN_DIR with a compiled artifact and write PNGs to OUT_DIR."""
+    """Denoise every image in IN_DIR with a compiled artifact and write PNGs to OUT_DIR.
+
+    Nothing is lost: see greenpipe/recipes/denoise/folder.py (and the README) for what is refused and why.
+    """
     from rich.progress import track
 
     from greenpipe.data.readers import IMAGE_SUFFIXES
-    from greenpipe.io import read_image, write_image
-    from greenpipe.recipes.denoise import denoise_tiled
+    from greenpipe.recipes.denoise import tile_step
+    from greenpipe.recipes.denoise.folder import ORIGINALS, check_output, denoise_folder, model_geometry, plan
     from greenpipe.runtime.ensemble import SelfEnsemble
 
     try:
@@ -55,11 +61,12 @@ def denoise(
             model = stage_out(f"compile@{variant}-{target}") / "model.onnx"
         if not model.exists():
             raise GreenpipeError(f"{model}: no compiled model; run `dvc repro compile@{variant}-{target}` first")
-        if not in_dir.is_dir():
-            raise GreenpipeError(f"{in_dir}: not a folder of images")
-        images = sorted(p for p in in_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise GreenpipeError(f"{in_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        jobs, skipped = plan(in_dir, out_dir, in_place, IMAGE_SUFFIXES)
+        geometry = model_geometry(model)
+        if tile < 0:
+            raise GreenpipeError(f"--tile {tile}: must be 0 (whole images) or a tile side in px")
+        if tile:
+            tile_step(tile, geometry.context, geometry.multiple)
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -68,17 +75,14 @@ def denoise(
         name = session.get_inputs()[0].name
         single = SimpleNamespace(run=lambda x: session.run(None, {name: x})[0])
         run = SelfEnsemble(single, self_ensemble).run
-        out_dir.mkdir(parents=True, exist_ok=True)
-        failed = []
+        check_output(out_dir, jobs)
         label = variant if self_ensemble == 1 else f"{variant} x{self_ensemble}"
-        for path in track(images, description=f"denoise ({label})", console=err):
-            try:
-                img = read_image(path)
-            except Exception as exc:  # one unreadable file must not stop the rest
-                failed.append(f"{path}: cannot decode ({exc})")
-                continue
-            write_image(out_dir / f"{path.stem}.png", denoise_tiled(run, img, tile=tile))
-        console.print(f"wrote {len(images) - len(failed)} image(s) to {out_dir} with {model}")
+        failed = denoise_folder(run, jobs, tile, geometry, in_place,
+                                lambda items: track(items, description=f"denoise ({label})", console=err))
+        console.print(f"wrote {len(jobs) - len(failed)} image(s) to {out_dir} with {model}")
+        if skipped:
+            console.print(f"skipped {len(skipped)} already done (their originals are in {in_dir / ORIGINALS}/; "
+                          "move that folder away to denoise them again)")
         if failed:
             raise GreenpipeError("some inputs were skipped:\n  " + "\n  ".join(failed))
     except GreenpipeError as exc:

@@ -7,10 +7,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -21,19 +21,34 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash never leaves a half-written file."""
+@contextmanager
+def atomic_file(path: str | Path, before_replace: Callable[[], None] | None = None) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through, so that a crash never leaves a half-written ``path``.
+
+    The file is a hidden temporary one beside ``path`` (with no suffix of its
+    own), renamed onto ``path`` when the block succeeds; ``before_replace``
+    runs just before that rename (e.g. to move the file being replaced aside).
+    When the block or the write fails, the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash never leaves a half-written file."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 @contextmanager
@@ -125,3 +140,47 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     buf = BytesIO()
     Image.fromarray(u8).save(buf, format="PNG", optimize=False, compress_level=1)  # noisy data barely compresses
     atomic_write_bytes(path, buf.getvalue())
+
+
+PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: gray, gray + alpha, RGB, RGBA
+
+
+def write_png_bands(f: BinaryIO, height: int, width: int, channels: int, dtype: np.dtype,
+                    bands: Iterable[np.ndarray], level: int = 1) -> None:
+    """Write a PNG to ``f`` from ``bands`` of rows, top to bottom, holding one band at a time.
+
+    Each band is (rows, ``width``) or (rows, ``width``, ``channels``), uint8 or
+    uint16 (the PNG's bit depth), channels in PNG order (gray, gray + alpha,
+    RGB, RGBA).  Rows use PNG's Sub filter; ``level`` is zlib's (1: noisy data
+    barely compresses).  Raises ValueError when the bands do not make
+    ``height`` rows; an OSError of ``f`` (disk full) propagates.
+    """
+    import struct
+    import zlib
+
+    depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}[np.dtype(dtype)]
+    bpp = channels * depth // 8  # bytes per pixel: the Sub filter's offset
+
+    def chunk(tag: bytes, data: bytes) -> None:
+        f.write(struct.pack(">I", len(data)) + tag)
+        f.write(data)
+        f.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(tag))))
+
+    f.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, PNG_COLOR_TYPES[channels], 0, 0, 0))
+    compressor = zlib.compressobj(level)
+    rows = 0
+    for band in bands:
+        raw = np.ascontiguousarray(band, ">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(len(band), -1)
+        filtered = np.empty((len(band), 1 + raw.shape[1]), np.uint8)  # (rows, filter byte + row bytes)
+        filtered[:, 0] = 1  # Sub: each byte minus the same byte of the pixel to its left
+        filtered[:, 1 : 1 + bpp] = raw[:, :bpp]
+        np.subtract(raw[:, bpp:], raw[:, :-bpp], out=filtered[:, 1 + bpp :])
+        rows += len(band)
+        data = compressor.compress(filtered)
+        if data:
+            chunk(b"IDAT", data)
+    if rows != height:
+        raise ValueError(f"PNG of {height} rows: the bands held {rows}")
+    chunk(b"IDAT", compressor.flush())
+    chunk(b"IEND", b"")

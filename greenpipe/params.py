@@ -26,7 +26,9 @@ PROFILES = ("quick", "full")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: YAML's .inf / .nan pass ``gt=0`` checks (a timeout of .inf never fires), so every
+    # float key must be a finite number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 T = TypeVar("T")

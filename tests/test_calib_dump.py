@@ -85,3 +85,39 @@ def test_dump_without_archive_names_the_fix(tmp_path):
     (tmp_path / "b" / "arrays.npz").unlink()
     with pytest.raises(DataError, match=r"arrays\.npz: missing.*dvc repro calib_dump"):
         next(calib.iter_boundary(tmp_path, "b"))
+
+
+def _dump_with_non_finite(root):
+    """A real dump at boundary ``input``: 4 samples, the third holding 2 NaN and 1 Inf."""
+    rng = np.random.default_rng(0)
+    writer = calib.BoundaryWriter(root, "input")
+    for k in range(4):
+        x = rng.random((1, 3, 32, 32)).astype(np.float32)
+        if k == 2:
+            x[0, 1, 3, :2] = np.nan
+            x[0, 2, 5, 7] = -np.inf
+        writer.add(x, f"img{k}@0,0+32")
+    writer.close()
+    calib.write_index(root, ["input"])
+    return root
+
+
+def test_non_finite_calibration_arrays_are_named_with_file_sample_and_count(tmp_path):
+    root = _dump_with_non_finite(tmp_path / "calib")
+    with pytest.raises(DataError) as exc:
+        calib.check_finite(root, "input")
+    message = str(exc.value)
+    assert str(root / "input" / "arrays.npz") in message and "1 of 4 arrays at boundary 'input'" in message
+    assert "000002.npy, sample img2@0,0+32: 2 NaN and 1 Inf of 3072 values" in message
+    calib.check_finite(root, "input", limit=2)  # the first two samples are clean
+
+
+def test_quantize_stage_refuses_a_dump_with_nan_before_the_quantizer_runs(tmp_path):
+    from greenpipe.quant.stage import quantize_stage
+    from tests.stage_fixtures import make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    root = _dump_with_non_finite(tmp_path / "nan_calib")
+    with pytest.raises(DataError, match=r"000002\.npy, sample img2@0,0\+32: 2 NaN and 1 Inf"):
+        quantize_stage(ws.params, "ptq8", ws.model, root, ws.data, tmp_path / "quant")
+    assert not (tmp_path / "quant").exists()

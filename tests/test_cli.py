@@ -70,7 +70,7 @@ def test_tiling_matches_whole_image_for_a_local_operator():
         return uniform_filter(x, size=(1, 1, 3, 3), mode="reflect")
 
     whole = denoise_tiled(blur, img, tile=0, multiple=1)
-    tiled = denoise_tiled(blur, img, tile=64, overlap=8, multiple=1)
+    tiled = denoise_tiled(blur, img, tile=64, context=8, multiple=1)
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
 

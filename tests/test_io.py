@@ -1,8 +1,9 @@
-"""greenpipe.io: an output directory is replaced whole, or not at all."""
+"""greenpipe.io: an output directory is replaced whole, or not at all; PNGs written band by band."""
 
 import os
 import stat
 
+import numpy as np
 import pytest
 
 from greenpipe.io import replacing_dir
@@ -75,3 +76,30 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png_written_band_by_band_decodes_exactly(tmp_path, dtype, channels):
+    import cv2
+
+    from greenpipe.io import atomic_file, write_png_bands
+
+    shape = (37, 53) if channels == 1 else (37, 53, channels)
+    img = np.random.default_rng(channels).integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    with atomic_file(tmp_path / "a.png") as f:
+        write_png_bands(f, 37, 53, channels, dtype, (img[top : top + 10] for top in range(0, 37, 10)))
+    back = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED)  # BGR(A); gray + alpha as BGRA
+    order = {1: [0], 2: [0, 3], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[channels]
+    back = back if channels == 1 else back[..., order]
+    assert back.dtype == dtype and np.array_equal(back, img)
+
+
+def test_png_bands_short_of_the_height_leave_no_file(tmp_path):
+    from greenpipe.io import atomic_file, write_png_bands
+
+    img = np.zeros((10, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="PNG of 12 rows: the bands held 10"):
+        with atomic_file(tmp_path / "a.png") as f:
+            write_png_bands(f, 12, 4, 3, np.uint8, [img])
+    assert list(tmp_path.iterdir()) == []

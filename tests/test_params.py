@@ -197,3 +197,19 @@ def test_a_stage_reads_params_light_and_checks_the_heavy_names_it_uses(raw, tmp_
     with pytest.raises(GreenpipeError, match=r"compile.targets.cpu.format = 'onx': not a registered compile target"):
         compile_stage(light, "fp32", "cpu", tmp_path / "q", tmp_path / "d", tmp_path / "o")
     assert _heavy_modules_after("from greenpipe.params import load_params; load_params(light=True)") == "[]"
+
+
+@pytest.mark.parametrize("dotted", ["deploy.devices.local.timeout_s", "deploy.devices.local.lost_after_s",
+                                    "soak.duration_s", "nightly.retry_delay_s", "nightly.lock_backoff_s"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_non_finite_timeout_is_refused_naming_the_key(raw, tmp_path, dotted, value):
+    """YAML's .inf passes a `> 0` check and .nan compares false both ways: both must be refused by name."""
+    message = _the_one_error(raw, tmp_path, dotted, value)
+    assert f"  {dotted} = {value!r}: " in message and "finite number" in message
+
+
+def test_a_non_finite_variant_setting_is_refused_naming_the_key(raw):
+    from greenpipe.quant import parse_variant
+
+    with pytest.raises(ParamsError, match="lr = inf: Input should be a finite number"):
+        parse_variant("fastft8", {**raw["quantize"]["variants"]["fastft8"], "lr": float("inf")})

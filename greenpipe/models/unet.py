@@ -35,6 +35,13 @@ class UNetConfig:
         """H and W of the input must be multiples of this."""
         return 2**self.depth
 
+    @property
+    def reach(self) -> int:
+        """Pixels of input on either side of an output pixel that it depends on (its receptive field's
+        widest side over every alignment to the 2**depth grid); a tile with this much context gives
+        the same output as a whole-image pass.  Two 3x3 convs per level on the way down, three up."""
+        return 8 * 2**self.depth - 6
+
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from greenpipe.calib import iter_boundary, read_manifest
+from greenpipe.calib import check_finite, iter_boundary, read_manifest
 from greenpipe.errors import GreenpipeError, ParamsError
 from greenpipe.quant.registry import parse_variant
 
@@ -93,6 +93,7 @@ class CalibrationSet:
             raise GreenpipeError(
                 f"{self.root / boundary}: no calibration samples; rerun `dvc repro calib_dump`"
             )
+        check_finite(self.root, boundary, limit)  # before any quantizer sees a range
 
     def __len__(self) -> int:
         return self._len

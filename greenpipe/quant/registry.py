@@ -58,7 +58,7 @@ HANDLER_MODULES: dict[str, tuple[str, ...]] = {
 class VariantConfig(BaseModel):
     """Keys every variant accepts; a variant's config subclasses this."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)  # .inf / .nan: refused
 
     method: str | None = None  # registered handler to run; default: the variant's own name
     # Another entry this one refines; model variants only (greenpipe.quant.base.quantize_variant).

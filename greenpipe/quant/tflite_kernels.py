@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from greenpipe.calib import iter_boundary, read_manifest
+from greenpipe.calib import check_finite, iter_boundary, read_manifest
 from greenpipe.errors import DataError
 from greenpipe.quant.kernels import write_kernels_manifest
 from greenpipe.quant.registry import VariantConfig, register_variant
@@ -62,6 +62,7 @@ def representative(calib: Path, entry: dict, limit: int | None):
         if dumped["shape"] != entry["inputs"][names.index(n)]["shape"]:
             raise DataError(f"{calib / n}: dumped shape {dumped['shape']} != kernel input "
                             f"{entry['inputs'][names.index(n)]['shape']}; rerun `dvc repro video_calib`")
+        check_finite(calib, n, limit)
 
     def gen():
         for arrays in zip(*(iter_boundary(calib, n, limit) for n in names)):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greenpipe.calib import open_boundary
+from greenpipe.calib import check_finite, open_boundary
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
 
@@ -34,6 +34,8 @@ def make_input_fn(calib: str | Path, kernel: str) -> Callable[[int], dict[str, n
     if kernel not in entries:
         raise GreenpipeError(f"kernel {kernel!r}: not in {split} (kernels: {', '.join(entries)})")
     nodes = [i["name"] for i in entries[kernel]["inputs"]]
+    for n in nodes:
+        check_finite(calib, n)
     dumps = {n: open_boundary(calib, n) for n in nodes}  # (entries, archive), open while input_fn lives
 
     def input_fn(iter: int) -> dict[str, np.ndarray]:

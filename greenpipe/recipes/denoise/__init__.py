@@ -57,27 +57,76 @@ def denoise_image(run: Callable[[np.ndarray], np.ndarray], noisy: np.ndarray, mu
     return to_hwc(run(x)[..., :h, :w])
 
 
-def denoise_tiled(
-    run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int = 512, overlap: int = 32, multiple: int = 64
-) -> np.ndarray:
-    """Denoise an (H, W, 3) image of any size in overlapping tiles (bounded memory).
+def tile_step(tile: int, context: int, multiple: int) -> int:
+    """The stride between ``tile``-px tiles that carry ``context`` px on every side (a multiple of ``multiple``).
 
-    Each tile is run with ``overlap`` px of context on every side and only its
-    centre is kept, so seams see the same receptive field as the interior.
-    ``multiple`` = 64 fits every UNet depth up to 6.
+    Raises GreenpipeError when ``tile`` leaves no room for a kept centre: the
+    tiles would then advance by nothing (or by 1 px, one model run per pixel).
+    """
+    from greenpipe.errors import GreenpipeError
+
+    step = (tile - 2 * context) // multiple * multiple
+    if step <= 0:
+        smallest = 2 * context + multiple
+        raise GreenpipeError(
+            f"--tile {tile}: too small for this model: each tile carries {context} px of context on every side "
+            f"(the model's receptive field) and keeps a centre that is a multiple of {multiple} px, so a tile "
+            f"is at least {smallest} px; pass --tile {smallest} or more, or --tile 0 for whole images")
+    return step
+
+
+def _as_unit(a: np.ndarray) -> np.ndarray:
+    """A tile of any sample type as float32 in [0, 1] (integers scaled by their type's maximum)."""
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
+    return a.astype(np.float32)
+
+
+def from_unit(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float in [0, 1] as ``dtype`` (integers: the nearest of their full range's levels)."""
+    if np.issubdtype(dtype, np.integer):
+        return np.round(a * np.float32(np.iinfo(dtype).max)).astype(dtype)
+    return a.astype(dtype)
+
+
+def denoise_bands(
+    run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int = 512, context: int = 64, multiple: int = 64,
+) -> Iterator[np.ndarray]:
+    """Denoise an (H, W, 3) RGB image of any size in overlapping tiles; yield the result top to bottom.
+
+    ``img`` is float in [0, 1] or uint8 / uint16 (full range); it may be a
+    strided view (BGR order reversed, a gray plane broadcast to 3 channels).
+    Each band is (rows, W, 3) float32 in [0, 1], one row of tiles; only one
+    tile at a time is converted to float32, so a caller that writes each band
+    out holds the image, one band and one tile.  Each tile carries
+    ``context`` px on every side and only its centre is kept; with
+    ``context`` >= the model's reach and tiles aligned to ``multiple`` the
+    result equals a whole-image pass.  ``tile`` = 0, or an image no larger
+    than ``tile``, runs in one pass (one band).
     """
     h, w = img.shape[:2]
-    if tile <= 0 or max(h, w) <= tile:
-        return denoise_image(run, img, multiple)
-    step = max(tile - 2 * overlap, 1)
-    out = np.empty_like(img)
+    step = max(h, w) if tile <= 0 or max(h, w) <= tile else tile_step(tile, context, multiple)
     for top in range(0, h, step):
+        bottom = min(top + step, h)
+        band = np.empty((bottom - top, w, 3), np.float32)
         for left in range(0, w, step):
-            bottom, right = min(top + step, h), min(left + step, w)
-            y0, x0 = max(top - overlap, 0), max(left - overlap, 0)
-            y1, x1 = min(bottom + overlap, h), min(right + overlap, w)
-            res = denoise_image(run, img[y0:y1, x0:x1], multiple)
-            out[top:bottom, left:right] = res[top - y0 : bottom - y0, left - x0 : right - x0]
+            right = min(left + step, w)
+            y0, x0 = max(top - context, 0), max(left - context, 0)
+            y1, x1 = min(bottom + context, h), min(right + context, w)
+            res = denoise_image(run, _as_unit(img[y0:y1, x0:x1]), multiple)
+            band[:, left:right] = res[top - y0 : bottom - y0, left - x0 : right - x0]
+        yield band
+
+
+def denoise_tiled(
+    run: Callable[[np.ndarray], np.ndarray], img: np.ndarray, tile: int = 512, context: int = 64, multiple: int = 64,
+) -> np.ndarray:
+    """:func:`denoise_bands` gathered into one (H, W, 3) image of ``img``'s sample type."""
+    out = np.empty((*img.shape[:2], 3), img.dtype)
+    top = 0
+    for band in denoise_bands(run, img, tile, context, multiple):
+        out[top : top + len(band)] = from_unit(band, img.dtype)
+        top += len(band)
     return out
 
 
