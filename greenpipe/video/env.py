@@ -19,9 +19,9 @@ def configure_tensorflow(threads: int, onednn: bool = False) -> dict[str, object
     """Import TensorFlow with its start-up banners off, ``threads`` intra-op threads (one inter-op) and
     oneDNN's CPU kernels on or off as ``onednn`` (params ``base.tf_onednn``) says; return that setting.
 
-    The kernels change results (the quick profile's TSM scored 66.7 % top-1 on oneDNN's, 45.8 % on
-    TensorFlow's own), so the stage sets ``TF_ENABLE_ONEDNN_OPTS`` from params, a declared DVC input,
-    whatever the shell says. TensorFlow's own (Eigen) kernels are the default: for these small-frame nets
+    The kernels change results (the same seed gave a quite different quick-profile TSM top-1 on
+    oneDNN's kernels in one run), so the stage sets ``TF_ENABLE_ONEDNN_OPTS`` from params, a declared
+    DVC input, whatever the shell says. TensorFlow's own (Eigen) kernels are the default: for these small-frame nets
     a training step is ~18 % faster without oneDNN on a 2-thread x86 host (49.5 vs 60 ms for the quick
     profile's TSM, batch 8 x 6 frames at 32 px), and as deterministic. Raises GreenpipeError when
     TensorFlow was already imported in this process with the other setting (it reads the variable once).
