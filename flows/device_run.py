@@ -9,7 +9,7 @@ The ``stage`` parameter says which job it is (one flow, one deployment per pool,
 * ``deploy`` (the default): pull the artifact and the val split from the S3 artifact store (sha256
   verified on download), load the artifact with the device's runtime, run :func:`greenpipe.deploy.measure`
   (the recipe's accuracy eval on the artifact, a Quality record, then MLPerf LoadGen SingleStream and Offline for the
-  durations in the job, with LoadGen's VALID/INVALID) and record the host's facts.
+  durations in the job, with LoadGen's verdict: VALID only for a run to the rules' 600 s) and record the host's facts.
 * ``soak``: pull the artifact and run :func:`greenpipe.soak.soak_on_host`: the same soak loop as a local
   soak, with the device's runtime and this host's meter, putting every finished window in the result
   store under ``results/<flow-run-id>/soak/`` as it closes, and resuming from the windows that
@@ -35,6 +35,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from greenpipe.bench.loadgen import status
 from greenpipe.report.text import num
 from greenpipe.runtime.base import host_facts
 
@@ -128,7 +129,7 @@ def device_run(
         log.info(
             "%s on %s: %s %.4g %s, p90 %.2f ms, %.1f fps, LoadGen %s",
             spec.variant, facts["name"], quality["primary"], quality["value"], quality["unit"],
-            metrics["p90_ms"], metrics["fps"], "VALID" if metrics["loadgen_valid"] else "INVALID",
+            metrics["p90_ms"], metrics["fps"], status(metrics["loadgen_validity"]),
         )  # fmt: skip
     return summary
 

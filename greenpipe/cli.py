@@ -5,6 +5,7 @@
     greenpipe check                                   # validate params.yaml, list the stages
     greenpipe run                                     # the whole DAG as a Prefect flow over DVC
     greenpipe summary                                 # print the last report
+    greenpipe doctor [--markdown]                     # which external tools / meters work here
 """
 
 from __future__ import annotations
@@ -143,6 +144,33 @@ def run(
         _fail(exc)
     if run_flow(command) != 0:
         raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    markdown: bool = typer.Option(False, "--markdown", help="print the static tool status table (docs/tools.md)"),
+) -> None:
+    """Which external tools, runtimes and meters are present here, their versions, and what is usable."""
+    from rich.table import Table
+
+    from greenpipe import doctor as doc
+
+    if markdown:
+        print(doc.markdown(), end="")
+        return
+    report = doc.examine()
+    table = Table(title="external tools on this machine (greenpipe doctor)")
+    for column in ("tool", "here", "version / why not", "used by", "status in greenpipe's tests", "proof on a real host"):
+        table.add_column(column, overflow="fold")
+    for row, found in report.tools:
+        here = "[green]present[/]" if found.present else "[red]absent[/]"
+        table.add_row(row.tool.name, here, found.detail, doc.used_by(row.used_by), doc.EVIDENCE[row.tool.evidence],
+                      row.tool.proof)
+    console.print(table)
+    for kind in doc.KINDS:
+        usable = ", ".join(report.usable[kind]) or "none"
+        missing = ", ".join(report.unusable[kind]) or "none"
+        console.print(f"{kind}s usable here: {usable}; not usable (a tool is missing): {missing}")
 
 
 def _mount_data() -> None:

@@ -53,6 +53,8 @@ class BaseParams(Section):
     profile: Literal["quick", "full"] = "quick"
     recipe: str = "denoise"  # a registered recipe (greenpipe.recipes)
     threads: int = Field(2, ge=1, le=256)
+    # TensorFlow stages set TF_ENABLE_ONEDNN_OPTS from this, whatever the shell says: oneDNN's kernels change results.
+    tf_onednn: bool = False
 
     @field_validator("recipe")
     @classmethod
@@ -201,6 +203,7 @@ class DeployParams(Section):
     input_size: int = Field(256, ge=16)
     single_stream_s: float = Field(4, gt=0)
     offline_s: float = Field(4, gt=0)
+    repeats: int = Field(5, ge=1)  # LoadGen runs per scenario: figures are medians with their spread (min, max)
     eval_max_side: int = Field(0, ge=0)
     self_ensemble: Literal[1, 2, 4, 8] = 1  # also score and time each artifact averaged over this many flips/rotations
     self_ensemble_variants: Listed[tuple[str, ...]] = ()  # which variants get those rows; () = every variant

@@ -47,7 +47,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.io import files_sha256, read_json, write_json
 from greenpipe.params import DeviceParams, Params
 from greenpipe.power import available, open_meter
-from greenpipe.power.base import Meter
+from greenpipe.power.base import Meter, provenance
 from greenpipe.power.soak import Checkpoint, Publish, SoakPlan, run_soak, soak_key, summarize
 from greenpipe.quant.kernels import KERNELS_FILE
 
@@ -154,7 +154,7 @@ def clock_note(meter_name: str, remote_host: str | None = None) -> str:
 
 def _meter_fields(meter: Meter, note: str | None, remote_host: str | None) -> dict:
     info = meter.describe()
-    label = info.what if not info.measured else f"measured: {info.what}"
+    label = info.what if not info.measured else f"{provenance(info.name, True)}: {info.what}"
     return {
         "meter": {"name": info.name, "scope": info.scope, "what": info.what, "measured": info.measured,
                   "units": info.units, "resolution": info.resolution},

@@ -32,7 +32,7 @@ def video_quantize(params: Params, variant: str, model_dir: Path, calib: Path, o
     if variant not in variants:
         raise ParamsError(f"video.quantize.{variant}: no such variant (params.yaml has: {', '.join(variants)})")
     handler, config = parse_variant(variant, variants[variant], "video.quantize", takes="kernels")
-    configure_tensorflow(params.base.threads)
+    configure_tensorflow(params.base.threads, params.base.tf_onednn)
     net, header = load_checkpoint(model_dir / "checkpoint.npz")
     kernels, manifest = split_models(net)
     # What the shared deploy / soak need to run the kernels as the recipe's model (a self-describing artifact).

@@ -31,7 +31,7 @@ def video_train(params: Params, net_name: str, data: Path, out: Path, curve_path
     from greenpipe.video.train import TrainSettings, fit
 
     t0 = time.perf_counter()
-    configure_tensorflow(params.base.threads)
+    tf_settings = configure_tensorflow(params.base.threads, params.base.tf_onednn)
     vp, root = params.video, dataset_root(data)
     classes = read_labels(root)
     m = vp.model
@@ -70,6 +70,7 @@ def video_train(params: Params, net_name: str, data: Path, out: Path, curve_path
         "model_args": config.to_dict(),
         "source": f"float Keras model (TensorFlow), per-frame logits averaged over each val clip; "
                   f"trained on {describe_host(params.base.threads)}",
+        "tensorflow": tf_settings,  # the kernels and threads it trained with (params base.tf_onednn, base.threads)
         "wall_s": time.perf_counter() - t0,
     }
 

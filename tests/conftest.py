@@ -6,7 +6,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-pytest_plugins = ["tests.s3fixture", "tests.prefectfixture"]
+pytest_plugins = ["tests.s3fixture", "tests.prefectfixture", "tests.skipcheck"]
 
 
 def _has_nvidia_gpu() -> bool:

@@ -16,12 +16,18 @@ def _quality(psnr, ssim):
                                                     "unit": "dB", "values": {"psnr": psnr, "ssim": ssim}}}
 
 
+SHORT = "non-compliant (duration 3 s < 600 s)"  # what deploy writes for the quick profile's 3 s LoadGen runs
+LOADGEN = {"loadgen_valid": False, "loadgen_validity": {"SingleStream": SHORT, "Offline": SHORT},
+           "loadgen_own_validity": {"SingleStream": "VALID", "Offline": "VALID"},
+           "loadgen_duration_s": {"SingleStream": 3.0, "Offline": 3.0}}
+
+
 def _deploy(psnr, p90, fps, src="measured on local CPU", x8=None):
     d = {**_quality(psnr, 0.9), "p50_ms": p90 * 0.9, "p90_ms": p90, "fps": fps, "model_mb": 1.0,
-         "loadgen_valid": True, "source": src}
+         **LOADGEN, "source": src}
     if x8 is not None:  # (psnr, p90, fps) of the artifact's 8-pass self-ensemble
         d["self_ensemble"] = {"passes": 8, **_quality(x8[0], 0.92), "p50_ms": x8[1] * 0.9, "p90_ms": x8[1],
-                              "fps": x8[2], "loadgen_valid": True, "source": f"{src}, x8 self-ensemble"}
+                              "fps": x8[2], **LOADGEN, "source": f"{src}, x8 self-ensemble"}
     return d
 
 
@@ -99,3 +105,40 @@ def test_a_pareto_y_that_is_not_a_metric_of_the_recipe_names_the_key(tmp_path):
     rows = collect(_metrics(tmp_path), DENOISE)
     with pytest.raises(ParamsError, match=r"report.pareto_y = 'top1'.*psnr, ssim"):
         pareto_plot(rows, tmp_path / "p.png", DENOISE, "p90_ms", "top1")
+
+
+def test_loadgen_column_says_non_compliant_for_short_runs_and_flags_unrecorded_durations(tmp_path):
+    metrics = _metrics(tmp_path)
+    legacy = {k: v for k, v in _deploy(31.9, 18.0, 55.0).items() if not k.startswith("loadgen")}
+    write_json(metrics / "deploy" / "inc-local.json", {**legacy, "loadgen_valid": True,
+                                                       "loadgen_validity": {"SingleStream": "VALID", "Offline": "VALID"}})
+    text = markdown([Section(DENOISE, collect(metrics, DENOISE))])
+    ptq8 = next(line for line in text.splitlines() if line.startswith("| ptq8 |"))
+    assert ptq8.endswith(f"| {SHORT} |") and "| VALID |" not in text
+    inc = next(line for line in text.splitlines() if line.startswith("| inc |"))
+    assert inc.endswith("| LoadGen VALID; duration not recorded, so not shown to meet the rules' 600 s |")
+
+
+def _timed(p90s, fpss):
+    """A deploy metrics file's speed figures from 5 LoadGen repeats: medians and min - max."""
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return {"p90_ms": med(p90s), "fps": med(fpss), "repeats": len(p90s),
+            "spread": {"p90_ms": [min(p90s), max(p90s)], "fps": [min(fpss), max(fpss)]}}
+
+
+def test_speed_differences_within_the_spread_are_no_significant_difference(tmp_path):
+    metrics = _metrics(tmp_path)
+    # ptq8 and fastft8 compile to the same graph: their runs overlap; fp32 is twice as slow throughout.
+    for variant, p90s, fpss in (("ptq8", [14.1, 13.9, 14.6, 14.0, 17.2], [70.3, 62.0, 71.0, 69.9, 68.5]),
+                                ("fastft8", [14.4, 14.2, 15.0, 14.3, 14.9], [62.1, 60.8, 66.0, 63.3, 61.7]),
+                                ("fp32", [29.3, 29.0, 30.1, 29.6, 31.0], [34.2, 33.9, 35.0, 34.4, 33.1])):
+        write_json(metrics / "deploy" / f"{variant}-local.json", {**_deploy(31.8, 0, 0), **_timed(p90s, fpss)})
+    write_json(metrics / "quantize" / "fastft8.json", {"dpu_numerics": True})
+    text = markdown([Section(DENOISE, collect(metrics, DENOISE))])
+    assert "| 14.10 (13.90–17.20) | 69.9 (62.0–71.0) |" in text  # ptq8: median (min–max) of its 5 runs
+    assert ("- fastft8 vs ptq8 (local): p90 ms 14.40 (14.20–15.00) vs 14.10 (13.90–17.20): no significant "
+            "difference; fps 62.1 (60.8–66.0) vs 69.9 (62.0–71.0): no significant difference") in text
+    assert ("- fp32 vs ptq8 (local): p90 ms 29.60 (29.00–31.00) vs 14.10 (13.90–17.20): ptq8 2.10x lower than "
+            "fp32; fps 34.2 (33.1–35.0) vs 69.9 (62.0–71.0): ptq8 2.04x faster than fp32") in text
+    # inc has a single run: its differences are not judged.
+    assert "- fp32 vs inc (local): p90 ms 29.60 (29.00–31.00) vs 18.00: not judged (fewer than 5 repeats)" in text

@@ -213,3 +213,20 @@ def test_report_without_soak_results_is_unchanged(tmp_path):
     from greenpipe.report.power import collect_soak, power_markdown
 
     assert collect_soak(tmp_path) == [] and power_markdown([]) == ""
+
+
+def test_wall_meter_figures_are_labelled_imported_not_measured(tmp_path):
+    from greenpipe.power import open_meter
+    from greenpipe.report.power import power_markdown
+    from greenpipe.soak import _meter_fields
+
+    log = tmp_path / "wall.csv"
+    log.write_text("timestamp,watts\n1740819600.0,212.5\n1740819605.0,213.1\n")
+    fields = _meter_fields(open_meter("wallmeter", log=str(log)), None, None)
+    assert fields["power_source"].startswith("imported: whole-system power at the wall socket")
+    wall = _row("ptq8", "vck5000", 200.0, 120.0, 80.0, meter="wallmeter", scope="system")
+    card = _row("fp32", "rtx3090", 100.0, 300.0, 100.0)
+    md = power_markdown([wall, card])
+    assert "| wallmeter (system) | imported (the wall meter's own log) |" in md
+    assert "| nvml (card) | measured |" in md
+    assert "ptq8@vck5000 vs fp32@rtx3090: **not computed**: the meters measure different things" in md

@@ -12,7 +12,12 @@ never re-timed here.  A run lasts ``min_duration``, and SingleStream at least
 64 queries (the fewest LoadGen's early-stopping p90 estimate needs: a slow
 model, such as an 8-pass self-ensemble, runs longer than ``min_duration``
 rather than end INVALID); Offline issues one query sized to the duration.
-The validity is returned as LoadGen states it.
+
+LoadGen's own verdict is kept as ``loadgen_validity``; what a run is reported
+as (``validity``, :func:`verdict`) is stricter: the MLPerf Inference rules ask
+for performance runs of at least 600 s, so a shorter run that LoadGen judged
+VALID is reported ``non-compliant (duration N s < 600 s)``, and only a run to
+the rule is ``VALID``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -37,6 +42,43 @@ OFFLINE_QPS_MARGIN = 1.25  # LoadGen sizes the Offline query as expected_qps * d
 # SingleStream runs at least this many queries, the fewest for which LoadGen's early-stopping estimate of
 # the p90 latency exists: below it LoadGen judges the run INVALID whatever the duration.
 EARLY_STOPPING_MIN_QUERIES = 64
+# The MLPerf Inference rules' minimum duration of a performance run (min_duration = 600000 ms).
+RULES_MIN_DURATION_S = 600.0
+
+
+def verdict(loadgen_validity: str | None, duration_s: float | None) -> str:
+    """What a run is reported as: LoadGen's INVALID stays INVALID; a VALID run shorter than the rules'
+    minimum is ``non-compliant (duration N s < 600 s)``; ``VALID`` only for a run to the rule."""
+    if loadgen_validity != "VALID":
+        return str(loadgen_validity or "unknown")
+    if duration_s is None or duration_s < RULES_MIN_DURATION_S:
+        n = "unknown" if duration_s is None else f"{duration_s:.3g}"
+        return f"non-compliant (duration {n} s < {RULES_MIN_DURATION_S:g} s)"
+    return "VALID"
+
+
+def status(validity: Mapping[str, str] | str | None) -> str:
+    """One line for a benchmark's verdicts per scenario (``{"SingleStream": ..., "Offline": ...}``)."""
+    if validity is None:
+        return "—"
+    if isinstance(validity, str):
+        return validity
+    distinct = set(validity.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    return "; ".join(f"{scenario}: {v}" for scenario, v in validity.items())
+
+
+def _duration_s(entries: dict, scenario: str) -> float | None:
+    """How long the run lasted: its minimum duration, or longer where SingleStream's query count took longer."""
+    min_ms = entries.get("effective_min_duration_ms")
+    if not isinstance(min_ms, (int, float)):
+        return None
+    seconds = float(min_ms) / 1e3
+    count, qps = entries.get("result_query_count"), entries.get("result_qps_with_loadgen_overhead")
+    if scenario == "SingleStream" and isinstance(count, (int, float)) and isinstance(qps, (int, float)) and qps > 0:
+        seconds = max(seconds, float(count) / float(qps))
+    return seconds
 
 
 def _loadgen():
@@ -192,10 +234,14 @@ def run_scenario(
             f"{final}: LoadGen logs disagree or are incomplete "
             f"(detail: {validity!r}, summary: {summary_validity!r})"
         )
+    duration_s = _duration_s(entries, scenario)
+    reported = verdict(validity, duration_s)
     result: dict[str, Any] = {
         "scenario": scenario,
-        "validity": validity,
-        "valid": validity == "VALID",
+        "validity": reported,  # what the run is reported as (see verdict)
+        "valid": reported == "VALID",
+        "loadgen_validity": validity,  # LoadGen's own verdict
+        "duration_s": duration_s,
         "invalid_reason": entries.get("result_invalid_reason", "").strip() or None,
         "query_count": entries.get("result_query_count"),
         "mean_ms": _ms(entries, "result_mean_latency_ns"),
@@ -224,6 +270,28 @@ def run_scenario(
     return result
 
 
+# The figures a benchmark reports as the median over its repeats, with their spread (min, max).
+FIGURES = ("p50_ms", "p90_ms", "p99_ms", "fps")
+MIN_REPEATS_FOR_SPREAD = 5  # fewer repeats: a spread is shown, but no difference is judged significant
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return None
+    mid = len(known) // 2
+    return known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
+
+
+def _combined_validity(runs: list[dict[str, Any]], scenario: str) -> tuple[str, str, float | None]:
+    """(reported verdict, LoadGen's verdict, shortest duration s) of one scenario over its repeats."""
+    mine = [r for r in runs if r is not None]
+    own = "VALID" if all(r["loadgen_validity"] == "VALID" for r in mine) else "INVALID"
+    durations = [r["duration_s"] for r in mine]
+    shortest = None if any(d is None for d in durations) else min(durations)
+    return verdict(own, shortest), own, shortest
+
+
 def benchmark(
     runner: Runner,
     input_shape: Sequence[int],
@@ -232,32 +300,56 @@ def benchmark(
     log_dir: str | Path,
     batch: int = 1,
     seed: int = 0,
+    repeats: int = 1,
 ) -> dict[str, Any]:
-    """SingleStream (one ``input_shape`` sample per query) then Offline (batches of ``batch``).
+    """SingleStream (one ``input_shape`` sample per query) then Offline (batches of ``batch``), ``repeats`` times.
 
     Returns the headline figures (``p50_ms``, ``p90_ms``, ``p99_ms`` from
-    SingleStream; ``fps`` = Offline samples/s; ``valid`` = every run VALID)
-    plus each scenario's full result (settings used, validity, log paths).
+    SingleStream; ``fps`` = Offline samples/s), each the median over the
+    repeats, with ``spread`` = ``{figure: [min, max]}`` over the repeats and
+    ``per_repeat`` (each repeat's figures); ``validity`` = each scenario's
+    :func:`verdict` (INVALID if LoadGen judged any repeat INVALID; the duration
+    is the shortest repeat's); ``valid`` = every scenario VALID, i.e.
+    LoadGen-valid and run to the rules' 600 s; plus the first repeat's full
+    result per scenario (settings used, LoadGen's own validity, log paths).
     ``offline_s=None`` runs SingleStream only (``fps`` and ``offline`` are None).
+    Logs: ``log_dir/<scenario>/``, or ``log_dir/repeat-<i>/<scenario>/`` when ``repeats`` > 1.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: expected at least 1")
     log_dir = Path(log_dir)
     samples = make_samples(input_shape, QSL_SIZE, seed)
     single_latency = estimate_latency_s(runner, samples[0])
-    single = run_scenario(runner, samples, "SingleStream", single_stream_s, log_dir, 1, single_latency)
-    offline = None
-    if offline_s is not None:
-        batched = np.concatenate([samples[k % len(samples)] for k in range(batch)])
-        batch_latency = single_latency if batch == 1 else estimate_latency_s(runner, batched)
-        offline = run_scenario(runner, samples, "Offline", offline_s, log_dir, batch, batch_latency)
-    runs = {"SingleStream": single, **({"Offline": offline} if offline else {})}
+    batch_latency = single_latency
+    if offline_s is not None and batch > 1:
+        batch_latency = estimate_latency_s(runner, np.concatenate([samples[k % len(samples)] for k in range(batch)]))
+    singles, offlines = [], []
+    for i in range(repeats):  # SingleStream and Offline alternate, so a slow spell of the host shows in both
+        where = log_dir / f"repeat-{i}" if repeats > 1 else log_dir
+        singles.append(run_scenario(runner, samples, "SingleStream", single_stream_s, where, 1, single_latency))
+        if offline_s is not None:
+            offlines.append(run_scenario(runner, samples, "Offline", offline_s, where, batch, batch_latency))
+    per_repeat = [
+        {"p50_ms": s["p50_ms"], "p90_ms": s["p90_ms"], "p99_ms": s["p99_ms"],
+         "fps": offlines[i]["samples_per_second"] if offlines else None}
+        for i, s in enumerate(singles)
+    ]
+    scenarios = {"SingleStream": singles, **({"Offline": offlines} if offlines else {})}
+    combined = {name: _combined_validity(runs, name) for name, runs in scenarios.items()}
+    spread = {}
+    for k in FIGURES:
+        known = [r[k] for r in per_repeat if r[k] is not None]
+        spread[k] = [min(known), max(known)] if known else None
     return {
-        "p50_ms": single["p50_ms"],
-        "p90_ms": single["p90_ms"],
-        "p99_ms": single["p99_ms"],
-        "fps": offline["samples_per_second"] if offline else None,
-        "valid": all(run["valid"] for run in runs.values()),
-        "validity": {name: run["validity"] for name, run in runs.items()},
+        **{k: _median([r[k] for r in per_repeat]) for k in FIGURES},
+        "repeats": repeats,
+        "spread": spread,
+        "per_repeat": per_repeat,
+        "valid": all(v[0] == "VALID" for v in combined.values()),
+        "validity": {name: v[0] for name, v in combined.items()},
+        "loadgen_validity": {name: v[1] for name, v in combined.items()},
+        "duration_s": {name: v[2] for name, v in combined.items()},
         "input_shape": list(input_shape),
-        "single_stream": single,
-        "offline": offline,
+        "single_stream": singles[0],
+        "offline": offlines[0] if offlines else None,
     }

@@ -27,7 +27,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.io import atomic_write_bytes, write_json
 from greenpipe.quant.artifact import read_quant_artifact
 from greenpipe.recipes import get_recipe
-from greenpipe.runtime.ort import OrtRunner
+from greenpipe.runtime import ort
 
 ARTIFACT = "model.onnx"
 
@@ -61,6 +61,10 @@ def build(source: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, dict]:
     return model, rewrite
 
 
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = ort.EXTERNAL_TOOLS  # the agreement check runs the artifact in ONNX Runtime
+
+
 @TARGETS.register("onnx")
 def compile_onnx(job: CompileJob) -> dict:
     """Compile ``job.quant_dir``'s export into ``job.out_dir/model.onnx``; return metrics."""
@@ -73,7 +77,7 @@ def compile_onnx(job: CompileJob) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         # ORT writes the graph it will execute: the proof that the convs run as int8 kernels.
         optimized_path = Path(tmp) / "ort_optimized.onnx"
-        runner = OrtRunner(path, job.threads, 1, optimized_model_path=optimized_path)
+        runner = ort.OrtRunner(path, job.threads, 1, optimized_model_path=optimized_path)
         ort_ops = _op_counts(onnx.load(optimized_path))
 
     recipe = get_recipe(quant.report["recipe"])

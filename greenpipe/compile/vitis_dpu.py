@@ -40,6 +40,7 @@ from greenpipe.compile.dpu_readiness import ArchLimits, readiness, resolve_arch,
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.io import write_json
 from greenpipe.quant.artifact import QuantArtifact, read_quant_artifact
+from greenpipe import tooling
 
 COMPILER = "vai_c_xir"
 NET_NAME = "model"
@@ -100,6 +101,14 @@ def quantized_xmodel(quant: QuantArtifact) -> Path:
             f"{out}: several xmodels ({', '.join(p.name for p in found)}); rerun its quantize stage"
         )
     return found[0]
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "vai_c_xir", "never", "nothing: tests/compile/test_dpu_readiness.py checks the readiness report and the "
+    "missing-tool message; its vitis-marked compile test skips without the tool",
+    "infra/vitis/run.sh pytest -m vitis tests/compile/test_dpu_readiness.py",
+    tooling.command(["vai_c_xir", "--help"])),)
 
 
 @TARGETS.register("xmodel")

@@ -39,6 +39,7 @@ def finish(root: Path, p: NightlyParams, outcomes: list[StageOutcome], started: 
     base = results.last_good(root, p.results_branch)
     base_rows = base.record.get("rows", {}) if base else {}
     regressions = gate.compare(rows, base_rows, p.gate)
+    not_compared = gate.unlike_meters(rows, base_rows, p.gate)
     failures = [o for o in outcomes if o.status == FAILED]
     if failures or errors:
         status = "failed"
@@ -56,6 +57,7 @@ def finish(root: Path, p: NightlyParams, outcomes: list[StageOutcome], started: 
         "rows": rows,
         "baseline": {"commit": base.commit, "label": base.label} if base else None,
         "regressions": [r.to_dict() for r in regressions],
+        "not_compared": not_compared,
         "errors": errors,
     }
     commit = None
@@ -69,5 +71,5 @@ def finish(root: Path, p: NightlyParams, outcomes: list[StageOutcome], started: 
     record["results_commit"] = commit
     plots = {f.name: f.as_uri() for f in sorted((root / "reports" / "summary").glob("*.png"))}
     md = report.markdown(outcomes, rows, regressions, base.label if base else None,
-                         gate.missing_rows(rows, base_rows), errors, plots, commit)
+                         gate.missing_rows(rows, base_rows), errors, plots, commit, not_compared)
     return Night(record, status, md, report.headline(failures, regressions, errors))

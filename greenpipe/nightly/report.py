@@ -9,7 +9,7 @@ from greenpipe.nightly.stages import FAILED, RAN, RESTORED, SKIPPED, UP_TO_DATE,
 from greenpipe.report.text import num
 
 TABLE_COLUMNS = ("row", "quality", "quality_metric", "quality_unit", "fps", "p90_ms", "mj_per_inference", "avg_w",
-                 "power_measured")
+                 "power_measured", "power")
 
 
 def table(rows: Mapping[str, Mapping[str, object]]) -> list[dict]:
@@ -22,8 +22,15 @@ def table(rows: Mapping[str, Mapping[str, object]]) -> list[dict]:
     return out
 
 
-def _power(measured: object) -> str:
-    return {True: "measured", False: "ESTIMATE"}.get(measured, "—")  # type: ignore[arg-type]
+def _power(row: Mapping[str, object]) -> str:
+    """How the row's power figures were obtained: measured, imported (a meter's log) or ESTIMATE."""
+    if row.get("power"):
+        return _power_cell(str(row["power"]))
+    return {True: "measured", False: "**ESTIMATE**"}.get(row.get("power_measured"), "—")  # type: ignore[arg-type]
+
+
+def _power_cell(power: str | None) -> str:
+    return {None: "—", "ESTIMATE": "**ESTIMATE**"}.get(power, power)  # type: ignore[arg-type]
 
 
 def _quality_heading(tables: Sequence[dict]) -> str:
@@ -59,6 +66,7 @@ def markdown(
     extra_errors: Sequence[str] = (),
     plots: Mapping[str, str] | None = None,
     results_commit: str | None = None,
+    not_compared: Sequence[str] = (),
 ) -> str:
     """The night's report: what went wrong first, then the table, the stages, and links to the plots."""
     failures = [o for o in outcomes if o.status == FAILED]
@@ -70,15 +78,17 @@ def markdown(
         lines += [
             "## Regressions",
             "",
-            "| variant-device | metric | before | after | worse by | limit |",
-            "|---|---|---:|---:|---:|---:|",
+            "| variant-device | metric | before | after | worse by | limit | power |",
+            "|---|---|---:|---:|---:|---:|---|",
         ]
         for r in regressions:
             lines.append(
                 f"| {r.row} | {r.metric} | {r.before:.4g} | {r.after:.4g} | {r.worse_by:.3g} {r.unit} "
-                f"| {r.limit:g} {r.unit} |"
+                f"| {r.limit:g} {r.unit} | {_power_cell(r.power)} |"
             )
         lines.append("")
+    if not_compared:
+        lines += ["## Not compared", ""] + [f"- {n}" for n in not_compared] + [""]
     if failures or skipped:
         lines += ["## Failed stages", ""]
         for o in failures:
@@ -109,7 +119,7 @@ def markdown(
         lines.append(
             f"| {t['variant']} | {t['device']} | {num(t['quality'], '.4g')} | {num(t['fps'], '.1f')} "
             f"| {num(t['p90_ms'])} | {num(t['mj_per_inference'], '.1f')} | {num(t['avg_w'], '.1f')} "
-            f"| {_power(t['power_measured'])} |"
+            f"| {_power(t)} |"
         )
     lines.append("")
     counts = {

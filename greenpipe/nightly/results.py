@@ -24,6 +24,7 @@ from pathlib import Path
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
+from greenpipe.power.base import provenance
 from greenpipe.report.text import number
 
 RECORD = "nightly.json"
@@ -40,13 +41,15 @@ def _row_name(path: Path, d: dict) -> str:
 
 def collect_rows(metrics: Path) -> dict[str, dict]:
     """``{"variant-device": {quality, quality_metric, quality_unit, quality_higher, fps, p90_ms,
-    mj_per_inference, avg_w, soak_fps, power_measured}}``.
+    mj_per_inference, avg_w, soak_fps, power_measured, meter, meter_scope, power}}``.
 
     ``quality`` is the deploy stage's primary metric (its ``quality`` record: which metric, its unit,
     whether higher is better), with fps and p90 latency (ms); energy per inference (mJ), mean power (W)
     and the soak's own fps come from the soak stage. Every recipe's deploy and soak metrics count
     (``deploy/*.json`` and ``soak/*.json`` at any depth: ``metrics/deploy/``, ``metrics/video/deploy/``).
-    Keys whose figure is absent are left out.
+    ``meter`` / ``meter_scope`` name the soak's meter (the gate compares energy only between like
+    meters) and ``power`` says how its figures were obtained (``measured``, ``imported``, ``ESTIMATE``:
+    :func:`greenpipe.power.base.provenance`). Keys whose figure is absent are left out.
     """
     rows: dict[str, dict] = {}
     for path in sorted(metrics.glob("**/deploy/*.json")):
@@ -63,6 +66,10 @@ def collect_rows(metrics: Path) -> dict[str, dict]:
         row.update({dst: v for src, dst in SOAK_KEYS.items() if (v := number(d, src)) is not None})
         if isinstance(d.get("power_measured"), bool):
             row["power_measured"] = d["power_measured"]
+        meter = d.get("meter")
+        if isinstance(meter, dict) and meter.get("name"):
+            row.update(meter=str(meter["name"]), meter_scope=str(meter.get("scope", "unknown")),
+                       power=provenance(str(meter["name"]), row.get("power_measured")))
     return rows
 
 

@@ -82,6 +82,21 @@ class MeterInfo:
             raise ValueError("measured must be False exactly when scope is 'estimate'")
 
 
+# Meters whose readings are a log written elsewhere and read back afterwards: their figures are
+# labelled "imported", not "measured" (nothing here read the meter, and the log's clock is another's).
+IMPORTED_METERS = frozenset({"wallmeter"})
+
+
+def provenance(meter: str, measured: bool | None) -> str:
+    """How meter ``meter``'s figures were obtained, as every report prints it:
+    ``measured`` (read live here), ``imported`` (a meter's log read back), ``ESTIMATE`` or ``unknown``."""
+    if measured is None:
+        return "unknown"
+    if not measured:
+        return "ESTIMATE"
+    return "imported" if meter in IMPORTED_METERS else "measured"
+
+
 class Meter(ABC):
     """Samples watts from one source.
 

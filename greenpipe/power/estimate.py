@@ -24,6 +24,7 @@ from pathlib import Path
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.power.base import METERS, Meter, MeterInfo, Sample
+from greenpipe import tooling
 
 ESTIMATE_LABEL = "ESTIMATE (CPU utilisation x TDP share), not a measurement"
 ASSUMED_W_PER_CORE = 15.0  # a mid-range desktop/server core at full load; deliberately round
@@ -78,6 +79,12 @@ def read_process_ticks(pid: int, proc_root: str | Path = "/proc") -> int:
             "Fix: on Linux leave proc_root=/proc and pass the pid of a running process; a test tree must "
             "replace the file whole."
         ) from None
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "/proc/stat (CPU utilisation)", "real", "this host's /proc/stat (tests/power/test_power_estimate.py, every soak)",
+    "pytest tests/power/test_power_estimate.py", tooling.path("/proc/stat", "procfs")),)
 
 
 @METERS.register("estimate")

@@ -28,6 +28,7 @@ from typing import Sequence
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.power.base import METERS, Meter, MeterInfo, Sample
+from greenpipe import tooling
 
 DEFAULT_ROOT = "/sys/class/hwmon"
 
@@ -82,6 +83,21 @@ def discover(root: str | Path = DEFAULT_ROOT, chip_prefixes: Sequence[str] = ("i
             label = chip if chip in unique else f"{chip}@{where}"
         rails.append(Rail(label, chip, path, has_power))
     return rails
+
+
+def _ina_probe(root: Path) -> tooling.Found:
+    """For ``greenpipe doctor``: the ina2xx rails under ``root``, or that there are none."""
+    rails = discover(root, ("ina",)) if root.is_dir() else []
+    if not rails:
+        return tooling.Found(False, f"no ina2xx shunt monitor under {root}")
+    return tooling.Found(True, f"rails: {', '.join(r.label for r in rails)}")
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "ina2xx hwmon (board rails)", "fake", "fake sysfs trees in the documented layout (tests/power/test_hwmon.py)",
+    "python -c \"from greenpipe.power import open_meter; print(open_meter('hwmon').sample())\"",
+    lambda: _ina_probe(Path(DEFAULT_ROOT))),)
 
 
 @METERS.register("hwmon")

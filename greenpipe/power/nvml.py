@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.power.base import METERS, Meter, MeterInfo, Sample
+from greenpipe import tooling
 
 _INSTALL = "`pip install nvidia-ml-py` into the environment greenpipe runs in"
 
@@ -48,6 +49,26 @@ def _init(pynvml) -> None:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value  # older pynvml returns bytes
+
+
+def _nvml_probe() -> tooling.Found:
+    """For ``greenpipe doctor``: the driver version when NVML initialises here, else why not."""
+    try:
+        pynvml = _load_pynvml()
+        _init(pynvml)
+    except GreenpipeError as err:
+        return tooling.Found(False, str(err).split(". Fix")[0])
+    try:
+        return tooling.Found(True, f"driver {_text(pynvml.nvmlSystemGetDriverVersion())}")
+    finally:
+        pynvml.nvmlShutdown()
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "NVML (nvidia-ml-py)", "never",
+    "nothing: tests/power/test_nvml.py checks the missing-library message; its gpu test skips here",
+    "pip install nvidia-ml-py && pytest -m gpu tests/power/test_nvml.py", _nvml_probe),)
 
 
 @METERS.register("nvml")

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.power.base import METERS, Meter, MeterInfo, Sample
+from greenpipe import tooling
 
 DEFAULT_ROOT = "/sys/class/powercap"
 
@@ -56,6 +57,14 @@ def unwrap_delta(prev_uj: int, now_uj: int, max_range_uj: int) -> int:
     if delta < 0:
         delta += max_range_uj
     return delta
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "RAPL (powercap sysfs)", "fake", "fake sysfs trees in the documented layout (tests/power/test_rapl.py)",
+    "python -c \"import time; from greenpipe.power import open_meter; m = open_meter('rapl'); "
+    "time.sleep(1); print(m.sample())\"",
+    tooling.path(f"{DEFAULT_ROOT}/intel-rapl:*/energy_uj", "RAPL zones")),)
 
 
 @METERS.register("rapl")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from greenpipe.errors import DataError, GreenpipeError
 from greenpipe.power.base import METERS, Meter, MeterInfo, Sample
+from greenpipe import tooling
 
 _NA = {"", "n/a", "na", "nan", "-"}
 
@@ -134,6 +135,14 @@ def read_log(path: str | Path, naive_as_utc: bool = False) -> list[tuple[float, 
             raise DataError(f"{path}:{lineno}: watts {watts} is not a power reading")
         rows[t] = watts
     return sorted(rows.items())
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "wall meter CSV log", "fake", "logs the tests write in the documented format (tests/power/test_wallmeter.py)",
+    "with the meter logging to wall.csv, set deploy.devices.D: {meter: wallmeter, meter_options: {log: wall.csv}}; "
+    "dvc repro soak@fp32-D",
+    lambda: tooling.Found(True, "nothing to install: reads the meter's CSV log")),)
 
 
 @METERS.register("wallmeter")

@@ -40,6 +40,7 @@ from typing import Any
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.power.base import METERS, Meter, MeterInfo, Sample
+from greenpipe import tooling
 
 _XRT_HINT = (
     "install XRT for the card (the xrt package from the card's getting-started page, e.g. the VCK5000 "
@@ -95,6 +96,14 @@ def build_command(xbutil: str, bdf: str | None, out: str | Path) -> list[str]:
     """The xbutil argv that writes the electrical report of card ``bdf`` to ``out``."""
     device = ["-d", bdf] if bdf else []  # without -d, xbutil picks the only card
     return [xbutil, "examine", *device, "-r", "electrical", "--format", "JSON", "-o", str(out)]
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "XRT xbutil / pyxrt", "fake",
+    "hand-written reports in xbutil's documented JSON and a failing command (tests/power/test_xbutil.py)",
+    "pytest -m board tests/power/test_xbutil.py",
+    tooling.any_of(tooling.command(["xbutil", "--version"]), tooling.module("pyxrt"))),)
 
 
 @METERS.register("xbutil")

@@ -21,6 +21,15 @@ from typing import Any, Iterable, Literal
 
 import torch
 from torch import nn
+from greenpipe import tooling
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+BREVITAS = tooling.Tool(
+    "Brevitas", "real", "tests/quant/test_quant_variants.py and the demo's quantize stages",
+    "pytest tests/quant/test_quant_variants.py tests/quant/test_training_variants.py",
+    tooling.module("brevitas", "brevitas"))
+EXTERNAL_TOOLS = (BREVITAS,)  # read by the variant modules that quantize through this one
+
 
 ActCalibration = Literal["minmax", "percentile", "mse"]
 ACT_CALIBRATIONS: tuple[str, ...] = ("minmax", "percentile", "mse")

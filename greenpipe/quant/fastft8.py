@@ -181,6 +181,10 @@ def learned_round(model: nn.Module, batches: list[torch.Tensor], config: Fastft8
     }
 
 
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = dpu.EXTERNAL_TOOLS
+
+
 @register_variant("fastft8", Fastft8Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Fastft8Config) -> QuantResult:
     """Quantize a float ``model`` as ptq8 does, then learn each layer's weight rounding on ``calib``."""

@@ -17,10 +17,17 @@ from torch import nn
 
 from greenpipe.quant.base import QuantResult
 from greenpipe.quant.registry import VariantConfig, register_variant
+from greenpipe import tooling
 
 
 class Fp32Config(VariantConfig):
     pass
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "PyTorch", "real", "tests/quant/test_quant_variants.py and the demo's quantize stages, this CPU wheel",
+    "pytest tests/quant/test_quant_variants.py", tooling.module("torch", "torch")),)
 
 
 @register_variant("fp32", Fp32Config, takes="model")

@@ -61,6 +61,7 @@ from greenpipe.quant.base import QuantResult
 from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.context import require_context
 from greenpipe.quant.export import is_pt2e_quantized, is_quantized
+from greenpipe import tooling
 
 LABEL = "Intel x86 path (INC)"  # what the report's tables show beside dpu_numerics = no
 NUMERICS = (
@@ -155,6 +156,12 @@ def _runner(model: nn.Module):
 def _example(batches: list[torch.Tensor]) -> torch.Tensor:
     """Two calibration crops as one batch: torch.export would pin a batch of 1 as a constant."""
     return torch.cat([batches[0], batches[1 % len(batches)]])
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "Intel Neural Compressor (+ torchao PT2E)", "real", "tests/quant/test_inc.py and the demo's quantize@inc",
+    "pytest tests/quant/test_inc.py", tooling.module("neural_compressor", "neural-compressor-pt")),)
 
 
 @register_variant("inc", IncConfig, takes="model")

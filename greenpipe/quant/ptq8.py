@@ -36,6 +36,10 @@ class Ptq8Config(VariantConfig):
     bias_correction: bool = True
 
 
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = dpu.EXTERNAL_TOOLS
+
+
 @register_variant("ptq8", Ptq8Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Ptq8Config) -> QuantResult:
     """Quantize a float ``model``; ``calib`` is iterated once, twice with bias correction."""

@@ -30,6 +30,7 @@ from torch import nn
 from greenpipe.quant.base import QuantResult
 from greenpipe.quant.registry import register_variant
 from greenpipe.quant.qat8 import Qat8Config, run_qat
+from greenpipe.quant import dpu
 
 WEIGHT_BITS = 4
 
@@ -38,6 +39,10 @@ class Qat4Config(Qat8Config):
     act_bits: Literal[4, 8] = 8
     steps: int = Field(200, ge=1)
     lr: float = Field(2e-4, gt=0, le=1)  # 4-bit weights move further from their float values
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = dpu.EXTERNAL_TOOLS
 
 
 @register_variant("qat4", Qat4Config, takes="model")

@@ -214,6 +214,10 @@ def run_qat(
     return qm, {"calibration": calibration, "qat": training, **dpu.layer_report(qm)}
 
 
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = dpu.EXTERNAL_TOOLS
+
+
 @register_variant("qat8", Qat8Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Qat8Config) -> QuantResult:
     """ptq8's int8 DPU quantization of a float ``model``, then QAT on the train split."""

@@ -29,6 +29,7 @@ from greenpipe.calib import check_finite, iter_boundary, read_manifest
 from greenpipe.errors import DataError
 from greenpipe.quant.kernels import write_kernels_manifest
 from greenpipe.quant.registry import VariantConfig, register_variant
+from greenpipe.runtime import tflite as tflite_runtime
 
 
 class TfliteFp32Config(VariantConfig):
@@ -115,6 +116,10 @@ def _quantize_all(kernels, manifest, calib, out, variant, limit) -> dict:
             "calib_samples_per_kernel": None if calib is None else
             min(read_manifest(calib, manifest["kernels"][0]["inputs"][0]["name"])["count"], limit or 10**9),
             "wall_s": time.perf_counter() - t0}
+
+
+# External tools (greenpipe.tooling): TensorFlow, as for the tflite runtime.
+EXTERNAL_TOOLS = tflite_runtime.EXTERNAL_TOOLS
 
 
 @register_variant("tflite_fp32", TfliteFp32Config, takes="kernels")

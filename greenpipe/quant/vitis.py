@@ -56,6 +56,7 @@ from greenpipe.quant import dpu
 from greenpipe.quant.base import QuantResult
 from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.context import require_context
+from greenpipe import tooling
 
 MODULE = "pytorch_nndct"
 VITIS_VARIANTS = ("vitis_ptq", "vitis_fastft", "vitis_qat")
@@ -267,6 +268,14 @@ def _quantize(variant: str, model: nn.Module, calib: Iterable[torch.Tensor], con
             "vitis_wall_s": time.perf_counter() - t0,
         },
     )
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "vai_q_pytorch (pytorch_nndct)", "never",
+    "nothing: tests/quant/test_vitis_adapters.py checks greenpipe's own call plan and the missing-tool message",
+    "infra/vitis/run.sh dvc repro quantize@vitis_ptq quantize@vitis_fastft quantize@vitis_qat",
+    tooling.module("pytorch_nndct")),)
 
 
 @register_variant("vitis_ptq", VitisPtqConfig, takes="model")

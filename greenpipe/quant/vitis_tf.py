@@ -33,6 +33,7 @@ from greenpipe.calib import read_manifest
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.quant.kernels import write_kernels_manifest
 from greenpipe.quant.registry import VariantConfig, register_variant
+from greenpipe import tooling
 
 TOOLS = ("vai_q_tensorflow", "vai_c_tensorflow")
 INPUT_FN = "greenpipe.quant.vitis_tf_input.input_fn"
@@ -97,6 +98,14 @@ def freeze(kernel, entry: dict, path: Path) -> None:
         raise GreenpipeError(f"{path.name}: frozen graph lacks nodes {missing}; the kernel's names did not survive "
                              "freezing (a TensorFlow version change?)")
     path.write_bytes(graph.SerializeToString())
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "vai_q_tensorflow + vai_c_tensorflow", "never",
+    "nothing: tests/video/test_calib_and_quant.py checks the commands greenpipe writes, not their run",
+    "infra/vitis/run.sh dvc repro video_quantize@vitis_tf",
+    tooling.command(["vai_q_tensorflow", "--version"])),)
 
 
 @register_variant("vitis_tf", VitisTfConfig, takes="kernels")

@@ -7,9 +7,11 @@
 
 Every row carries its meter (name, scope, measured or not) and the meter's own
 description; rows from the ``estimate`` meter say ESTIMATE next to every
-figure.  :func:`savings` computes only from measured figures: both rows
-measured (not estimated), by meters of the same scope, from complete soaks;
-otherwise it refuses and says why.
+figure, rows from a wall meter's log say "imported" (the figures were read
+back from a log another device wrote, not measured by greenpipe).
+:func:`savings` computes only between like meters: both rows from a meter
+(not estimated), meters of the same scope (card vs card, wall vs wall), from
+complete soaks; otherwise it refuses and says why.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from greenpipe.io import read_json
+from greenpipe.power.base import provenance
 from greenpipe.report.text import num, number
 
 HOURS = {"day": 24.0, "week": 24.0 * 7, "year": 24.0 * 365}
@@ -137,7 +140,8 @@ def power_markdown(rows: list[SoakRow]) -> str:
                "| meter | power is |"),
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in sorted(rows, key=lambda r: (r.device, r.variant != "fp32", r.variant)):
-        kind = "measured" if r.measured else "**ESTIMATE**, not a measurement"
+        kind = {"ESTIMATE": "**ESTIMATE**, not a measurement",
+                "imported": "imported (the wall meter's own log)"}.get(provenance(r.meter, r.measured), "measured")
         mark = "" if r.measured else " (est.)"
         notes = "".join([" partial" if r.partial else "", " resumed" if r.resumed else ""])
         lines.append(
@@ -148,7 +152,8 @@ def power_markdown(rows: list[SoakRow]) -> str:
     lines += ["", "Meters:", ""]
     for meter, what in sorted({(r.meter, r.what) for r in rows}):
         lines.append(f"- {meter}: {what}")
-    lines += ["", "Savings at 24/7 load, equal throughput (the slower one's fps), from measured figures only:", ""]
+    lines += ["", ("Savings at 24/7 load, equal throughput (the slower one's fps), only between like meters "
+                   "(no estimate; card vs card, wall vs wall):"), ""]
     pairs = list(itertools.combinations(sorted(rows, key=lambda r: r.label), 2))
     estimated = sorted(r.label for r in rows if not r.measured)
     if not pairs:

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from greenpipe.bench.loadgen import MIN_REPEATS_FOR_SPREAD, status
 from greenpipe.io import read_json
 from greenpipe.recipes.base import Quality, Recipe, Reference, metric_of
 from greenpipe.report.quant import bits_label
@@ -29,7 +30,7 @@ class Row:
     p90_ms: float | None
     fps: float | None
     model_mb: float | None
-    loadgen_valid: bool | None
+    loadgen: str  # the LoadGen verdict as reported (greenpipe.bench.loadgen.verdict)
     agreement_max_diff: float | None  # deployed artifact vs fake-quant model
     dpu_numerics: bool | None
     source: str
@@ -39,6 +40,8 @@ class Row:
     passes: int = 1  # > 1: the artifact run as a self-ensemble over this many flips / rotations
     input_shape: tuple[int, ...] | None = None  # one LoadGen query
     reference: bool = False  # the float variant the drop is measured against
+    repeats: int = 1  # LoadGen runs the latency and fps figures are the median of
+    spread: dict[str, list[float]] | None = None  # {figure: [min, max]} over those runs
 
     @property
     def label(self) -> str:
@@ -136,7 +139,7 @@ def collect(metrics: Path, recipe: Recipe, default: str | None = None) -> list[R
                 p90_ms=number(r, "p90_ms"),
                 fps=number(r, "fps"),
                 model_mb=number(d, "model_mb"),
-                loadgen_valid=r.get("loadgen_valid"),
+                loadgen=_loadgen_cell(r),
                 agreement_max_diff=number(agreement, "max_abs_diff"),
                 dpu_numerics=quant.get("dpu_numerics"),
                 source=str(r.get("source", "unknown")),
@@ -146,9 +149,72 @@ def collect(metrics: Path, recipe: Recipe, default: str | None = None) -> list[R
                 passes=passes,
                 input_shape=tuple(d["input_shape"]) if isinstance(d.get("input_shape"), list) else None,
                 reference=_is_float(quant),
+                repeats=int(r.get("repeats", 1)),
+                spread=r.get("spread") if isinstance(r.get("spread"), dict) else None,
             )
         )
     return rows
+
+
+def _range(r: Row, figure: str) -> tuple[float, float] | None:
+    s = (r.spread or {}).get(figure)
+    return (float(s[0]), float(s[1])) if isinstance(s, list) and len(s) == 2 else None
+
+
+def _with_spread(r: Row, figure: str, fmt: str = ".2f") -> str:
+    """``14.10 (13.90-14.50)``: the median over the repeats and its min - max; the bare figure without repeats."""
+    spread = _range(r, figure)
+    if spread is None or r.repeats < 2:
+        return num(r.get(figure), fmt)
+    return f"{num(r.get(figure), fmt)} ({spread[0]:{fmt}}–{spread[1]:{fmt}})"
+
+
+def judge(a: Row, b: Row, figure: str) -> str | None:
+    """Whether ``a`` and ``b`` differ in ``figure`` (``p90_ms``, ``fps``) beyond the spread of their repeats.
+
+    Overlapping min - max ranges are "no significant difference"; with fewer than
+    MIN_REPEATS_FOR_SPREAD repeats on either side no difference is judged. None when a figure is missing.
+    """
+    va, vb = a.get(figure), b.get(figure)
+    if va is None or vb is None:
+        return None
+    ra, rb = _range(a, figure), _range(b, figure)
+    if min(a.repeats, b.repeats) < MIN_REPEATS_FOR_SPREAD or ra is None or rb is None:
+        return f"not judged (fewer than {MIN_REPEATS_FOR_SPREAD} repeats)"
+    if ra[0] <= rb[1] and rb[0] <= ra[1]:
+        return "no significant difference"
+    lower_is_better = figure != "fps"
+    a_better = (va < vb) == lower_is_better
+    best, other = (a, b) if a_better else (b, a)
+    ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else math.inf
+    return f"{best.label} {ratio:.2f}x {'faster' if figure == 'fps' else 'lower'} than {other.label}"
+
+
+def differences(rows: list[Row]) -> list[str]:
+    """One line per pair of rows on the same device and passes: p90 latency and fps, judged against the spread."""
+    lines = []
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for r in sorted(rows, key=lambda r: (r.device, r.passes, not r.reference, r.variant)):
+        groups.setdefault((r.device, r.passes), []).append(r)
+    for (device, _), group in groups.items():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                parts = []
+                for figure, name, fmt in (("p90_ms", "p90 ms", ".2f"), ("fps", "fps", ".1f")):
+                    verdict = judge(a, b, figure)
+                    if verdict is not None:
+                        parts.append(f"{name} {_with_spread(a, figure, fmt)} vs {_with_spread(b, figure, fmt)}: {verdict}")
+                if parts:
+                    lines.append(f"- {a.label} vs {b.label} ({device}): " + "; ".join(parts))
+    return lines
+
+
+def _loadgen_cell(r: dict) -> str:
+    """The LoadGen column: the reported verdict; a file from before durations were recorded says so."""
+    cell = status(r.get("loadgen_validity"))
+    if "loadgen_duration_s" not in r and cell == "VALID":
+        return "LoadGen VALID; duration not recorded, so not shown to meet the rules' 600 s"
+    return cell
 
 
 def _yes_no(v: bool | None) -> str:
@@ -179,14 +245,17 @@ def _table(sec: Section) -> list[str]:
         "|---|---|" + "---:|" * len(shown) + "---:|---:|---:|---:|:-:|:-:|:-:|:-:|",
     ]
     for r in sorted(sec.rows, key=lambda r: (r.device, r.passes, not r.reference, r.variant)):
-        valid = {True: "VALID", False: "INVALID", None: "—"}[r.loadgen_valid]
         cells = " | ".join(m.format(r.values.get(m.name)) for m in shown)
         lines.append(
             f"| {r.label} | {r.device} | {cells} | {num(r.drop, '+' + primary.fmt)} "
-            f"| {num(r.p90_ms)} | {num(r.fps, '.1f')} | {num(r.model_mb, '.3f')} | {_numerics(r)} "
-            f"| {r.bits or '—'} | {_yes_no(r.deployable_to_dpu)} | {valid} |"
+            f"| {_with_spread(r, 'p90_ms')} | {_with_spread(r, 'fps', '.1f')} | {num(r.model_mb, '.3f')} | {_numerics(r)} "
+            f"| {r.bits or '—'} | {_yes_no(r.deployable_to_dpu)} | {r.loadgen} |"
         )
     lines.append("")
+    diffs = differences(sec.rows)
+    if diffs:
+        lines += [f"Speed differences (median over the LoadGen repeats, min–max in brackets; ranges that overlap "
+                  "are no significant difference):", ""] + diffs + [""]
     if sec.references:
         lines += ["Same val data, other methods:", ""]
         lines += ["| method | " + " | ".join(m.heading() for m in shown) + " |", "|---|" + "---:|" * len(shown)]
@@ -221,8 +290,10 @@ def markdown(sections: list[Section], extra: str = "") -> str:
         primary = sec.recipe.metrics[0]
         shapes = sorted({_shape(r.input_shape) for r in sec.rows if r.input_shape})
         if shapes:
+            repeats = sorted({r.repeats for r in sec.rows})
             lines.append(f"- {sec.recipe.name} latency and fps: MLPerf LoadGen SingleStream (p90) and Offline on "
-                         f"{', '.join(shapes)} queries")
+                         f"{', '.join(shapes)} queries, the median over {'/'.join(map(str, repeats))} run(s) of each "
+                         "with their min–max in brackets")
         lines.append(f"- {sec.recipe.name} {', '.join(m.label for m in shown)}: the deployed artifact on the val "
                      f"split; the drop column is how much worse {primary.label} is than the float variant on the "
                      "same device")

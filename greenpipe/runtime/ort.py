@@ -15,6 +15,7 @@ import numpy as np
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.runtime.base import RUNTIMES, cpu_model, describe_host
+from greenpipe import tooling
 
 
 def session_options(threads: int, optimized_model_path: str | Path | None = None):
@@ -66,6 +67,12 @@ class OrtRunner:
             "cpu": cpu_model(),
             "host": describe_host(self.threads),
         }
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "ONNX Runtime", "real", "tests/runtime/test_ort_runtime.py and the demo's compile / deploy / soak stages",
+    "pytest tests/runtime/test_ort_runtime.py", tooling.module("onnxruntime", "onnxruntime")),)
 
 
 @RUNTIMES.register("ort")

@@ -19,6 +19,7 @@ import numpy as np
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.runtime.base import RUNTIMES, cpu_model, describe_host
 from greenpipe.video.host import TensorInfo
+from greenpipe import tooling
 
 
 def _interpreter_class():
@@ -96,6 +97,12 @@ class TfliteRunner:
             "cpu": cpu_model(),
             "host": describe_host(self.threads),
         }
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "TensorFlow / TFLite", "real", "tests/video/ and the demo's video stages (tensorflow-cpu)",
+    "pytest tests/video", tooling.module("tensorflow", "tensorflow-cpu")),)
 
 
 @RUNTIMES.register("tflite")

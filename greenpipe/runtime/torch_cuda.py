@@ -41,6 +41,7 @@ import numpy as np
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.runtime.base import RUNTIMES, cpu_model
+from greenpipe import tooling
 
 Precision = Literal["fp32", "fp16"]
 COMPILE_REPORT = "compile_report.json"  # greenpipe.compile.base.REPORT_FILE (not imported: it pulls params)
@@ -174,6 +175,22 @@ class TorchCudaRunner:
             "cpu": cpu_model(),
             "host": f"GPU host ({gpu}, {self.precision}), CPU {cpu_model()}",
         }
+
+
+def _cuda_probe() -> tooling.Found:
+    """For ``greenpipe doctor``: the CUDA version and GPU when this torch can use one, else why not."""
+    try:
+        torch = _require_cuda()
+    except ToolchainMissing as err:
+        return tooling.Found(False, str(err).split("; ", 1)[-1].split(". ")[0])
+    return tooling.Found(True, f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "CUDA runtime (PyTorch CUDA build)", "never",
+    "nothing: tests/runtime/test_torch_cuda.py's gpu-marked agreement test skips on a CPU-only host",
+    "pytest -m gpu tests/runtime/test_torch_cuda.py", _cuda_probe),)
 
 
 @RUNTIMES.register("torch_cuda")

@@ -34,6 +34,7 @@ import numpy as np
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.runtime.base import RUNTIMES, cpu_model
 from greenpipe.video.host import TensorInfo
+from greenpipe import tooling
 
 
 def missing_toolchain_message(missing: list[str]) -> str:
@@ -161,6 +162,14 @@ class VartRunner:
             "cpu": cpu_model(),
             "host": f"DPU board/card host ({cpu_model()}), batch {self.batch}",
         }
+
+
+# External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
+EXTERNAL_TOOLS = (tooling.Tool(
+    "VART + XIR (Vitis AI runtime)", "fake",
+    "stand-in xir / vart modules written from the API docs (tests/video/test_vart_kernels.py)",
+    "python -c \"import vart, xir\" && dvc repro deploy@vitis_ptq-D  # on a DPU host; D: a device with runtime vart",
+    tooling.module("vart")),)
 
 
 @RUNTIMES.register("vart")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-from greenpipe.errors import DataError
+from greenpipe.errors import DataError, GreenpipeError
 from greenpipe.io import files_sha256, read_json
 
 # Written by the video_data stage: where the clips are, and a digest of them. The later stages depend on
@@ -14,16 +15,29 @@ from greenpipe.io import files_sha256, read_json
 DATASET_FILE = "dataset.json"
 
 
-def configure_tensorflow(threads: int) -> None:
-    """Import TensorFlow with its start-up banners off and ``threads`` intra-op threads (one inter-op).
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 
-    TensorFlow's own (Eigen) CPU kernels, not oneDNN's, unless ``TF_ENABLE_ONEDNN_OPTS`` says otherwise:
-    for these small-frame nets a training step is ~18 % faster without oneDNN on a 2-thread x86 host
-    (49.5 vs 60 ms for the quick profile's TSM, batch 8 x 6 frames at 32 px), and as deterministic.
-    Only takes effect when TensorFlow has not been imported yet in this process.
+
+def configure_tensorflow(threads: int, onednn: bool = False) -> dict[str, object]:
+    """Import TensorFlow with its start-up banners off, ``threads`` intra-op threads (one inter-op) and
+    oneDNN's CPU kernels on or off as ``onednn`` (params ``base.tf_onednn``) says; return that setting.
+
+    The kernels change results (the same seed gave a quite different quick-profile TSM top-1 on
+    oneDNN's kernels in one run), so the stage sets ``TF_ENABLE_ONEDNN_OPTS`` from params, a declared
+    DVC input, whatever the shell says. TensorFlow's own (Eigen) kernels are the default: for these small-frame nets
+    a training step is ~18 % faster without oneDNN on a 2-thread x86 host (49.5 vs 60 ms for the quick
+    profile's TSM, batch 8 x 6 frames at 32 px), and as deterministic. Raises GreenpipeError when
+    TensorFlow was already imported in this process with the other setting (it reads the variable once).
     """
+    wanted = "1" if onednn else "0"
+    if "tensorflow" in sys.modules and os.environ.get(ONEDNN_ENV, "1") != wanted:
+        raise GreenpipeError(
+            f"TensorFlow was imported with {ONEDNN_ENV}={os.environ.get(ONEDNN_ENV, 'unset')} before this stage "
+            f"could set it to {wanted} (params base.tf_onednn = {str(onednn).lower()}); "
+            "run the stage in a fresh process (python -m tasks...)"
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ[ONEDNN_ENV] = wanted
     import tensorflow as tf
 
     try:
@@ -31,6 +45,7 @@ def configure_tensorflow(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # already initialised in this process (tests): the first setting stands
+    return {ONEDNN_ENV: wanted, "intra_op_threads": threads, "inter_op_threads": 1}
 
 
 def group_size(data_dir: str | Path) -> int:

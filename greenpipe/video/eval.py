@@ -39,7 +39,7 @@ def video_eval(params: Params, data: Path, quant: Path, train_metrics: Path) -> 
     from greenpipe.runtime import load
     from greenpipe.video.host import ClipRunner, timed_run
 
-    configure_tensorflow(params.base.threads)
+    configure_tensorflow(params.base.threads, params.base.tf_onednn)
     vp, root = params.video, dataset_root(data)
     recipe = get_recipe("video")
     m, ev = vp.model, vp.eval

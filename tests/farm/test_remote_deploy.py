@@ -55,7 +55,8 @@ def test_remote_run_equals_the_in_process_eval(farm, compiled, tmp_path, variant
     assert remote["device"]["host_facts"]["name"] == host
     assert remote["device_name"] == host and remote["variant"] == variant
     assert remote["fps"] > 0 and 0 < remote["p50_ms"] <= remote["p99_ms"]
-    assert set(remote["loadgen_validity"].values()) <= {"VALID", "INVALID"}
+    assert remote["loadgen_valid"] is False and all(  # 0.3 s runs: LoadGen-valid, not to the rules
+        v.startswith("non-compliant (duration ") for v in remote["loadgen_validity"].values())
     assert set(remote) == set(local)
     bench = read_json(out / "bench.json")
     assert (

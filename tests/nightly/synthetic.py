@@ -73,7 +73,7 @@ elif kind == "soak":
     write(f"artifacts/soak/{variant}-{device}/series.json", {"ok": True})
     write(f"metrics/soak/{variant}-{device}.json",
           {"variant": variant, "device_name": device, "mj_per_inference": round(50 / gain, 6),
-           "power_measured": False})
+           "power_measured": False, "meter": {"name": "estimate", "scope": "estimate", "measured": False}})
 elif kind == "report":
     rows = sorted(p.name for p in Path("metrics/deploy").glob("*.json"))
     write("reports/summary/table.json", {"rows": rows})

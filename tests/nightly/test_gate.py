@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from greenpipe.nightly.gate import compare, missing_rows, worse_by
+from greenpipe.nightly.gate import compare, missing_rows, unlike_meters, worse_by
 from greenpipe.params import GateRule, load_params
 
 RULES = load_params().nightly.gate  # the thresholds params.yaml ships: 0.1 (primary metric's unit), 5 % fps, 5 % mJ
 # The primary metric is whatever the recipe's quality record says; the gate never names it.
 Q = {"quality_metric": "score", "quality_unit": "dB", "quality_higher": True}
+M = {"meter": "rapl", "meter_scope": "package", "power": "measured"}  # the soak's meter, both nights
 BASE = {
-    "ptq8-local": {"quality": 30.0, **Q, "fps": 100.0, "mj_per_inference": 50.0},
-    "fp32-local": {"quality": 31.0, **Q, "fps": 80.0, "mj_per_inference": 60.0},
+    "ptq8-local": {"quality": 30.0, **Q, "fps": 100.0, "mj_per_inference": 50.0, **M},
+    "fp32-local": {"quality": 31.0, **Q, "fps": 80.0, "mj_per_inference": 60.0, **M},
 }
 
 
@@ -73,3 +74,45 @@ def test_worst_first_and_new_or_missing_rows():
 def test_undefined_changes_are_not_verdicts():
     assert worse_by(0.0, 5.0, GateRule(better="lower", max_worse=5, relative=True)) is None
     assert worse_by(float("nan"), 5.0, RULES["quality"], higher=True) is None
+
+
+def test_energy_of_unlike_meters_is_refused_with_the_reason():
+    # Baseline measured by RAPL; tonight a wall meter (another scope), then the estimate: 40 % "worse" mJ.
+    for meter, scope, power in [("wallmeter", "system", "imported"), ("estimate", "estimate", "ESTIMATE")]:
+        cur = _with("ptq8-local", mj_per_inference=70.0, fps=99.0, meter=meter, meter_scope=scope, power=power)
+        assert compare(cur, BASE, RULES) == []  # not a regression: not compared at all
+        (why,) = unlike_meters(cur, BASE, RULES)
+        assert why == (f"ptq8-local: energy not compared: unlike meters, rapl (package) on the baseline vs "
+                       f"{meter} ({scope}) this night; their joules do not compare. Compare nights measured "
+                       "with the same meter")
+    assert unlike_meters(BASE, BASE, RULES) == []
+
+
+def test_energy_without_a_recorded_meter_is_refused():
+    base = {"ptq8-local": {k: v for k, v in BASE["ptq8-local"].items() if k not in M}}
+    cur = _with("ptq8-local", mj_per_inference=70.0)
+    assert [r.metric for r in compare(cur, base, RULES)] == []
+    (why,) = unlike_meters(cur, base, RULES)
+    assert "the baseline does not record which meter measured it" in why
+
+
+def test_an_energy_regression_between_estimates_says_estimate():
+    est = {"meter": "estimate", "meter_scope": "estimate", "power": "ESTIMATE"}
+    base = {"ptq8-local": {**BASE["ptq8-local"], **est}}
+    (r,) = compare({"ptq8-local": {**base["ptq8-local"], "mj_per_inference": 60.0}}, base, RULES)
+    assert r.power == "ESTIMATE" and r.describe().endswith("limit 5 %, power ESTIMATE)")
+
+
+def test_report_marks_estimate_rows_and_lists_what_was_not_compared():
+    from greenpipe.nightly.report import markdown
+
+    est = {"meter": "estimate", "meter_scope": "estimate", "power": "ESTIMATE", "power_measured": False}
+    base = {"ptq8-local": {**BASE["ptq8-local"], **est}, "fp32-local": BASE["fp32-local"]}
+    cur = {"ptq8-local": {**base["ptq8-local"], "mj_per_inference": 60.0},
+           "fp32-local": {**BASE["fp32-local"], "meter": "wallmeter", "meter_scope": "system", "power": "imported"}}
+    regressions, refused = compare(cur, base, RULES), unlike_meters(cur, base, RULES)
+    md = markdown([], cur, regressions, "nightly X", not_compared=refused)
+    assert "| ptq8-local | mj_per_inference | 50 | 60 | 20 % | 5 % | **ESTIMATE** |" in md
+    assert "## Not compared" in md and f"- {refused[0]}" in md and refused[0].startswith("fp32-local:")
+    assert "| ptq8 | local |" in md and md.split("| ptq8 | local |")[1].splitlines()[0].endswith("| **ESTIMATE** |")
+    assert md.split("| fp32 | local |")[1].splitlines()[0].endswith("| imported |")

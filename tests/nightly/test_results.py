@@ -38,6 +38,7 @@ def _repo(tmp_path: Path) -> Path:
                 "mj_per_inference": 357.2,
                 "fps": 84.0,
                 "power_measured": False,
+                "meter": {"name": "estimate", "scope": "estimate", "measured": False},
             }
         )
     )
@@ -58,6 +59,9 @@ def test_collect_rows_joins_deploy_and_soak(tmp_path):
         "mj_per_inference": 357.2,
         "soak_fps": 84.0,
         "power_measured": False,
+        "meter": "estimate",
+        "meter_scope": "estimate",
+        "power": "ESTIMATE",
     }
     assert "mj_per_inference" not in rows["fp32-local"]
 

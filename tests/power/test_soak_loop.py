@@ -111,7 +111,8 @@ def test_sampler_overhead_returns_a_figure():
 @pytest.mark.gpu
 def test_nvml_soak_of_a_cuda_workload(tmp_path):
     """A real NVML soak: board power of GPU 0 while it runs matmuls, against its idle draw."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     if not torch.cuda.is_available():
         pytest.skip("needs torch with CUDA (this torch is a CPU build)")
 

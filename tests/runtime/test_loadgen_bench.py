@@ -14,6 +14,8 @@ from greenpipe.bench.loadgen import (
     make_samples,
     parse_detail_log,
     run_scenario,
+    status,
+    verdict,
 )
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant.export import export_onnx
@@ -29,8 +31,12 @@ def runner(tmp_path_factory):
 
 def test_benchmark_reports_loadgen_figures_and_keeps_logs(runner, tmp_path):
     result = benchmark(runner, (1, 3, 32, 32), single_stream_s=0.5, offline_s=0.5, log_dir=tmp_path, batch=2)
-    assert set(result["validity"].values()) <= {"VALID", "INVALID"}
-    assert result["valid"] == all(v == "VALID" for v in result["validity"].values())
+    # LoadGen judges both half-second runs VALID; the rules ask for 600 s, so they are reported non-compliant.
+    assert result["loadgen_validity"] == {"SingleStream": "VALID", "Offline": "VALID"}
+    assert result["validity"]["Offline"] == "non-compliant (duration 0.5 s < 600 s)"
+    ss = result["duration_s"]["SingleStream"]  # at least 0.5 s, longer if 64 queries took longer
+    assert ss >= 0.5 and result["validity"]["SingleStream"] == f"non-compliant (duration {ss:.3g} s < 600 s)"
+    assert result["valid"] is False
     assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     assert result["fps"] > 0
     single, offline = result["single_stream"], result["offline"]
@@ -49,7 +55,8 @@ def test_benchmark_reports_loadgen_figures_and_keeps_logs(runner, tmp_path):
 def test_benchmark_without_offline_runs_single_stream_only(runner, tmp_path):
     result = benchmark(runner, (1, 3, 32, 32), single_stream_s=0.2, offline_s=None, log_dir=tmp_path)
     assert result["fps"] is None and result["offline"] is None and list(result["validity"]) == ["SingleStream"]
-    assert result["valid"] == (result["validity"]["SingleStream"] == "VALID") and result["p90_ms"] > 0
+    assert result["loadgen_validity"] == {"SingleStream": "VALID"} and result["valid"] is False
+    assert result["validity"]["SingleStream"].startswith("non-compliant (duration ") and result["p90_ms"] > 0
     assert not (tmp_path / "Offline").exists()
 
 
@@ -66,7 +73,18 @@ class _Slow:
 
 def test_a_slow_model_runs_the_queries_early_stopping_needs_instead_of_ending_invalid(tmp_path):
     result = run_scenario(_Slow(), make_samples((1, 3, 8, 8), 4), "SingleStream", 0.1, tmp_path)
-    assert result["query_count"] >= EARLY_STOPPING_MIN_QUERIES and result["validity"] == "VALID"
+    assert result["query_count"] >= EARLY_STOPPING_MIN_QUERIES and result["loadgen_validity"] == "VALID"
+    assert result["duration_s"] >= EARLY_STOPPING_MIN_QUERIES * 0.01  # the queries took longer than 0.1 s
+
+
+def test_verdict_is_valid_only_for_a_loadgen_valid_run_to_the_rules_duration():
+    assert verdict("VALID", 600.0) == "VALID"
+    assert verdict("VALID", 3.0) == "non-compliant (duration 3 s < 600 s)"
+    assert verdict("VALID", 599.4) == "non-compliant (duration 599 s < 600 s)"
+    assert verdict("INVALID", 900.0) == "INVALID"  # LoadGen's INVALID is never upgraded
+    assert verdict("VALID", None) == "non-compliant (duration unknown s < 600 s)"
+    assert status({"SingleStream": "VALID", "Offline": "VALID"}) == "VALID"
+    assert status({"SingleStream": "INVALID", "Offline": "VALID"}) == "SingleStream: INVALID; Offline: VALID"
 
 
 class _Broken:
@@ -81,3 +99,17 @@ def test_a_failing_runner_surfaces_as_a_user_error(tmp_path):
     samples = make_samples((1, 3, 8, 8), count=2)
     with pytest.raises(GreenpipeError, match="LoadGen SingleStream: the runner failed .*device lost"):
         run_scenario(_Broken(), samples, "SingleStream", 0.05, tmp_path, expected_latency_s=0.001)
+
+
+def test_repeats_give_the_median_and_spread_of_their_runs(runner, tmp_path):
+    result = benchmark(runner, (1, 3, 32, 32), single_stream_s=0.1, offline_s=0.1, log_dir=tmp_path, repeats=5)
+    assert result["repeats"] == 5 and len(result["per_repeat"]) == 5
+    for figure in ("p50_ms", "p90_ms", "fps"):
+        values = sorted(r[figure] for r in result["per_repeat"])
+        assert result[figure] == values[2] and result["spread"][figure] == [values[0], values[-1]]
+    for i in range(5):  # every repeat's own LoadGen logs
+        assert (tmp_path / f"repeat-{i}" / "SingleStream" / "mlperf_log_detail.txt").exists()
+        assert (tmp_path / f"repeat-{i}" / "Offline" / "mlperf_log_summary.txt").exists()
+    assert result["validity"]["Offline"] == "non-compliant (duration 0.1 s < 600 s)"
+    with pytest.raises(ValueError, match="repeats=0"):
+        benchmark(runner, (1, 3, 32, 32), 0.1, None, tmp_path, repeats=0)

@@ -10,7 +10,6 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _tensorflow_threads():
-    pytest.importorskip("tensorflow")
     from greenpipe.video.env import configure_tensorflow
 
     configure_tensorflow(1)

@@ -61,7 +61,7 @@ class VideoRecipe:
         from greenpipe.video.calib import calibration
         from greenpipe.video.env import configure_tensorflow, dataset_root
 
-        configure_tensorflow(params.base.threads)
+        configure_tensorflow(params.base.threads, params.base.tf_onednn)
         net, _ = load_checkpoint(Path(model_dir) / "checkpoint.npz")
         size, count = net.config.input_size, params.video.calib.clips
         drawn = list(calibration_clips(dataset_root(data_root), count, size, rng))
