@@ -46,7 +46,7 @@ def denoise(
 ) -> None:
     """Denoise every image in IN_DIR with a compiled artifact and write PNGs to OUT_DIR.
 
-    Nothing is lost: see greenpipe/recipes/denoise/folder.py (and the README) for what is refused and why.
+    Nothing is lost: clashing names and OUT_DIR = IN_DIR (see --in-place) are refused; depth and alpha kept.
     """
     from rich.progress import track
 
@@ -64,8 +64,6 @@ def denoise(
             raise GreenpipeError(f"{model}: no compiled model; run `dvc repro compile@{variant}-{target}` first")
         jobs, skipped = plan(in_dir, out_dir, in_place, IMAGE_SUFFIXES)
         geometry = model_geometry(model)
-        if tile < 0:
-            raise GreenpipeError(f"--tile {tile}: must be 0 (whole images) or a tile side in px")
         if tile:
             tile_step(tile, geometry.context, geometry.multiple)
         import onnxruntime as ort
