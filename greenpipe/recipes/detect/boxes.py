@@ -22,6 +22,18 @@ def priors_per_location() -> int:
     return 2 + 2 * len(ASPECTS)
 
 
+def feature_sizes(input_size: int) -> list[int]:
+    """Cells a side of each SSD prediction map for a square input, finest first.
+
+    The backbone's stride-8 and stride-16 maps, then 3x3 stride-2 (padding 1) layers halving,
+    rounding up, down to one cell: 128 px gives 16, 8, 4, 2, 1.
+    """
+    sizes = [input_size // 8, input_size // 16]
+    while sizes[-1] > 1:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
 def prior_boxes(feature_sizes: Sequence[int], s_min: float = 0.2, s_max: float = 0.9) -> np.ndarray:
     """Default boxes for square feature maps of ``feature_sizes`` cells a side, coarsest last.
 

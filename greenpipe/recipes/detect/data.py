@@ -231,3 +231,23 @@ def _image_size(path: Path) -> tuple[int, int]:
 
     with Image.open(path) as im:
         return im.size
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """The image at ``path`` as the network sees it: RGB, resized to ``size`` x ``size``, (3, S, S) in [0, 1].
+
+    Boxes normalised by the original width and height stay valid after the (aspect-changing) resize.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the image ({exc}); replace it or remove its annotation") from None
+    return np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255.0
+
+
+def normalised(sample: Sample) -> np.ndarray:
+    """``sample``'s boxes (K, 4) divided by its width and height: corners in [0, 1]."""
+    return (sample.boxes / [sample.width, sample.height, sample.width, sample.height]).astype(np.float32)

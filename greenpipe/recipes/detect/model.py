@@ -6,20 +6,18 @@ One output keeps the exported graph a plain single-output model for every quanti
 runtime; decoding and NMS are the shared numpy post-process (postprocess.detections).
 
 Feature maps: the backbone's stride-8 and stride-16 maps, then extra stride-2 layers down to one
-cell, so an S = 128 input gives maps of 16, 8, 4, 2, 1 cells (:meth:`SSDConfig.feature_sizes`,
-computed without torch so that a device host can rebuild the priors from the checkpoint's
-``model_args``).
+cell, so an S = 128 input gives maps of 16, 8, 4, 2, 1 cells (boxes.feature_sizes, computed
+without torch so that a device host can rebuild the priors from the input size alone).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from greenpipe.recipes.detect.boxes import prior_boxes, priors_per_location
+from greenpipe.recipes.detect.boxes import feature_sizes, prior_boxes, priors_per_location
 
 BACKBONES = ("vgg", "mobilenet")
 
@@ -42,11 +40,8 @@ class SSDConfig:
             raise ValueError(f"num_classes {self.num_classes}, width {self.width}: both must be >= 1")
 
     def feature_sizes(self) -> list[int]:
-        """Cells a side of each prediction map, finest first (stride 8, 16, then halving to 1)."""
-        sizes = [self.input_size // 8, self.input_size // 16]
-        while sizes[-1] > 1:
-            sizes.append(math.ceil(sizes[-1] / 2))  # 3x3, stride 2, padding 1
-        return sizes
+        """Cells a side of each prediction map, finest first (boxes.feature_sizes)."""
+        return feature_sizes(self.input_size)
 
     def priors(self):
         """(P, 4) centre-size default boxes matching the model's output order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ from greenpipe.recipes.detect.data import (BoxOutsideImage, DuplicateId, EmptyBo
 
 
 def write_image(path: Path, w: int = 64, h: int = 48) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)).save(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # noise seeded by the name: every image differs
+    Image.fromarray(np.random.default_rng(zlib.crc32(path.name.encode())).integers(0, 255, (h, w, 3), np.uint8)).save(path)
 
 
 def write_voc(root: Path, stem: str, image: str, objects: list[tuple[str, tuple]], size=(64, 48),
