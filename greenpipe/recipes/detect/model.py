@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from greenpipe.prune.lkam import Unit
 from greenpipe.recipes.detect.boxes import feature_sizes, prior_boxes, priors_per_location
 
 BACKBONES = ("vgg", "mobilenet")
@@ -101,11 +102,46 @@ class SSD(nn.Module):
             maps.append(extra(maps[-1]))
         return maps
 
+    def prunable(self) -> list[Unit]:
+        """The conv-BN-ReLU blocks whose kernels greenpipe.prune.lkam may remove, with their readers.
+
+        Data runs through the backbone's blocks and then the extras' in one chain (pooling keeps
+        channels); a block's output is read by the next block's conv and, where it is a prediction
+        map, by that map's head. Depthwise blocks, and blocks a depthwise conv reads (most of the
+        MobileNet backbone), are left out: their kernels are tied to their input channels, and
+        removing them together is not done here.
+        """
+        chain = _blocks(self.stage8)
+        sources = [len(chain) - 1]  # chain index of each prediction map's block, finest first
+        chain += _blocks(self.stage16)
+        sources.append(len(chain) - 1)
+        for extra in self.extras:
+            chain += _blocks(extra)
+            sources.append(len(chain) - 1)
+        heads = dict(zip(sources, self.heads))
+        units = []
+        for i, block in enumerate(chain):
+            readers = ([chain[i + 1][0]] if i + 1 < len(chain) else []) + ([heads[i]] if i in heads else [])
+            if block[0].groups == 1 and all(r.groups == 1 for r in readers):
+                units.append(Unit(f"block{i}", block, tuple(readers)))
+        return units
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, P, 4 + C)
         n = x.shape[0]
         out = [head(f).permute(0, 2, 3, 1).reshape(n, -1, self.per_prior)  # (N, f*f*B, 4 + C)
                for head, f in zip(self.heads, self.features(x))]
         return torch.cat(out, 1)
+
+
+def _blocks(seq: nn.Module) -> list[nn.Sequential]:
+    """The conv-BN-ReLU blocks of ``seq`` in data order (a separable block gives its two)."""
+    out = []
+    for m in seq.children():
+        if isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d):
+            out.append(m)
+        elif isinstance(m, nn.Sequential):
+            out += _blocks(m)
+    return out
 
 
 def build_ssd(model_args: dict) -> SSD:
