@@ -3,8 +3,10 @@
 What exists: SSD models with a VGG-style or MobileNet-style backbone (:mod:`.model`), box maths
 and prior matching (:mod:`.boxes`), the multibox loss (:mod:`.loss`), the decode + NMS post-process
 every runtime shares (:mod:`.postprocess`), VOC / COCO readers with validation (:mod:`.data`),
-the training task (:mod:`.training`) and COCOeval metrics (:mod:`.metrics`). :data:`DETECT` scores
-any runner (PyTorch, ONNX Runtime, ...) through :meth:`DetectRecipe.evaluate`.
+the training task (:mod:`.training`), COCOeval metrics (:mod:`.metrics`) and the deepforest
+wheel's annotated images (:mod:`.builtin`); the SSD lists its prunable units for
+greenpipe.prune.lkam. :data:`DETECT` scores any runner (PyTorch, ONNX Runtime, ...) through
+:meth:`DetectRecipe.evaluate`.
 
 Not yet: it is not in ``RECIPES`` because it has no params.yaml section and no dvc.yaml stages, so
 the every-recipe end-to-end test cannot run it; the protocol's calibration dump, pipeline

@@ -123,7 +123,7 @@ def validate(data: DetectionSet) -> None:
         if images[s.image] > 1:
             others = [o.source for o in data.samples if o.image == s.image and o is not s]
             raise DuplicateId(f"{s.source}: image {s.image.name} is also annotated by {', '.join(others)}; "
-                              "keep one annotation file per image")
+                              "keep one annotation per image")
         if not s.image.is_file():
             raise MissingImage(f"{s.source}: image {s.image} does not exist; add the image or remove "
                                "its annotation")
