@@ -86,6 +86,7 @@ class DeployJob(DeviceJob):
     artifact_bytes: int
     self_ensemble: int = 1  # > 1: also score and time the artifact averaged over this many flips / rotations
     repeats: int = 1  # LoadGen runs per scenario: figures are their median, with the spread (min, max)
+    ensemble_repeats: int = 1  # LoadGen runs of the self-ensemble rows (SingleStream only)
 
 
 def _source(desc: dict) -> str:
@@ -181,6 +182,7 @@ def deploy_job(params: Params, variant: str, device: str, compiled: dict, artifa
         artifact_bytes=artifact_bytes(artifact),
         self_ensemble=params.deploy.self_ensemble if _ensembled(params, recipe, variant) else 1,
         repeats=params.deploy.repeats,
+        ensemble_repeats=params.deploy.self_ensemble_repeats,
     )
 
 
@@ -230,7 +232,8 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
         n = job.self_ensemble
         ens_source = _source({**desc, "label": ensemble.describe()["label"]})
         # SingleStream only: latency is what an ensemble trades; an Offline run would add its duration again.
-        ens_eval, ens_bench = _score_and_time(job, ensemble, data_dir, out / f"loadgen-x{n}", offline=False)
+        ens_eval, ens_bench = _score_and_time(job, ensemble, data_dir, out / f"loadgen-x{n}", offline=False,
+                                              repeats=job.ensemble_repeats)
         report["self_ensemble"] = {"passes": n, "summary": ens_eval.summary(), "per_sample": ens_eval.per_sample,
                                    "source": f"deployed artifact on val, {ens_source}"}
         bench["self_ensemble"] = {**ens_bench, "passes": n, "source": ens_source}
@@ -242,9 +245,10 @@ def measure(job: DeployJob, runner: Any, data_dir: Path, out: Path, host: dict |
 
 
 def _score_and_time(job: DeployJob, runner: Any, data_dir: Path, loadgen_dir: Path,
-                    outputs: dict[str, np.ndarray] | None = None, offline: bool = True) -> tuple[Evaluation, dict]:
+                    outputs: dict[str, np.ndarray] | None = None, offline: bool = True,
+                    repeats: int | None = None) -> tuple[Evaluation, dict]:
     """``runner``'s evaluation on the val split and its LoadGen results on ``job.input_shape`` queries
-    (SingleStream, and Offline unless ``offline`` is false)."""
+    (SingleStream, and Offline unless ``offline`` is false), ``repeats`` runs each (default ``job.repeats``)."""
     from greenpipe.bench.loadgen import benchmark
     from greenpipe.recipes import get_recipe
     from greenpipe.recipes.base import check_quality
@@ -261,7 +265,7 @@ def _score_and_time(job: DeployJob, runner: Any, data_dir: Path, loadgen_dir: Pa
         loadgen_dir,
         batch=job.batch,
         seed=0,  # fixed rather than base.seed: the inputs only carry timing; keeps base.seed out of the deps
-        repeats=job.repeats,
+        repeats=repeats or job.repeats,
     )
     return evaluation, bench
 

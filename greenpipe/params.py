@@ -207,6 +207,7 @@ class DeployParams(Section):
     eval_max_side: int = Field(0, ge=0)
     self_ensemble: Literal[1, 2, 4, 8] = 1  # also score and time each artifact averaged over this many flips/rotations
     self_ensemble_variants: Listed[tuple[str, ...]] = ()  # which variants get those rows; () = every variant
+    self_ensemble_repeats: int = Field(5, ge=1)  # LoadGen runs of those rows (each >= 64 queries of n passes)
     devices: dict[str, DeviceParams]
 
 

@@ -57,7 +57,7 @@ def test_deploy_local_evaluates_the_artifact_and_benchmarks_it(compiled, tmp_pat
 
 def test_deploy_also_measures_the_self_ensemble_of_the_same_artifact(compiled, tmp_path):
     ws = compiled
-    params = stage_params(deploy={"self_ensemble": 4})
+    params = stage_params(deploy={"self_ensemble": 4, "self_ensemble_repeats": 3})
     metrics = deploy_stage(params, "ptq8", "local", ws.root / "compiled", ws.data, tmp_path)
 
     ens = metrics["self_ensemble"]
@@ -72,7 +72,8 @@ def test_deploy_also_measures_the_self_ensemble_of_the_same_artifact(compiled, t
     assert sorted(r["name"] for r in evaluation["self_ensemble"]["per_sample"]) == ["img3", "img4"]
     assert read_json(tmp_path / "bench.json")["self_ensemble"]["p90_ms"] == ens["p90_ms"]
     assert (tmp_path / "loadgen-x4" / "repeat-1" / "SingleStream" / "mlperf_log_summary.txt").exists()
-    assert not list((tmp_path / "loadgen-x4").glob("*/Offline")) and ens["repeats"] == 2
+    assert not list((tmp_path / "loadgen-x4").glob("*/Offline"))
+    assert ens["repeats"] == 3 and metrics["repeats"] == 2  # deploy.self_ensemble_repeats, apart from deploy.repeats
 
 
 def test_self_ensemble_off_measures_the_single_pass_only(compiled, tmp_path):

@@ -64,7 +64,7 @@ TINY_PARAMS_OVERRIDES = {
               "val_max_side": 64, "dead_leaves_images": 2},
     "calib_dump": {"samples": 4, "crop": 32},
     "baseline": {"max_side": 32},
-    "deploy": {"input_size": 32, "single_stream_s": 0.3, "offline_s": 0.3, "repeats": 2},
+    "deploy": {"input_size": 32, "single_stream_s": 0.3, "offline_s": 0.3, "repeats": 2, "self_ensemble_repeats": 2},
     "soak": {"idle_s": 0.5, "warmup_s": 0.5, "duration_s": 2, "window_s": 1, "overhead_pairs": 0},
     "video": {
         "data": {"val_sources": ["coffee", "chelsea", "flower"], "train_clips_per_class": 1,
