@@ -18,30 +18,17 @@ import pytest
 from onnx import numpy_helper
 import torch
 
-from greenpipe.compile.onnx_cpu import build
 from greenpipe.errors import GreenpipeError
 from greenpipe.params import TargetParams
-from greenpipe.quant import quantize_variant
-from greenpipe.quant.export import EXPORT_OPSET, export_onnx
 from greenpipe.runtime import load
-from tests.stage_fixtures import calib_batches, tiny_unet
+from tests.stage_fixtures import compiled_onnx
 
 TOLERANCE = TargetParams().agreement_tolerance
 
 
-def _compiled(model: torch.nn.Module, out) -> str:
-    """``model`` exported and built the way the ``onnx`` compile target builds it."""
-    exported = onnx.load(export_onnx(model, calib_batches(1)[0], out))
-    path = out / "model.onnx"
-    onnx.save(build(exported, EXPORT_OPSET)[0], path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> dict:
-    fp32_dir, int8_dir = tmp_path_factory.mktemp("fp32"), tmp_path_factory.mktemp("int8")
-    ptq8 = quantize_variant("ptq8", {"ptq8": {}}, tiny_unet(seed=2), calib_batches(seed=3)).model
-    return {"fp32": _compiled(tiny_unet(seed=2), fp32_dir), "ptq8": _compiled(ptq8, int8_dir)}
+    return {v: compiled_onnx(v, tmp_path_factory.mktemp(v)) for v in ("fp32", "ptq8")}
 
 
 def _output_lsb(path) -> float:
