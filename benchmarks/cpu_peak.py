@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.int8_speedup import times_ms  # noqa: E402
 from greenpipe.runtime import load  # noqa: E402
 from greenpipe.runtime.base import describe_host  # noqa: E402
-from greenpipe.runtime.openvino import OpenVinoRunner  # noqa: E402
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 OPSET = 17
@@ -158,13 +157,13 @@ def measure_peaks(work: Path, gemm: int, channels: int, size: int, threads: int,
             runners = {name: load(name, path, threads, 1) for name in ("ort", "openvino")}
             out_scale = float(np.abs(runners["ort"].run(x)).max()) / 127  # the int8 graph's output range
             if bf16 and precision == "fp32":
-                runners["openvino bf16"] = OpenVinoRunner(path, threads, 1, precision="bf16")
+                runners["openvino_bf16"] = load("openvino_bf16", path, threads, 1)
             times = times_ms({name: (lambda r=r: r.run(x)) for name, r in runners.items()}, runs, warmup=1)
             for name, t in times.items():
-                runtime, _, prec = name.partition(" ")
                 med = statistics.median(t)
                 rows.append({
-                    "runtime": runtime, "op": op, "precision": prec or precision, "macs": macs,
+                    "runtime": name, "op": op, "precision": "bf16" if name.endswith("_bf16") else precision,
+                    "macs": macs,
                     "label": runners[name].describe()["label"], "median_ms": med, "runs": len(t),
                     "gmacs": macs / med / 1e6, "gmacs_min": macs / max(t) / 1e6, "gmacs_max": macs / min(t) / 1e6,
                 })
@@ -217,9 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     for label in dict.fromkeys(r["label"] for r in peaks):
         print(f"  {label}")
     print()
-    print(f"{'runtime':9} {'op':7} {'precision':9} {'GMAC/s':>9} {'range':>17}")
+    print(f"{'runtime':13} {'op':7} {'precision':9} {'GMAC/s':>9} {'range':>17}")
     for r in peaks:
-        print(f"{r['runtime']:9} {r['op']:7} {r['precision']:9} {r['gmacs']:9.1f} "
+        print(f"{r['runtime']:13} {r['op']:7} {r['precision']:9} {r['gmacs']:9.1f} "
               f"{r['gmacs_min']:8.1f} - {r['gmacs_max']:6.1f}")
     result: dict = {"host": describe_host(args.threads), "cpu_flags": sorted(flags & set(FLAGS)), "peaks": peaks}
     if args.runtimes:

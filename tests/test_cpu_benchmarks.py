@@ -117,7 +117,7 @@ def test_peak_cli_prints_flags_peaks_and_roofline(tmp_path, capsys):
     combos = {(p["runtime"], p["op"], p["precision"]) for p in result["peaks"]}
     expected = {(rt, op, prec) for rt in ("ort", "openvino") for op in ("MatMul", "Conv") for prec in ("fp32", "int8")}
     if cpu_peak.has_bf16(cpu_peak.cpu_flags()):
-        expected |= {("openvino", op, "bf16") for op in ("MatMul", "Conv")}
+        expected |= {("openvino_bf16", op, "bf16") for op in ("MatMul", "Conv")}
     assert combos == expected and all(p["gmacs"] > 0 for p in result["peaks"])
     (line,) = result["roofline"]
     assert line["fraction_of_peak"] == pytest.approx(0.5 / cpu_peak.peak(result["peaks"], "int8")["gmacs"])

@@ -8,6 +8,10 @@ threads, one stream, the latency hint, and float32 as the inference precision,
 because on a CPU with bf16 (AVX512_BF16 / AMX) OpenVINO would otherwise run
 float layers in bf16 and the outputs would no longer be the variant's.
 
+Runtime ``openvino_bf16`` is the same plugin at bf16 inference precision:
+float layers run in bfloat16 (natively on AVX512_BF16 / AMX), which is what
+the ``bf16`` variant's artifact computes, so there the two agree.
+
 The artifact's batch, height and width axes are dynamic; the runner compiles
 the model once per input shape it is given (a static shape lets the plugin
 pick its best kernels) and keeps each compiled model.
@@ -82,7 +86,7 @@ class OpenVinoRunner:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "runtime": "openvino",
+            "runtime": "openvino" if self.precision == "f32" else f"openvino_{self.precision}",
             "label": f"OpenVINO {self.version} (CPU plugin, {self.precision} inference precision)",
             "version": self.version,
             "provider": "CPU",
@@ -103,3 +107,9 @@ EXTERNAL_TOOLS = (tooling.Tool(
 @RUNTIMES.register("openvino")
 def load(path: Path, threads: int, batch: int) -> OpenVinoRunner:
     return OpenVinoRunner(path, threads, batch)
+
+
+@RUNTIMES.register("openvino_bf16")
+def load_bf16(path: Path, threads: int, batch: int) -> OpenVinoRunner:
+    """Float layers in bf16: native on AVX512_BF16 / AMX; it computes the ``bf16`` variant's artifact exactly."""
+    return OpenVinoRunner(path, threads, batch, precision="bf16")
