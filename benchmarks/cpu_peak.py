@@ -17,8 +17,8 @@ With ``--runtimes`` (the JSON of benchmarks/cpu_runtimes.py) each measured
 row gets its roofline line: the artifact's Conv MACs per inference (counted
 from the ONNX graph's Conv nodes at the row's input shape) x images/s =
 achieved GMAC/s, over the host's peak at the variant's precision (fp32
-artifact: fp32 peak, int8 artifact: int8 peak; the best probe over both
-runtimes, named in the line).
+artifact: fp32 peak, bf16: bf16 peak, int8 ones: int8 peak; the best probe
+over the runtimes, named in the line).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def roofline(runtime_rows: list[dict], peaks: list[dict]) -> list[dict]:
     """Each cpu_runtimes.py row with its achieved GMAC/s and fraction of the host's peak at its precision."""
     lines = []
     for r in runtime_rows:
-        precision = "fp32" if r["variant"] == "fp32" else "int8"
+        precision = {"fp32": "fp32", "bf16": "bf16"}.get(r["variant"], "int8")
         best = peak(peaks, precision)
         achieved = r["conv_macs"] / r["batch"] * r["fps"] / 1e9
         lines.append({**{k: r[k] for k in ("variant", "batch", "runtime", "fps", "agrees")},
@@ -226,14 +226,16 @@ def main(argv: list[str] | None = None) -> None:
         lines = roofline(data["rows"], peaks)
         result["roofline"] = lines
         print(f"\nroofline ({args.runtimes}: {data['models']}; MACs counted from the ONNX graphs' Conv nodes)")
-        print(f"{'variant':8} {'batch':>5} {'runtime':9} {'MMAC/img':>9} {'img/s':>8} {'GMAC/s':>8} "
+        print(f"{'variant':8} {'batch':>5} {'runtime':13} {'MMAC/img':>9} {'img/s':>8} {'GMAC/s':>8} "
               f"{'peak':>8} {'of peak':>8}  probe")
         for ln in lines:
             frac = f"{ln['fraction_of_peak']:8.1%}" if ln["peak_gmacs"] else f"{'n/a':>8}"
             note = "" if ln["agrees"] else "  (excluded: disagrees)"
-            print(f"{ln['variant']:8} {ln['batch']:>5} {ln['runtime']:9} {ln['macs_per_image'] / 1e6:9.1f} "
+            if (ln["fraction_of_peak"] or 0) > 1:
+                note += "  (above the probed peak: the probes and this row ran under different load)"
+            print(f"{ln['variant']:8} {ln['batch']:>5} {ln['runtime']:13} {ln['macs_per_image'] / 1e6:9.1f} "
                   f"{ln['fps']:8.2f} {ln['achieved_gmacs']:8.1f} {ln['peak_gmacs'] or 0:8.1f} {frac}  "
-                  f"{ln['peak_probe']}{note}")
+                  f"{ln['peak_probe'] or 'no peak probed at ' + ln['precision']}{note}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
         print(f"\nwritten to {args.json}")

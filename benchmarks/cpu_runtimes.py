@@ -13,7 +13,10 @@ ONNX artifact:
   fuses ``DQ -> Conv -> Q`` into QLinearConv), sequential, ``--threads``
   intra-op threads, one inter-op thread: how greenpipe deploys;
 * ``openvino``: OpenVINO's CPU plugin, ``--threads`` inference threads, one
-  stream, latency hint, f32 inference precision.
+  stream, latency hint, f32 inference precision;
+* ``openvino_bf16``: the same at bf16 inference precision, on the ``bf16``
+  variant's artifact only (artifacts/compile/bf16/cpu/model.onnx, timed when
+  it exists).
 
 Each contender's latency is the median over ``--runs`` (at least 5) timed
 calls, with their min - max, taken in alternating blocks (see
@@ -53,6 +56,7 @@ from greenpipe.runtime import load  # noqa: E402
 from greenpipe.runtime.base import describe_host  # noqa: E402
 
 RUNTIMES = ("ort", "openvino")  # the registered CPU runtimes that read the compiled ONNX artifact
+BF16_RUNTIMES = ("openvino_bf16",)  # also timed on the bf16 variant's artifact, which they compute natively
 REFERENCE = "ort"  # the runtime the compile stage's agreement check ran
 
 
@@ -73,7 +77,8 @@ def measure(
     for variant, path in artifacts.items():
         for batch in batches:
             x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-            runners = {name: load(name, path, threads, batch) for name in RUNTIMES}
+            names = RUNTIMES + (BF16_RUNTIMES if variant == "bf16" else ())
+            runners = {name: load(name, path, threads, batch) for name in names}
             reference = runners[REFERENCE].run(x)
             macs = conv_macs(path, x.shape)
             times = times_ms({name: (lambda r=r: r.run(x)) for name, r in runners.items()}, runs, warmup)
@@ -92,13 +97,13 @@ def measure(
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'variant':8} {'batch':>5} {'runtime':9} {'median ms':>10} {'min - max ms':>17} {'img/s':>8} "
+    print(f"{'variant':8} {'batch':>5} {'runtime':13} {'median ms':>10} {'min - max ms':>17} {'img/s':>8} "
           f"{'max|diff| vs ORT':>17}  verdict")
     for r in rows:
         verdict = "agrees" if r["agrees"] else f"EXCLUDED (> tolerance {r['tolerance']:g})"
         if r["runtime"] == REFERENCE:
             verdict = "reference"
-        print(f"{r['variant']:8} {r['batch']:>5} {r['runtime']:9} {r['median_ms']:10.2f} "
+        print(f"{r['variant']:8} {r['batch']:>5} {r['runtime']:13} {r['median_ms']:10.2f} "
               f"{r['min_ms']:8.2f} - {r['max_ms']:6.2f} {r['fps']:8.2f} {r['max_abs_diff_vs_ort']:17.6g}  {verdict}")
     print()
     for variant, batch in dict.fromkeys((r["variant"], r["batch"]) for r in rows):
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fp32-onnx", type=Path, default=Path("artifacts/compile/fp32/cpu/model.onnx"))
     ap.add_argument("--int8-onnx", type=Path, default=Path("artifacts/compile/ptq8/cpu/model.onnx"))
+    ap.add_argument("--bf16-onnx", type=Path, default=Path("artifacts/compile/bf16/cpu/model.onnx"),
+                    help="timed too when it exists (variant bf16 compiled for cpu)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="where the agreement tolerance is read")
     ap.add_argument("--size", type=int, default=256, help="input height = width (px)")
     ap.add_argument("--batch", type=int, default=8, help="the Offline batch, timed besides batch 1")
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.fp32_onnx.exists() and args.int8_onnx.exists():
             artifacts = {"fp32": args.fp32_onnx, "ptq8": args.int8_onnx}
             what = f"the DVC compile outputs {args.fp32_onnx}, {args.int8_onnx}"
+            if args.bf16_onnx.exists():
+                artifacts["bf16"] = args.bf16_onnx
+                what += f", {args.bf16_onnx}"
         else:
             print("DVC outputs not found: building a standalone random-weight model (takes ~20 s)", file=sys.stderr)
             _, fp32_path, int8_path, what = standalone_artifacts(Path(tmp))
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"1-min load average before / after: {load_before:.2f} / {load_after:.2f} (others skew timings)")
     print(f"agreement: max |output - ONNX Runtime's| on the timed input, tolerance {tol:g} ({tol_source})")
     print("ort: ONNX Runtime, CPU EP, ORT_ENABLE_ALL, sequential, 1 inter-op thread; "
-          "openvino: CPU plugin, 1 stream, LATENCY hint, f32 precision")
+          "openvino: CPU plugin, 1 stream, LATENCY hint, f32 precision (openvino_bf16: bf16 precision)")
     for label in dict.fromkeys(r["label"] for r in rows):
         print(f"  {label}")
     print()

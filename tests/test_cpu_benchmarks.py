@@ -19,7 +19,7 @@ TOLERANCE = TargetParams().agreement_tolerance
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> dict:
-    return {v: compiled_onnx(v, tmp_path_factory.mktemp(v)) for v in ("fp32", "ptq8")}
+    return {v: compiled_onnx(v, tmp_path_factory.mktemp(v)) for v in ("fp32", "ptq8", "bf16")}
 
 
 def _torch_conv_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
@@ -71,7 +71,8 @@ def test_peak_probe_graphs_compute_the_op(tmp_path, op):
 def test_runtime_rows_agree_and_exclude_by_the_compile_tolerance(artifacts, capsys):
     rows = cpu_runtimes.measure(artifacts, [1, 2], size=32, threads=1, runs=5, warmup=0, tol=TOLERANCE)
     assert [(r["variant"], r["batch"], r["runtime"]) for r in rows] == [
-        (v, b, rt) for v in ("fp32", "ptq8") for b in (1, 2) for rt in ("ort", "openvino")
+        (v, b, rt) for v in ("fp32", "ptq8", "bf16") for b in (1, 2)
+        for rt in ("ort", "openvino", *(("openvino_bf16",) if v == "bf16" else ()))
     ]
     for r in rows:
         assert r["runs"] >= 5 and r["min_ms"] <= r["median_ms"] <= r["max_ms"]
@@ -81,6 +82,7 @@ def test_runtime_rows_agree_and_exclude_by_the_compile_tolerance(artifacts, caps
             assert r["max_abs_diff_vs_ort"] == 0 and r["agrees"]
     by = {(r["variant"], r["batch"], r["runtime"]): r for r in rows}
     assert by["fp32", 1, "openvino"]["agrees"] and by["fp32", 2, "openvino"]["max_abs_diff_vs_ort"] < 1e-4
+    assert all(by["bf16", b, rt]["max_abs_diff_vs_ort"] == 0 for b in (1, 2) for rt in ("openvino", "openvino_bf16"))
     # The tiny UNet's int8 output LSB (2**-6) is above the tolerance: OpenVINO's one-LSB rounding excludes it.
     assert not by["ptq8", 1, "openvino"]["agrees"]
     cpu_runtimes.print_table(rows)
@@ -98,8 +100,10 @@ def test_roofline_is_macs_times_fps_over_the_host_peak():
     rows = [
         {"variant": "ptq8", "batch": 4, "runtime": "ort", "fps": 30.0, "agrees": True, "conv_macs": 4 * 10**9},
         {"variant": "fp32", "batch": 1, "runtime": "openvino", "fps": 8.0, "agrees": True, "conv_macs": 10**9},
+        {"variant": "bf16", "batch": 1, "runtime": "ort", "fps": 8.0, "agrees": True, "conv_macs": 10**9},
     ]
-    int8, fp32 = cpu_peak.roofline(rows, peaks)
+    int8, fp32, bf16 = cpu_peak.roofline(rows, peaks)
+    assert bf16["precision"] == "bf16" and bf16["peak_gmacs"] is None and bf16["fraction_of_peak"] is None
     assert int8["macs_per_image"] == 10**9 and int8["achieved_gmacs"] == pytest.approx(30.0)
     assert int8["peak_probe"] == "openvino MatMul int8" and int8["fraction_of_peak"] == pytest.approx(0.2)
     assert fp32["achieved_gmacs"] == pytest.approx(8.0) and fp32["fraction_of_peak"] == pytest.approx(0.2)
