@@ -89,6 +89,12 @@ def test_runtime_rows_agree_and_exclude_by_the_compile_tolerance(artifacts, caps
     out = capsys.readouterr().out
     assert "EXCLUDED (> tolerance 0.0079)" in out
     assert "fastest agreeing runtime, ptq8 batch 1: ort" in out
+    best = cpu_runtimes.fastest(rows)
+    assert set(best) == {f"{v} batch {b}" for v in ("fp32", "ptq8", "bf16") for b in (1, 2)}
+    for key, r in best.items():
+        variant, _, batch = key.split()
+        rivals = [o for o in rows if o["variant"] == variant and o["batch"] == int(batch) and o["agrees"]]
+        assert r["median_ms"] == min(o["median_ms"] for o in rivals)
 
 
 def test_roofline_is_macs_times_fps_over_the_host_peak():
