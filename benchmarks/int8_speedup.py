@@ -45,7 +45,14 @@ PTQ8 = {"act_calibration": "percentile", "percentile": 99.99, "bias_correction":
 def median_ms(
     fns: dict[str, Callable[[], object]], runs: int, warmup: int, rounds: int = 3
 ) -> dict[str, float]:
-    """Median wall time in ms of each ``fns[name]()`` over ``runs`` timed calls.
+    """Median wall time in ms of each ``fns[name]()`` over ``runs`` timed calls (see :func:`times_ms`)."""
+    return {name: statistics.median(t) for name, t in times_ms(fns, runs, warmup, rounds).items()}
+
+
+def times_ms(
+    fns: dict[str, Callable[[], object]], runs: int, warmup: int, rounds: int = 3
+) -> dict[str, list[float]]:
+    """Wall time in ms of each timed call of each ``fns[name]()``: ``runs`` calls, rounded up to whole blocks.
 
     The contenders take turns in ``rounds`` blocks (A B C A B C ...), each
     block starting with ``warmup`` untimed calls, so a change in background
@@ -54,7 +61,7 @@ def median_ms(
     the next contender.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
-    per_round = max(runs // rounds, 1)
+    per_round = max(-(-runs // rounds), 1)  # at least ``runs`` calls in all
     for _ in range(rounds):
         for name, fn in fns.items():
             for _ in range(warmup):
@@ -63,7 +70,7 @@ def median_ms(
                 t0 = time.perf_counter()
                 fn()
                 times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def standalone_artifacts(work: Path) -> tuple[torch.nn.Module, Path, Path, str]:

@@ -97,3 +97,19 @@ def compiled_ptq8(root: Path):
     quantize_stage(ws.params, "ptq8", ws.model, ws.calib, ws.data, ws.root / "quant")
     compile_stage(ws.params, "ptq8", "cpu", ws.root / "quant", ws.data, ws.root / "compiled" / "cpu")
     return ws
+
+
+def compiled_onnx(variant: str, out: Path, seed: int = 2) -> Path:
+    """``tiny_unet(seed)`` quantized with ``variant`` (fp32 or ptq8, default keys), exported and built the way
+    the ``onnx`` compile target builds it: ``out/model.onnx``."""
+    import onnx
+
+    from greenpipe.compile.onnx_cpu import build
+    from greenpipe.quant import quantize_variant
+    from greenpipe.quant.export import EXPORT_OPSET, export_onnx
+
+    model = quantize_variant(variant, {variant: {}}, tiny_unet(seed=seed), calib_batches(seed=3)).model
+    exported = onnx.load(export_onnx(model, calib_batches(1)[0], out))
+    path = out / "model.onnx"
+    onnx.save(build(exported, EXPORT_OPSET)[0], path)
+    return path

@@ -6,7 +6,7 @@
 
 from pathlib import Path
 
-from greenpipe.runtime import ort, torch_cuda, vart  # noqa: F401  (registers the runtimes)
+from greenpipe.runtime import openvino, ort, torch_cuda, vart  # noqa: F401  (registers the runtimes)
 from greenpipe.runtime import tflite  # noqa: F401  (registers "tflite"; TensorFlow loads on first use)
 from greenpipe.runtime.base import RUNTIMES, Runner, cpu_model, describe_host, host_facts
 

@@ -35,7 +35,7 @@ def test_a_remote_device_with_pool_and_queue_is_accepted():
     [
         ({"host": "cpu-host-1", "queue": "cpu-host-1"}, "deploy.devices.dev", "pool"),
         ({"host": "cpu-host-1", "pool": "cpu-hosts"}, "deploy.devices.dev", "queue"),
-        ({"runtime": "openvino"}, "deploy.devices.dev.runtime", "registered: ort, tflite, torch_cuda"),
+        ({"runtime": "tensorrt"}, "deploy.devices.dev.runtime", "registered: openvino, openvino_bf16, ort, tflite, torch_cuda"),
         ({"batch": 0}, "deploy.devices.dev.batch", "greater than or equal to 1"),
         ({"batch": 2.5}, "deploy.devices.dev.batch", "valid integer"),
         ({"batch": "4"}, "deploy.devices.dev.batch", "valid integer"),

@@ -34,6 +34,6 @@ def test_corrupt_artifact_is_a_user_error(tmp_path):
 
 
 def test_unregistered_runtime_lists_the_registered_ones(tmp_path):
-    registered = "ort, tflite, torch_cuda, torch_cuda_fp16, vart"
+    registered = "openvino, openvino_bf16, ort, tflite, torch_cuda, torch_cuda_fp16, vart"
     with pytest.raises(GreenpipeError, match=f"unknown runtime 'tensorrt'; registered: {registered}"):
         load("tensorrt", tmp_path / "m.plan", threads=1)

@@ -1,0 +1,245 @@
+"""How close do the compiled UNet artifacts come to this CPU's measured peak? (a roofline line per row)
+
+    python benchmarks/cpu_peak.py                                   # peaks and CPU flags only
+    python benchmarks/cpu_runtimes.py --json rt.json && python benchmarks/cpu_peak.py --runtimes rt.json
+
+The peak is measured, not taken from a datasheet: each runtime's own kernels
+run one large GEMM (``MatMul``, M = N = K = ``--gemm``) and one large 3x3
+convolution (``Conv``, ``--conv-channels`` in and out, ``--conv-size`` px
+square, batch 1), each as a float32 graph and as an int8 QDQ graph (uint8
+activations, int8 per-tensor weights: ONNX Runtime runs it as
+QLinearMatMul / QLinearConv, OpenVINO as its int8 kernels), and, where
+/proc/cpuinfo shows avx512_bf16 or amx_bf16, the float graph in OpenVINO at
+bf16 inference precision.  Each rate is MACs per call x calls/s over the
+median of ``--runs`` calls, in GMAC/s; a precision's peak is its best rate.
+
+With ``--runtimes`` (the JSON of benchmarks/cpu_runtimes.py) each measured
+row gets its roofline line: the artifact's Conv MACs per inference (counted
+from the ONNX graph's Conv nodes at the row's input shape) x images/s =
+achieved GMAC/s, over the host's peak at the variant's precision (fp32
+artifact: fp32 peak, bf16: bf16 peak, int8 ones: int8 peak; the best probe
+over the runtimes, named in the line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.int8_speedup import times_ms  # noqa: E402
+from greenpipe.runtime import load  # noqa: E402
+from greenpipe.runtime.base import describe_host  # noqa: E402
+
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+OPSET = 17
+
+
+def cpu_flags() -> set[str]:
+    """The ``flags`` of the first processor in /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_bf16(flags: set[str]) -> bool:
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def conv_macs(path: str | Path, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of every Conv node of the ONNX model at ``path`` for one input of ``input_shape``.
+
+    Per Conv: N x C_out x H_out x W_out x (C_in / groups) x kH x kW, shapes from ONNX shape inference with
+    the graph input fixed to ``input_shape`` (works for float and QDQ graphs: the weight's shape is read
+    off the DequantizeLinear that feeds it).
+    """
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims, input_shape, strict=True):
+        dim.ClearField("dim_param")
+        dim.dim_value = size
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    for v in [*model.graph.value_info, *model.graph.output]:
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    total = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        c_out_per_group_in, kh, kw = shapes[node.input[1]][1:]
+        total += int(np.prod(shapes[node.output[0]])) * c_out_per_group_in * kh * kw
+    return total
+
+
+def _qdq(graph_nodes: list, inits: list, name: str, scale: float, zero_point: np.ndarray) -> str:
+    """Append ``name -> QuantizeLinear -> DequantizeLinear`` and return the dequantized tensor's name."""
+    inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+              numpy_helper.from_array(zero_point, f"{name}_zp")]
+    graph_nodes += [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_zp"], [f"{name}_q"]),
+                    helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_zp"], [f"{name}_dq"])]
+    return f"{name}_dq"
+
+
+def probe_model(op: str, x_shape: list[int], w: np.ndarray, out_scale: float | None = None) -> onnx.ModelProto:
+    """One ``MatMul`` or ``Conv`` (3x3, pad 1) over input ``x`` in [0, 1] and weight ``w``.
+
+    With ``out_scale`` it is the int8 QDQ graph: x quantized to uint8 (scale 1/255, zero point 0),
+    w to int8 (per tensor, symmetric), the output to uint8 at ``out_scale`` (zero point 128): the
+    pattern ORT fuses into QLinearMatMul / QLinearConv.  Without, the float32 graph.
+    """
+    int8 = out_scale is not None
+    nodes: list = []
+    inits: list = []
+    x, w_name = "x", "w"
+    w_scale = float(np.abs(w).max()) / 127
+    if int8:
+        x = _qdq(nodes, inits, "x", 1 / 255, np.array(0, np.uint8))
+        inits.append(numpy_helper.from_array(np.round(w / w_scale).astype(np.int8), "w_int8"))
+        inits += [numpy_helper.from_array(np.array(w_scale, np.float32), "w_s"),
+                  numpy_helper.from_array(np.array(0, np.int8), "w_zp")]
+        nodes.append(helper.make_node("DequantizeLinear", ["w_int8", "w_s", "w_zp"], ["w_dq"]))
+        w_name = "w_dq"
+    else:
+        inits.append(numpy_helper.from_array(w, "w"))
+    y = "y_float" if int8 else "y"
+    if op == "MatMul":
+        nodes.append(helper.make_node("MatMul", [x, w_name], [y]))
+        y_shape = [x_shape[0], w.shape[1]]
+    else:
+        nodes.append(helper.make_node("Conv", [x, w_name], [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        y_shape = [x_shape[0], w.shape[0], *x_shape[2:]]
+    if int8:
+        dq = _qdq(nodes, inits, y, out_scale, np.array(128, np.uint8))
+        nodes.append(helper.make_node("Identity", [dq], ["y"]))
+    graph = helper.make_graph(
+        nodes, f"peak_{op}_{'int8' if int8 else 'fp32'}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def probe_shapes(gemm: int, channels: int, size: int) -> dict[str, tuple[list[int], tuple[int, ...], int]]:
+    """``op -> (input shape, weight shape, MACs per call)`` for the GEMM and the 3x3 convolution."""
+    return {
+        "MatMul": ([gemm, gemm], (gemm, gemm), gemm**3),
+        "Conv": ([1, channels, size, size], (channels, channels, 3, 3), channels * channels * 9 * size * size),
+    }
+
+
+def measure_peaks(work: Path, gemm: int, channels: int, size: int, threads: int, runs: int,
+                  bf16: bool) -> list[dict]:
+    """One row per (runtime, op, precision): GMAC/s from the median of ``runs`` calls, with min - max."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for op, (x_shape, w_shape, macs) in probe_shapes(gemm, channels, size).items():
+        x = rng.random(x_shape, dtype=np.float32)
+        w = (rng.standard_normal(w_shape) * 0.05).astype(np.float32)
+        out_scale = None
+        for precision in ("fp32", "int8"):
+            path = work / f"{op}_{precision}.onnx"
+            onnx.save(probe_model(op, x_shape, w, out_scale), path)
+            runners = {name: load(name, path, threads, 1) for name in ("ort", "openvino")}
+            out_scale = float(np.abs(runners["ort"].run(x)).max()) / 127  # the int8 graph's output range
+            if bf16 and precision == "fp32":
+                runners["openvino_bf16"] = load("openvino_bf16", path, threads, 1)
+            times = times_ms({name: (lambda r=r: r.run(x)) for name, r in runners.items()}, runs, warmup=1)
+            for name, t in times.items():
+                med = statistics.median(t)
+                rows.append({
+                    "runtime": name, "op": op, "precision": "bf16" if name.endswith("_bf16") else precision,
+                    "macs": macs,
+                    "label": runners[name].describe()["label"], "median_ms": med, "runs": len(t),
+                    "gmacs": macs / med / 1e6, "gmacs_min": macs / max(t) / 1e6, "gmacs_max": macs / min(t) / 1e6,
+                })
+    return rows
+
+
+def peak(rows: list[dict], precision: str) -> dict | None:
+    """The host's peak at ``precision``: the best-rate probe row over every runtime and op."""
+    mine = [r for r in rows if r["precision"] == precision]
+    return max(mine, key=lambda r: r["gmacs"]) if mine else None
+
+
+def roofline(runtime_rows: list[dict], peaks: list[dict]) -> list[dict]:
+    """Each cpu_runtimes.py row with its achieved GMAC/s and fraction of the host's peak at its precision."""
+    lines = []
+    for r in runtime_rows:
+        precision = {"fp32": "fp32", "bf16": "bf16"}.get(r["variant"], "int8")
+        best = peak(peaks, precision)
+        achieved = r["conv_macs"] / r["batch"] * r["fps"] / 1e9
+        lines.append({**{k: r[k] for k in ("variant", "batch", "runtime", "fps", "agrees")},
+                      "macs_per_image": r["conv_macs"] // r["batch"], "precision": precision,
+                      "achieved_gmacs": achieved, "peak_gmacs": best["gmacs"] if best else None,
+                      "peak_probe": f"{best['runtime']} {best['op']} {precision}" if best else None,
+                      "fraction_of_peak": achieved / best["gmacs"] if best else None})
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gemm", type=int, default=1024, help="M = N = K of the GEMM probe")
+    ap.add_argument("--conv-channels", type=int, default=128, help="input = output channels of the conv probe")
+    ap.add_argument("--conv-size", type=int, default=64, help="H = W of the conv probe (px)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=6, help="timed calls per probe (at least 5)")
+    ap.add_argument("--runtimes", type=Path, help="JSON of benchmarks/cpu_runtimes.py: print a roofline line per row")
+    ap.add_argument("--json", type=Path, help="also write peaks (and roofline lines) here")
+    args = ap.parse_args(argv)
+    if args.runs < 5:
+        ap.error("--runs must be at least 5")
+    flags = cpu_flags()
+    bf16 = has_bf16(flags)
+    with tempfile.TemporaryDirectory() as tmp:
+        peaks = measure_peaks(Path(tmp), args.gemm, args.conv_channels, args.conv_size, args.threads, args.runs, bf16)
+
+    print(f"measured on {describe_host(args.threads)}")
+    print(f"CPU flags (/proc/cpuinfo): {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}")
+    print(f"bf16: {'native (avx512_bf16 / amx_bf16 present): OpenVINO bf16 probed' if bf16 else 'not native: not probed'}")
+    print(f"probes: MatMul {args.gemm}^3 MACs; Conv 3x3 {args.conv_channels}->{args.conv_channels} ch on "
+          f"{args.conv_size}x{args.conv_size}; median of {peaks[0]['runs']} calls (GMAC/s at min - max time)")
+    for label in dict.fromkeys(r["label"] for r in peaks):
+        print(f"  {label}")
+    print()
+    print(f"{'runtime':13} {'op':7} {'precision':9} {'GMAC/s':>9} {'range':>17}")
+    for r in peaks:
+        print(f"{r['runtime']:13} {r['op']:7} {r['precision']:9} {r['gmacs']:9.1f} "
+              f"{r['gmacs_min']:8.1f} - {r['gmacs_max']:6.1f}")
+    result: dict = {"host": describe_host(args.threads), "cpu_flags": sorted(flags & set(FLAGS)), "peaks": peaks}
+    if args.runtimes:
+        data = json.loads(args.runtimes.read_text())
+        lines = roofline(data["rows"], peaks)
+        result["roofline"] = lines
+        print(f"\nroofline ({args.runtimes}: {data['models']}; MACs counted from the ONNX graphs' Conv nodes)")
+        print(f"{'variant':8} {'batch':>5} {'runtime':13} {'MMAC/img':>9} {'img/s':>8} {'GMAC/s':>8} "
+              f"{'peak':>8} {'of peak':>8}  probe")
+        for ln in lines:
+            frac = f"{ln['fraction_of_peak']:8.1%}" if ln["peak_gmacs"] else f"{'n/a':>8}"
+            note = "" if ln["agrees"] else "  (excluded: disagrees)"
+            if (ln["fraction_of_peak"] or 0) > 1:
+                note += "  (above the probed peak: the probes and this row ran under different load)"
+            print(f"{ln['variant']:8} {ln['batch']:>5} {ln['runtime']:13} {ln['macs_per_image'] / 1e6:9.1f} "
+                  f"{ln['fps']:8.2f} {ln['achieved_gmacs']:8.1f} {ln['peak_gmacs'] or 0:8.1f} {frac}  "
+                  f"{ln['peak_probe'] or 'no peak probed at ' + ln['precision']}{note}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+        print(f"\nwritten to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
