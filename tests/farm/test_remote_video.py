@@ -45,6 +45,7 @@ def tsm(tmp_path_factory):
         "eval": {"smooth_window": 3, "fps_frames": 8, "warmup_frames": 2},
     }
     raw["deploy"]["single_stream_s"] = raw["deploy"]["offline_s"] = 0.3
+    raw["deploy"]["repeats"] = 2  # medians of 2 runs: enough to exercise the spread, quick on a test host
     raw["deploy"]["devices"] = {
         "local": raw["deploy"]["devices"]["local"],
         "cpu-host-1": {"kind": "cpu", "host": "cpu-host-1", "pool": POOL, "queue": "cpu-host-1", "target": "cpu",

@@ -96,6 +96,7 @@ def test_video_stages_end_to_end(tmp_path):
     from tasks.soak import soak_stage
 
     raw["deploy"]["single_stream_s"] = raw["deploy"]["offline_s"] = 0.3
+    raw["deploy"]["repeats"] = 2  # medians of 2 runs: enough to exercise the spread, quick on a test host
     raw["soak"] = {"idle_s": 0.2, "warmup_s": 0.2, "duration_s": 0.6, "window_s": 0.3, "overhead_pairs": 0}
     params = parse_params(raw)
     for variant in ("tflite_fp32", "tflite_int8"):
