@@ -11,10 +11,12 @@ watch and the retries); :func:`run_remote` is deploy's use of it. A job names it
 
 Where the farm is comes from the environment, not params.yaml (changing servers must not rerun stages):
 
-* Prefect: ``PREFECT_API_URL`` (environment or Prefect profile); else the loopback stack started by
-  ``greenpipe farm up`` in ``GREENPIPE_FARM_DIR`` (default ``.greenpipe/farm``).
+* Prefect: ``PREFECT_API_URL`` and ``PREFECT_API_AUTH_STRING`` (environment or Prefect profile); else
+  the loopback stack started by ``greenpipe farm up`` in ``GREENPIPE_FARM_DIR`` (default
+  ``.greenpipe/farm``) and its auth string.
 * S3: ``GREENPIPE_FARM_BUCKET`` (+ ``GREENPIPE_FARM_PREFIX``, ``AWS_ENDPOINT_URL_S3``, credentials from
   boto3's chain); else the loopback stack's server, keys and bucket.
+* Hosts' result-signing keys: ``GREENPIPE_FARM_HOST_KEYS`` (a 0600 JSON file); else the loopback stack's.
 
 One deployment of flows/device_run.py per work pool (``device-run/<pool>``) is created or updated on
 first use; a job is a flow run of it on the device's queue. Its pull step changes into
@@ -25,8 +27,9 @@ Waiting is bounded and watched: a run nobody picks up fails after the device's `
 device, pool and queue; a run whose host stops polling its queue for ``lost_after_s`` (the worker or
 the machine died) is marked Crashed and submitted again, up to ``retries`` times, as is a run that
 ends Crashed or Failed. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
-and its outputs are downloaded checksum-verified into a temporary directory that replaces ``out``
-only when complete.
+and only when it carries the host's signature and passes its checks (:mod:`greenpipe.farm.results`):
+then its outputs are streamed, size-capped and checksum-verified, into a temporary directory that
+replaces ``out`` only when complete. A rejected result raises FarmError naming host and reason.
 """
 
 from __future__ import annotations
@@ -36,13 +39,17 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from greenpipe.errors import GreenpipeError
+from greenpipe.farm.auth import api_auth_from_env, api_settings, host_keys_from_env
 from greenpipe.farm.deployment import ensure_deployment
+from greenpipe.farm.results import (
+    OUTPUTS_MAX_BYTES, SUMMARY_MAX_BYTES, ResultRejected, check_summary, verify_summary,
+)  # fmt: skip
 from greenpipe.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
@@ -83,6 +90,8 @@ class Farm:
     api_url: str
     store: ArtifactStore
     where: str  # "the loopback stack in .greenpipe/farm" or "PREFECT_API_URL / GREENPIPE_FARM_BUCKET"
+    api_auth: str | None = field(default=None, repr=False)
+    host_keys: dict[str, str] = field(default_factory=dict, repr=False)  # host -> its signing key (hex)
 
     def store_spec(self) -> dict[str, Any]:
         """What a device host needs to reach the same store (no credentials: hosts have their own)."""
@@ -108,7 +117,8 @@ class Farm:
                 os.environ.get("GREENPIPE_FARM_PREFIX", "greenpipe"),
                 endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None,
             )
-            return cls(api_url, store, "PREFECT_API_URL and GREENPIPE_FARM_BUCKET")
+            return cls(api_url, store, "PREFECT_API_URL and GREENPIPE_FARM_BUCKET", api_auth_from_env(),
+                       host_keys_from_env() or {})  # fmt: skip
         running = stack.running()
         if running is None:
             raise FarmError(
@@ -120,6 +130,8 @@ class Farm:
             api_url or running.api_url,
             stack.store(),
             f"the loopback stack in {stack.state_dir}",
+            api_auth_from_env() if api_url else running.secrets.api_auth,
+            {**running.secrets.host_keys, **(host_keys_from_env() or {})},
         )
 
 
@@ -128,12 +140,6 @@ def _profile_api_url() -> str | None:
     from prefect.settings import PREFECT_API_URL
 
     return PREFECT_API_URL.value() or None
-
-
-def _api(api_url: str):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    return temporary_settings(updates={PREFECT_API_URL: api_url})
 
 
 def _where(job: Job, dev: DeviceParams) -> str:
@@ -215,8 +221,8 @@ def run_remote(job: Job, dev: DeviceParams, artifact: Path, data_dir: Path, out:
         _say(f"uploaded {artifact.name} and the val split to {store} in {time.monotonic() - t0:.1f} s")
         return {"artifact": art.to_dict(), "data": data.to_dict()}
 
-    def take(store: ArtifactStore, run_id: str) -> dict:
-        metrics = fetch_results(store, run_id, job, out)
+    def take(farm: Farm, run_id: str) -> dict:
+        metrics = fetch_results(farm, run_id, job, dev, out)
         _say(f"results of flow run {run_id} are in {out}")
         return metrics
 
@@ -228,7 +234,7 @@ def run_on_host(
     job: Job,
     dev: DeviceParams,
     upload: Callable[[ArtifactStore], dict[str, Any]],
-    take: Callable[[ArtifactStore, str], T],
+    take: Callable[[Farm, str], T],
     earlier_runs: list[str] | tuple[str, ...] = (),
     on_submit: Callable[[Farm, list[str]], None] | None = None,
     planned_s: float = 0.0,
@@ -236,7 +242,7 @@ def run_on_host(
     """Run ``stage``'s ``job`` on ``dev``'s host: check, upload, submit, watch, retry; return ``take``'s result.
 
     ``upload(store)`` puts the inputs in the farm's S3 store and returns the flow parameters naming
-    them (``artifact``, ``data``); ``take(store, run_id)`` reads a COMPLETED run's results. Jobs other
+    them (``artifact``, ``data``); ``take(farm, run_id)`` reads a COMPLETED run's results. Jobs other
     than deploy also get ``stage`` and ``earlier_runs`` (the given ``earlier_runs``, then this call's
     failed attempts, oldest first: a soak resumes from their stored windows); deploy's parameters carry
     neither, as before. ``on_submit(farm, runs)`` hears every run id as soon as the run exists (the soak
@@ -252,7 +258,7 @@ def run_on_host(
     attempts = 1 + dev.retries
     history: list[str] = []
     runs = list(earlier_runs)
-    with _api(farm.api_url), get_client(sync_client=True) as client:
+    with api_settings(farm.api_url, farm.api_auth), get_client(sync_client=True) as client:
         unhealthy = client.api_healthcheck()  # None when the server answers
         if unhealthy is not None:
             raise FarmError(
@@ -282,7 +288,7 @@ def run_on_host(
                                           force=True)  # fmt: skip
                 raise
             if outcome == "COMPLETED":
-                result = take(farm.store, str(flow_run.id))
+                result = take(farm, str(flow_run.id))
                 _say(f"{flow_run.name} done, {time.monotonic() - t0:.1f} s in all", stage)
                 return result
             history.append(f"attempt {attempt}: {outcome}")
@@ -381,23 +387,36 @@ def _wait(
         time.sleep(POLL_S)
 
 
-def fetch_results(store: ArtifactStore, run_id: str, job: Job, out: Path) -> dict:
-    """Download a completed run's outputs into ``out`` (replaced whole) and return its metrics."""
-    summary = store.get_json(store.result_key(run_id, "summary.json"))
-    if (
-        summary.get("flow_run_id") != run_id
-        or not summary.get("complete")
-        or summary.get("job") != job.to_dict()
-    ):
-        raise FarmError(
-            f"results/{run_id}/summary.json in {store} does not describe this job (flow run, completeness or "
-            "job parameters differ); the result store was written by something else. Run the stage again."
-        )
+def fetch_results(farm: Farm, run_id: str, job: Job, dev: DeviceParams, out: Path) -> dict:
+    """Check a completed run's signed result set from ``dev.host``, download its outputs into ``out``
+    (replaced whole) and return its metrics; FarmError naming host and reason when anything is off.
+
+    Order: the summary (at most SUMMARY_MAX_BYTES read), its signature with the host's key, its shape and
+    plausible ranges, then the outputs manifest (its sha256 and size are signed) and its total against
+    OUTPUTS_MAX_BYTES, all before any output file is downloaded; each file then streams with a cap at its
+    signed size and is checked against its sha256. ``out`` is untouched unless everything passes.
+    """
+    from greenpipe.store import StoreError
+
+    store = farm.store
+    key = store.result_key(run_id, "summary.json")
+    try:
+        envelope = store.get_json(key, max_bytes=SUMMARY_MAX_BYTES)
+        summary = verify_summary(envelope, dev.host, run_id, farm.host_keys)
+        check_summary(summary, dev.host, run_id, job.to_dict())
+    except (ResultRejected, StoreError) as e:
+        why = e if isinstance(e, ResultRejected) else f"result of flow run {run_id} from host {dev.host!r}: {e}"
+        raise FarmError(f"{_where(job, dev)}: {key} in {store}: {why} Nothing of it was taken.") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     incoming = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
     try:
-        store.get_dir(summary["outputs"], incoming)
+        try:
+            store.get_dir(summary["outputs"], incoming, max_total_bytes=OUTPUTS_MAX_BYTES)
+        except StoreError as e:
+            raise FarmError(
+                f"{_where(job, dev)}: the outputs of flow run {run_id} from host {dev.host!r} were rejected: {e}"
+            ) from e
         os.chmod(incoming, 0o755)  # mkdtemp made it private; outputs are ordinary readable files
         if out.exists():
             shutil.rmtree(out)

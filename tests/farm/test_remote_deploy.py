@@ -63,7 +63,7 @@ def test_remote_run_equals_the_in_process_eval(farm, compiled, tmp_path, variant
     )
     # The job process on the host never imported torch, TensorFlow or DVC.
     store = farm_store(farm)
-    summaries = [store.get_json(k) for k in store.list("results/") if k.endswith("summary.json")]
+    summaries = [store.get_json(k)["body"] for k in store.list("results/") if k.endswith("summary.json")]
     mine = [s for s in summaries if s["host"]["name"] == host and s["job"]["variant"] == variant]
     assert mine and all(s["heavy_modules"] == [] for s in mine)
     assert all(0 < s["job_peak_rss_mb"] < 1024 for s in mine)
@@ -72,7 +72,7 @@ def test_remote_run_equals_the_in_process_eval(farm, compiled, tmp_path, variant
 def test_a_queue_without_a_worker_fails_within_its_timeout(farm, compiled, tmp_path):
     from greenpipe.farm.stack import ensure_pool
 
-    ensure_pool(farm.api_url, POOL, ["cpu-host-9"])  # the queue exists, nobody polls it
+    ensure_pool(farm.api_url, POOL, ["cpu-host-9"], farm.secrets.api_auth)  # the queue exists, nobody polls it
     params = remote_params(**{"cpu-host-9": {"timeout_s": 3, "retries": 0}})
     t0 = time.monotonic()
     with pytest.raises(GreenpipeError) as err:
@@ -105,7 +105,6 @@ def test_a_host_killed_mid_job_is_rerun_when_its_worker_returns(farm, compiled, 
     as in-process, from the second, complete run only."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     host = "cpu-host-2"
     params = remote_params(**{host: {"lost_after_s": 6, "retries": 1, "timeout_s": 120}})
@@ -129,7 +128,7 @@ def test_a_host_killed_mid_job_is_rerun_when_its_worker_returns(farm, compiled, 
 
     def runs() -> list:
         with (
-            temporary_settings(updates={PREFECT_API_URL: farm.api_url}),
+            farm.api(),
             get_client(sync_client=True) as client,
         ):
             return sorted(client.read_flow_runs(flow_run_filter=tag), key=lambda r: r.created)
@@ -160,7 +159,7 @@ def test_a_host_killed_mid_job_is_rerun_when_its_worker_returns(farm, compiled, 
     _same_quality(result["metrics"], local)
     assert _files(tmp_path / "remote") == _files(tmp_path / "local")
     # The outputs are the completed run's, checksum-verified; nothing of the killed run was taken.
-    store_summary = farm_store(farm).get_json(f"results/{second.id}/summary.json")
+    store_summary = farm_store(farm).get_json(f"results/{second.id}/summary.json")["body"]
     assert store_summary["metrics"]["psnr"] == result["metrics"]["psnr"]
     assert f"results/{first.id}/summary.json" not in farm_store(farm).list("results/")
 
