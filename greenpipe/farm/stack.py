@@ -160,7 +160,7 @@ def start_worker(
 def locked_job_template() -> dict[str, Any]:
     """The work pool's base job template: the command and the environment are fixed, nothing may vary.
 
-    Its variables schema admits no property at all, so the Prefect server refuses (HTTP 409, before any
+    Its variables schema admits no property at all, so the Prefect server refuses (HTTP 422, before any
     flow run exists) a deployment or flow run whose ``job_variables`` name one (``command``, ``env``,
     ``working_dir``, ...). A job's environment is its worker's, which :func:`worker_env` builds from an
     allow-list; the template adds nothing to it.
