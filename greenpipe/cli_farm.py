@@ -52,7 +52,8 @@ def up(
         _fail(exc)
     info = running.info
     console.print(f"farm up in {info['startup_s']} s (state in {_stack().state_dir})")
-    console.print(f"  Prefect API  {running.api_url}")
+    console.print(f"  Prefect API  {running.api_url}  (basic auth; string and host keys in "
+                  f"{_stack().state_dir / 'secrets.json'}, mode 600)")
     console.print(f"  S3           {running.endpoint.url}  bucket {running.bucket}")
     console.print(f"  pool {info['pool']}: " + ", ".join(f"{h} (queue {h})" for h in info["hosts"]))
     console.print(
