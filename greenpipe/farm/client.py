@@ -26,7 +26,9 @@ serves every host of a pool wherever it keeps its checkout.
 Waiting is bounded and watched: a run nobody picks up fails after the device's ``timeout_s`` naming
 device, pool and queue; a run whose host stops polling its queue for ``lost_after_s`` (the worker or
 the machine died) is marked Crashed and submitted again, up to ``retries`` times, as is a run that
-ends Crashed or Failed. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
+ends Crashed or Failed. A run that outlives its time, or whose stage is interrupted, is cancelled
+through Prefect's Cancelling state (:func:`stop_run`): the host's worker kills the job's process group,
+so nothing runs or uploads after. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
 and only when it carries the host's signature and passes its checks (:mod:`greenpipe.farm.results`):
 then its outputs are streamed, size-capped and checksum-verified, into a temporary directory that
 replaces ``out`` only when complete. A rejected result raises FarmError naming host and reason.
@@ -282,10 +284,7 @@ def run_on_host(
                 outcome = _wait(client, flow_run.id, job, dev, farm, history, stage, planned_s)
             except KeyboardInterrupt:
                 # Do not leave a job running on the host for a stage nobody waits on any more.
-                from prefect.states import Cancelled
-
-                client.set_flow_run_state(flow_run.id, Cancelled(message="greenpipe: stage interrupted"),
-                                          force=True)  # fmt: skip
+                stop_run(client, flow_run.id, "greenpipe: stage interrupted")
                 raise
             if outcome == "COMPLETED":
                 result = take(farm, str(flow_run.id))
@@ -363,7 +362,7 @@ def _wait(
             return why
         if now > deadline + (planned_s if taken else 0.0):  # a taken job may run its planned length too
             if taken:
-                client.set_flow_run_state(run_id, Crashed(message="greenpipe: timed out"), force=True)
+                stop_run(client, run_id, "greenpipe: timed out")
                 plus = f" plus its planned {planned_s:g} s" if planned_s else ""
                 what = f"was taken by the host but did not finish within timeout_s = {dev.timeout_s:g} s{plus}"
                 fix = f"raise deploy.devices.{job.device}.timeout_s, or look at the host's worker log"
@@ -385,6 +384,18 @@ def _wait(
                 f"{farm.api_url} ({farm.where}).{before} Fix: {fix}."
             )
         time.sleep(POLL_S)
+
+
+def stop_run(client: Any, run_id: Any, why: str) -> None:
+    """Cancel a flow run so that its host stops the job: a scheduled run is Cancelled at once; one a host
+    has taken goes to Cancelling, which the host's worker sees and answers by killing the job's process group
+    (SIGTERM, then SIGKILL) before it marks the run Cancelled. The job's summary is written last, so a
+    killed job uploads no result; the stage would not take one from a cancelled run anyway."""
+    from prefect.states import Cancelled, Cancelling
+
+    state = client.read_flow_run(run_id).state
+    taken = state is not None and (state.is_running() or state.is_pending())
+    client.set_flow_run_state(run_id, Cancelling(message=why) if taken else Cancelled(message=why), force=True)
 
 
 def fetch_results(farm: Farm, run_id: str, job: Job, dev: DeviceParams, out: Path) -> dict:

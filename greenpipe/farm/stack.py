@@ -318,10 +318,27 @@ class LocalStack:
 
     # -- status ------------------------------------------------------------------------------------
 
+    def processes(self) -> dict[str, bool]:
+        """Whether each process the supervisor started still runs (exited or zombie = False), by name."""
+        info = self.info()
+        if not info:
+            return {}
+        out = {"supervisor": _pid_alive(int(info.get("pid", 0)))}
+        for name, path in (("prefect server", self.prefect_dir / "prefect.json"), ("s3 server", self.s3_dir / KEYS_FILE)):
+            try:
+                out[name] = _pid_alive(int(json.loads(path.read_text())["pid"]))
+            except (FileNotFoundError, ValueError, KeyError):
+                out[name] = False
+        out.update({f"worker {h}": _pid_alive(pid) for h, pid in info.get("worker_pids", {}).items()})
+        return out
+
     def status(self) -> dict[str, Any]:
-        """Servers, pool, queues (seconds since last polled) and workers, as a plain dict."""
+        """Servers, pool, queues (seconds since last polled) and workers, as a plain dict; ``processes``
+        says for every process the supervisor started whether it still runs, also when the farm is not
+        (wholly) up."""
         running = self.running()
-        out: dict[str, Any] = {"state_dir": str(self.state_dir), "up": running is not None}
+        out: dict[str, Any] = {"state_dir": str(self.state_dir), "up": running is not None,
+                               "processes": self.processes()}  # fmt: skip
         if running is None:
             return out
         out.update(prefect=running.api_url, s3=running.endpoint.url, bucket=running.bucket,

@@ -168,3 +168,65 @@ def farm_store(farm):
     from greenpipe.store import ArtifactStore
 
     return ArtifactStore.from_endpoint(farm.endpoint, farm.bucket, "farm-tests")
+
+
+@pytest.mark.slow
+def test_a_timed_out_run_is_stopped_on_the_host_and_uploads_nothing(farm, compiled, tmp_path):
+    """A job that outlives timeout_s is cancelled: the host's worker kills the job's process group, the run
+    ends Cancelled, and no summary.json (nothing the stage could take) is uploaded after."""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from greenpipe.farm.client import FarmError
+
+    host = "cpu-host-1"
+    params = remote_params(**{host: {"timeout_s": 40, "retries": 0}})
+    params = params.model_copy(  # far longer than timeout_s: the job is mid-LoadGen when time is up
+        update={"deploy": params.deploy.model_copy(update={"single_stream_s": 300.0, "offline_s": 300.0})}
+    )
+    since = datetime.now(timezone.utc)
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            deploy_stage(params, "fp32", host, compiled_dir(compiled, "fp32"), compiled.data, tmp_path / "out")
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            result["error"] = e
+
+    stage = threading.Thread(target=run)
+    stage.start()
+    tag = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"device:{host}", "variant:fp32"]))
+
+    def mine():
+        with farm.api(), get_client(sync_client=True) as client:
+            runs = [r for r in client.read_flow_runs(flow_run_filter=tag) if r.created >= since]
+        return runs[0] if runs else None
+
+    job_pid = None
+    while stage.is_alive():
+        r = mine()
+        if job_pid is None and r is not None and r.state.is_running() and r.infrastructure_pid:
+            job_pid = int(str(r.infrastructure_pid).rsplit(":", 1)[-1])
+        time.sleep(0.3)
+    assert isinstance(result.get("error"), FarmError) and "did not finish within timeout_s = 40 s" in str(
+        result["error"]
+    )
+    assert job_pid is not None, "the job never ran: the machine is too loaded for this test's 40 s"
+    deadline = time.monotonic() + 60
+    while (alive := _alive(job_pid)) or not mine().state.is_cancelled():
+        assert time.monotonic() < deadline, (alive, mine().state)
+        time.sleep(0.5)
+    time.sleep(3)  # had the job gone on, it would upload now
+    run_id = str(mine().id)
+    assert [k for k in farm_store(farm).list(f"results/{run_id}/")] == []
+    assert not (tmp_path / "out").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

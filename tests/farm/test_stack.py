@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -47,6 +49,16 @@ def test_farm_up_status_down(tmp_path):
         assert again.returncode == 2 and "already runs" in again.stderr
         farm = json.loads((tmp_path / "farm" / "farm.json").read_text())
         pids = [farm["pid"], *farm["worker_pids"].values()]
+
+        # A worker dies (its parent, the supervisor, has not reaped it): status sees it, by name.
+        os.kill(farm["worker_pids"]["cpu-host-1"], signal.SIGKILL)
+        time.sleep(1)
+        st = _farm(tmp_path, "status", "--json")
+        processes = json.loads(st.stdout)["processes"]
+        assert processes == {"supervisor": True, "prefect server": True, "s3 server": True,
+                             "worker cpu-host-1": False}, processes  # fmt: skip
+        plain = _farm(tmp_path, "status")
+        assert plain.returncode == 1 and "dead: worker cpu-host-1" in plain.stdout, plain.stdout
     finally:
         down = _farm(tmp_path, "down")
     assert down.returncode == 0 and "farm stopped" in down.stdout, down.stdout + down.stderr
