@@ -372,8 +372,8 @@ class ArtifactStore:
         if dest.is_file() and dest.stat().st_size == ref.size and sha256_file(dest)[0] == ref.sha256:
             self.stats.reused += 1
             return dest
-        self._check_stored_size(ref)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        self._check_stored_size(ref)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "w+b") as f:
