@@ -8,7 +8,9 @@ downloading it, and that nothing of it reaches the stage's output folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -91,10 +93,6 @@ def _signed_outputs(store: ArtifactStore, run_id: str, files: dict, body_bytes: 
     """A result set whose manifest is ``files`` and whose objects hold ``body_bytes`` (by sha), signed."""
     for sha, data in body_bytes.items():
         store.client.put_object(Bucket=store.bucket, Key=store.cas_key(sha), Body=data)
-    import json
-
-    from dataclasses import replace
-
     manifest = json.dumps({"format": "greenpipe.dir/1", "files": files}, sort_keys=True, separators=(",", ":"))
     outputs = replace(store.put_bytes(manifest.encode()), kind="dir")
     body = {"flow_run_id": run_id, "job": JOB.to_dict(), "metrics": {"psnr": 30.0},
