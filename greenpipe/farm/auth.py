@@ -142,10 +142,17 @@ def api_auth_from_env() -> str | None:
 
 
 @contextmanager
-def api_settings(api_url: str, api_auth: str | None) -> Iterator[None]:
+def api_settings(api_url: str, api_auth: str | None, client_retries: int | None = None) -> Iterator[None]:
     """Prefect settings for this process that reach ``api_url`` with ``api_auth`` (Prefect reads its
-    environment once, at import, so a later ``os.environ`` change would not reach it)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    environment once, at import, so a later ``os.environ`` change would not reach it); ``client_retries``
+    bounds how often Prefect's client retries a failed request (its default, 5 with backoff, waits
+    about 75 s for a server that is gone)."""
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING, PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings,
+    )  # fmt: skip
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: api_auth}):
+    updates = {PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: api_auth}
+    if client_retries is not None:
+        updates[PREFECT_CLIENT_MAX_RETRIES] = client_retries
+    with temporary_settings(updates=updates):
         yield

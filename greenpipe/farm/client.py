@@ -63,6 +63,9 @@ FARM_DIR_ENV = "GREENPIPE_FARM_DIR"
 DEFAULT_FARM_DIR = ".greenpipe/farm"
 DEFAULT_BUCKET = "greenpipe"
 POLL_S = 0.25  # how often the stage reads the run's state, seconds (loopback API calls are ~ms)
+# Tries of one API call after the first when the server stops answering (Prefect's default is 5, with
+# backoff: about 75 s before a lost server is reported).
+CLIENT_RETRIES = 2
 
 T = TypeVar("T")
 
@@ -253,45 +256,64 @@ def run_on_host(
     FarmError naming device, pool, queue and the fix when the farm is unreachable, the queue missing, or
     no attempt completes.
     """
+    import httpx
     from prefect.client.orchestration import get_client
 
     farm = Farm.resolve()
+    try:
+        with api_settings(farm.api_url, farm.api_auth, CLIENT_RETRIES), get_client(sync_client=True) as client:
+            return _run_on_host(client, farm, stage, job, dev, upload, take, earlier_runs, on_submit, planned_s)
+    except httpx.TransportError as e:  # connection refused / reset / timed out, after CLIENT_RETRIES
+        raise FarmError(
+            f"{_where(job, dev)}: lost the Prefect server at {farm.api_url} ({farm.where}) during the {stage} "
+            f"job: {type(e).__name__}: {e or 'no answer'} (after {CLIENT_RETRIES} retries). Nothing of the job "
+            "was taken. Restart the server (`greenpipe farm up` for the loopback farm), then run the stage "
+            "again; a job still running on the host finishes unread."
+        ) from None
+
+
+def _run_on_host(
+    client: Any, farm: Farm, stage: str, job: Job, dev: DeviceParams,
+    upload: Callable[[ArtifactStore], dict[str, Any]], take: Callable[[Farm, str], T],
+    earlier_runs: list[str] | tuple[str, ...], on_submit: Callable[[Farm, list[str]], None] | None,
+    planned_s: float,
+) -> T:  # fmt: skip
+    """run_on_host's body, with a client on the farm's API."""
     t0 = time.monotonic()
     attempts = 1 + dev.retries
     history: list[str] = []
     runs = list(earlier_runs)
-    with api_settings(farm.api_url, farm.api_auth), get_client(sync_client=True) as client:
-        unhealthy = client.api_healthcheck()  # None when the server answers
-        if unhealthy is not None:
-            raise FarmError(
-                f"{_where(job, dev)}: cannot reach the Prefect server at {farm.api_url} ({farm.where}): "
-                f"{unhealthy!r}. Start it (`greenpipe farm up` for the loopback farm) or fix PREFECT_API_URL."
-            )
-        _check_queue(client, job, dev, farm)  # before any upload: a wrong pool/queue fails at once
-        inputs = upload(farm.store)
-        name = ensure_deployment(client, dev.pool)
-        for attempt in range(1, attempts + 1):
-            parameters = {"job": job.to_dict(), **inputs, "store": farm.store_spec()}
-            if stage != "deploy":  # deploy's parameters stay what a host running an older flow accepts
-                parameters.update(stage=stage, earlier_runs=list(runs))
-            flow_run = _submit(name, parameters, stage, job, dev, attempt)
-            runs.append(str(flow_run.id))
-            if on_submit is not None:
-                on_submit(farm, list(runs))
-            _say(f"{job.variant} on {_where(job, dev)}: flow run {flow_run.name} ({flow_run.id}), "
-                 f"attempt {attempt}/{attempts}", stage)  # fmt: skip
-            try:
-                outcome = _wait(client, flow_run.id, job, dev, farm, history, stage, planned_s)
-            except KeyboardInterrupt:
-                # Do not leave a job running on the host for a stage nobody waits on any more.
-                stop_run(client, flow_run.id, "greenpipe: stage interrupted")
-                raise
-            if outcome == "COMPLETED":
-                result = take(farm, str(flow_run.id))
-                _say(f"{flow_run.name} done, {time.monotonic() - t0:.1f} s in all", stage)
-                return result
-            history.append(f"attempt {attempt}: {outcome}")
-            _say(f"attempt {attempt}/{attempts} did not complete: {outcome}", stage)
+    unhealthy = client.api_healthcheck()  # None when the server answers
+    if unhealthy is not None:
+        raise FarmError(
+            f"{_where(job, dev)}: cannot reach the Prefect server at {farm.api_url} ({farm.where}): "
+            f"{unhealthy!r}. Start it (`greenpipe farm up` for the loopback farm) or fix PREFECT_API_URL."
+        )
+    _check_queue(client, job, dev, farm)  # before any upload: a wrong pool/queue fails at once
+    inputs = upload(farm.store)
+    name = ensure_deployment(client, dev.pool)
+    for attempt in range(1, attempts + 1):
+        parameters = {"job": job.to_dict(), **inputs, "store": farm.store_spec()}
+        if stage != "deploy":  # deploy's parameters stay what a host running an older flow accepts
+            parameters.update(stage=stage, earlier_runs=list(runs))
+        flow_run = _submit(name, parameters, stage, job, dev, attempt)
+        runs.append(str(flow_run.id))
+        if on_submit is not None:
+            on_submit(farm, list(runs))
+        _say(f"{job.variant} on {_where(job, dev)}: flow run {flow_run.name} ({flow_run.id}), "
+             f"attempt {attempt}/{attempts}", stage)  # fmt: skip
+        try:
+            outcome = _wait(client, flow_run.id, job, dev, farm, history, stage, planned_s)
+        except KeyboardInterrupt:
+            # Do not leave a job running on the host for a stage nobody waits on any more.
+            stop_run(client, flow_run.id, "greenpipe: stage interrupted")
+            raise
+        if outcome == "COMPLETED":
+            result = take(farm, str(flow_run.id))
+            _say(f"{flow_run.name} done, {time.monotonic() - t0:.1f} s in all", stage)
+            return result
+        history.append(f"attempt {attempt}: {outcome}")
+        _say(f"attempt {attempt}/{attempts} did not complete: {outcome}", stage)
     raise FarmError(
         f"{_where(job, dev)}: the {stage} job did not complete in {attempts} attempt(s) "
         f"(deploy.devices.{job.device}.retries = {dev.retries}): {'; '.join(history)}. "

@@ -230,3 +230,70 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_prefect_server_killed_mid_deploy_fails_soon_with_a_clear_message(local_s3, compiled, tmp_path, monkeypatch):
+    """The stage's own Prefect server (and a worker on it) dies while the job runs: the stage fails within
+    seconds, not Prefect's ~75 s of retries, naming the server and the fix; the stage output is not made."""
+    import json
+
+    from prefect.client.orchestration import get_client
+
+    from greenpipe.farm.auth import HOST_KEYS_ENV, FarmSecrets, api_settings, write_private
+    from greenpipe.farm.client import FarmError
+    from greenpipe.farm.prefect_server import LocalPrefect
+    from greenpipe.farm.stack import ensure_pool, start_worker, wait_polled
+
+    endpoint, bucket = local_s3
+    host = "cpu-host-5"
+    secrets = FarmSecrets.load_or_create(tmp_path / "state", [host])
+    server = LocalPrefect(tmp_path / "prefect", api_auth=secrets.api_auth)
+    url = server.start()
+    worker = None
+    try:
+        ensure_pool(url, POOL, [host], secrets.api_auth)
+        worker = start_worker(url, endpoint, POOL, host, host, tmp_path / "state", secrets=secrets)
+        wait_polled(url, POOL, [host], timeout_s=90, workers=[worker], api_auth=secrets.api_auth)
+        keys = tmp_path / "state" / "host-keys.json"
+        write_private(keys, json.dumps(secrets.host_keys))
+        for k, v in {"PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": secrets.api_auth, HOST_KEYS_ENV: str(keys),
+                     "GREENPIPE_FARM_BUCKET": bucket, "GREENPIPE_FARM_PREFIX": "farm-tests",
+                     **endpoint.env()}.items():  # fmt: skip
+            monkeypatch.setenv(k, v)
+        params = remote_params(**{host: {"timeout_s": 120, "retries": 0}})
+        params = params.model_copy(
+            update={"deploy": params.deploy.model_copy(update={"single_stream_s": 60.0, "offline_s": 60.0})}
+        )
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                deploy_stage(params, "ptq8", host, compiled_dir(compiled, "ptq8"), compiled.data, tmp_path / "out")
+            except BaseException as e:  # noqa: BLE001 - handed to the test thread
+                result["error"] = e
+
+        stage = threading.Thread(target=run)
+        stage.start()
+        deadline = time.monotonic() + 120
+        while True:
+            with api_settings(url, secrets.api_auth), get_client(sync_client=True) as client:
+                runs = client.read_flow_runs()
+            if runs and runs[0].state.is_running():
+                break
+            assert time.monotonic() < deadline and stage.is_alive(), result
+            time.sleep(0.3)
+        os.killpg(server._proc.pid, signal.SIGKILL)  # the server dies mid-job
+        t_kill = time.monotonic()
+        stage.join(timeout=90)
+        took = time.monotonic() - t_kill
+        assert not stage.is_alive()
+        msg = str(result.get("error"))
+        assert isinstance(result.get("error"), FarmError), result
+        assert f"lost the Prefect server at {url}" in msg and "greenpipe farm up" in msg and f"device '{host}'" in msg
+        assert took < 40, took
+        assert not (tmp_path / "out").exists()
+    finally:
+        if worker is not None:
+            worker.kill()
+        server.stop()
