@@ -183,20 +183,9 @@ def test_a_timed_out_run_is_stopped_on_the_host_and_uploads_nothing(farm, compil
 
     host = "cpu-host-1"
     params = remote_params(**{host: {"timeout_s": 40, "retries": 0}})
-    params = params.model_copy(  # far longer than timeout_s: the job is mid-LoadGen when time is up
-        update={"deploy": params.deploy.model_copy(update={"single_stream_s": 300.0, "offline_s": 300.0})}
-    )
+    params = _loadgen_s(params, 300.0)  # far longer than timeout_s: the job is mid-LoadGen when time is up
     since = datetime.now(timezone.utc)
-    result: dict = {}
-
-    def run() -> None:
-        try:
-            deploy_stage(params, "fp32", host, compiled_dir(compiled, "fp32"), compiled.data, tmp_path / "out")
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            result["error"] = e
-
-    stage = threading.Thread(target=run)
-    stage.start()
+    stage, result = _stage_thread(params, "fp32", host, compiled, tmp_path / "out")
     tag = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"device:{host}", "variant:fp32"]))
 
     def mine():
@@ -262,19 +251,7 @@ def test_a_prefect_server_killed_mid_deploy_fails_soon_with_a_clear_message(loca
                      **endpoint.env()}.items():  # fmt: skip
             monkeypatch.setenv(k, v)
         params = remote_params(**{host: {"timeout_s": 120, "retries": 0}})
-        params = params.model_copy(
-            update={"deploy": params.deploy.model_copy(update={"single_stream_s": 60.0, "offline_s": 60.0})}
-        )
-        result: dict = {}
-
-        def run() -> None:
-            try:
-                deploy_stage(params, "ptq8", host, compiled_dir(compiled, "ptq8"), compiled.data, tmp_path / "out")
-            except BaseException as e:  # noqa: BLE001 - handed to the test thread
-                result["error"] = e
-
-        stage = threading.Thread(target=run)
-        stage.start()
+        stage, result = _stage_thread(_loadgen_s(params, 60.0), "ptq8", host, compiled, tmp_path / "out")
         deadline = time.monotonic() + 120
         while True:
             with api_settings(url, secrets.api_auth), get_client(sync_client=True) as client:
@@ -297,3 +274,24 @@ def test_a_prefect_server_killed_mid_deploy_fails_soon_with_a_clear_message(loca
         if worker is not None:
             worker.kill()
         server.stop()
+
+
+def _loadgen_s(params, seconds: float):
+    """``params`` with LoadGen SingleStream and Offline each running ``seconds``."""
+    update = {"single_stream_s": seconds, "offline_s": seconds}
+    return params.model_copy(update={"deploy": params.deploy.model_copy(update=update)})
+
+
+def _stage_thread(params, variant: str, device: str, ws, out: Path) -> tuple[threading.Thread, dict]:
+    """The deploy stage running in a thread; the dict gets its ``error`` (or ``metrics``) when it ends."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["metrics"] = deploy_stage(params, variant, device, compiled_dir(ws, variant), ws.data, out)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            result["error"] = e
+
+    stage = threading.Thread(target=run)
+    stage.start()
+    return stage, result
