@@ -190,7 +190,8 @@ def _job_peak(stack) -> float | None:
     """The largest peak RSS (MB) any job process reported about itself (``job_peak_rss_mb``)."""
     store = stack.store()
     peaks = [
-        store.get_json(k).get("job_peak_rss_mb") for k in store.list("results/") if k.endswith("summary.json")
+        store.get_json(k).get("body", {}).get("job_peak_rss_mb")  # the signed envelope's summary
+        for k in store.list("results/") if k.endswith("summary.json")
     ]
     return max((p for p in peaks if p), default=None)
 

@@ -15,14 +15,16 @@ The ``stage`` parameter says which job it is (one flow, one deployment per pool,
   store under ``results/<flow-run-id>/soak/`` as it closes, and resuming from the windows that
   ``earlier_runs`` (failed attempts of the same soak) stored.
 
-Either way it then uploads the outputs and, last, a ``summary.json`` under ``results/<flow-run-id>/``.
-The stage takes a result only from a COMPLETED run whose summary names that run, so a host that dies
-half-way never passes a partial result off as a full one.
+Either way it then uploads the outputs and, last, a ``summary.json`` under ``results/<flow-run-id>/``,
+signed with this host's key (``GREENPIPE_AGENT_KEY_FILE``; :mod:`greenpipe.farm.results`). The stage
+takes a result only from a COMPLETED run whose signed summary names that run, so a host that dies
+half-way never passes a partial result off as a full one, and nobody without the host's key passes
+anything off as its result.
 
 The device side is light: nothing imported here imports torch, TensorFlow or DVC (tests check it). A
 host needs greenpipe's ``board`` extra (``pip install 'greenpipe[board]'``) plus its runtime's library.
 S3 credentials come from the worker's environment (boto3's chain); the job names only bucket, prefix
-and endpoint.
+and endpoint. The host's name is ``GREENPIPE_AGENT_HOST`` from the same environment.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ def device_run(
     """
     from prefect.runtime import flow_run
 
+    from greenpipe.farm.results import agent_key, sign_summary
     from greenpipe.store import ArtifactRef, ArtifactStore
 
     if stage not in STAGES:
         raise ValueError(f"device_run: stage {stage!r} is not one of {', '.join(STAGES)}")
+    key = agent_key()  # before any work: a host that cannot sign would only waste the run
     log = get_run_logger()
     run_id = str(flow_run.id)
     s3 = ArtifactStore(
@@ -117,8 +121,9 @@ def device_run(
         "heavy_modules": sorted(m for m in HEAVY_MODULES if m in sys.modules),
         "complete": True,
     }
-    # Written last: its presence is what makes the result whole.
-    s3.put_json(s3.result_key(run_id, "summary.json"), summary)
+    # Written last: its presence is what makes the result whole; its signature, what makes it this host's.
+    # facts["name"] is $GREENPIPE_AGENT_HOST: this host's name as the controller knows it (devices.<d>.host).
+    s3.put_json(s3.result_key(run_id, "summary.json"), sign_summary(summary, facts["name"], run_id, key))
     if stage == "soak":
         log.info(
             "soak of %s on %s: %d windows, %.1f fps, %s W (%s)", spec.variant, facts["name"],

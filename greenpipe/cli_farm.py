@@ -52,7 +52,8 @@ def up(
         _fail(exc)
     info = running.info
     console.print(f"farm up in {info['startup_s']} s (state in {_stack().state_dir})")
-    console.print(f"  Prefect API  {running.api_url}")
+    console.print(f"  Prefect API  {running.api_url}  (basic auth; string and host keys in "
+                  f"{_stack().state_dir / 'secrets.json'}, mode 600)")
     console.print(f"  S3           {running.endpoint.url}  bucket {running.bucket}")
     console.print(f"  pool {info['pool']}: " + ", ".join(f"{h} (queue {h})" for h in info["hosts"]))
     console.print(
@@ -77,8 +78,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the status 
     if as_json:
         console.print(json.dumps(st, indent=2))
         return
+    dead = [name for name, alive in st["processes"].items() if not alive]
     if not st["up"]:
+        left = [name for name, alive in st["processes"].items() if alive]
         console.print(f"farm is down (state dir {st['state_dir']}); start it with `greenpipe farm up`")
+        if left:
+            console.print(f"  still running: {', '.join(left)}; dead: {', '.join(dead)}. "
+                          "`greenpipe farm down` stops what is left.")  # fmt: skip
         raise typer.Exit(1)
     console.print(f"farm is up (state dir {st['state_dir']})")
     console.print(f"  Prefect API  {st['prefect']}")
@@ -89,3 +95,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the status 
         worker = "worker alive" if alive else ("worker dead" if alive is False else "no local worker")
         polled = "never polled" if q["last_polled_s"] is None else f"polled {q['last_polled_s']:.0f} s ago"
         console.print(f"    queue {name:<14} {polled:<20} {worker}")
+    if dead:
+        console.print(f"  dead: {', '.join(dead)} (see the logs in {st['state_dir']}); `greenpipe farm down` "
+                      "and `greenpipe farm up` start it clean")  # fmt: skip
+        raise typer.Exit(1)

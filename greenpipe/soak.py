@@ -368,7 +368,7 @@ def _soak_remote(job: SoakJob, dev: DeviceParams, artifact: Path, checkpoint_dir
         write_json(pointer, {"job": job.to_dict(), "runs": runs, "store": farm.store_spec()})
 
     try:
-        metrics = run_on_host("soak", job, dev, upload, lambda store, run_id: fetch_results(store, run_id, job, out),
+        metrics = run_on_host("soak", job, dev, upload, lambda farm, run_id: fetch_results(farm, run_id, job, dev, out),
                               earlier, remember, planned_s=planned_seconds(SoakPlan(**job.plan)))  # fmt: skip
     except FarmError as err:
         raise FarmError(f"{err} {_kept(job, checkpoint_dir)}") from None

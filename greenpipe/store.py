@@ -62,6 +62,10 @@ class StoreError(GreenpipeError):
     """The artifact store could not do what was asked (unreachable, no credentials, no bucket, ...)."""
 
 
+class TooLarge(StoreError):
+    """An object is larger than its reference, its manifest or a limit allows; it was not downloaded whole."""
+
+
 class ArtifactNotFound(StoreError):
     """The object a reference or key names is not in the bucket."""
 
@@ -205,6 +209,10 @@ class ArtifactStore:
             s3={"addressing_style": "path"} if endpoint_url else None,
             # An HTTP(S)_PROXY set for the internet must not swallow traffic to 127.0.0.1.
             proxies={} if loopback else None,
+            # Every download is checked against its sha256 here. botocore's own response check compares a
+            # ranged part with the whole object's CRC when a server (rclone serve s3) sends that for a
+            # range, failing every object over multipart_threshold that went up in one PUT.
+            response_checksum_validation="when_required",
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.endpoint_url: str = self.client.meta.endpoint_url
@@ -347,9 +355,11 @@ class ArtifactStore:
     ) -> Path:
         """Fetch an artifact to ``dest`` (a file path) and verify it; returns ``dest``.
 
-        A file already at ``dest`` with the right size and sha256 is kept without downloading. The
-        download goes to a temporary file beside ``dest`` and replaces it only once verified; a mismatch
-        raises ChecksumMismatch and leaves ``dest`` as it was.
+        A file already at ``dest`` with the right size and sha256 is kept without downloading. An object
+        whose stored size differs from the reference's raises TooLarge / ChecksumMismatch before a byte is
+        downloaded, and the download stops as soon as more bytes arrive than the reference promises. It
+        goes to a temporary file beside ``dest`` and replaces it only once verified; a mismatch raises
+        ChecksumMismatch and leaves ``dest`` as it was.
         """
         ref = _as_ref(ref)
         if ref.kind != "file":
@@ -363,6 +373,7 @@ class ArtifactStore:
             self.stats.reused += 1
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
+        self._check_stored_size(ref)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "w+b") as f:
@@ -370,7 +381,8 @@ class ArtifactStore:
                     self._errors("download", ref.key),
                     self._progress_cb(f"get {dest.name}", ref.size, progress) as cb,
                 ):
-                    self.client.download_fileobj(self.bucket, ref.key, f, Config=self._transfer, Callback=cb)
+                    capped = _CappedWriter(f, ref.size, f"s3://{self.bucket}/{ref.key}")
+                    self.client.download_fileobj(self.bucket, ref.key, capped, Config=self._transfer, Callback=cb)
                 f.seek(0)
                 sha, size = _digest(f)
             if (sha, size) != (ref.sha256, ref.size):
@@ -385,17 +397,19 @@ class ArtifactStore:
         return dest
 
     def get_dir(
-        self, ref: ArtifactRef | dict[str, Any], dest: str | Path, *, progress: bool | None = None
-    ) -> Path:
+        self, ref: ArtifactRef | dict[str, Any], dest: str | Path, *, progress: bool | None = None,
+        max_total_bytes: int | None = None,
+    ) -> Path:  # fmt: skip
         """Fetch a directory stored with put_dir into ``dest``; returns ``dest``.
 
         Every file is verified as in get_file and reused when already right. Files in ``dest`` that the
-        manifest does not list are left alone.
+        manifest does not list are left alone. A manifest whose files add up to more than
+        ``max_total_bytes`` raises TooLarge before any file is downloaded.
         """
         ref = _as_ref(ref)
         if ref.kind != "dir":
             raise StoreError(f"{ref.key} is a single file: fetch it with get_file, not get_dir.")
-        data = self._get_bytes(ref.key)
+        data = self._get_bytes(ref.key, max_bytes=ref.size)
         sha = hashlib.sha256(data).hexdigest()
         if (sha, len(data)) != (ref.sha256, ref.size):
             raise ChecksumMismatch(self.bucket, ref.key, ref.sha256, sha, ref.size, len(data))
@@ -404,6 +418,12 @@ class ArtifactStore:
             raise StoreError(
                 f"{ref.key} is a directory manifest of format {manifest.get('format')!r}; this greenpipe "
                 f"reads {MANIFEST_FORMAT!r}. Upload the directory again with this version."
+            )
+        total = sum(int(entry["size"]) for entry in manifest["files"].values())
+        if max_total_bytes is not None and total > max_total_bytes:
+            raise TooLarge(
+                f"s3://{self.bucket}/{ref.key} lists {len(manifest['files'])} files of {total} bytes in all, "
+                f"over the limit of {max_total_bytes} bytes; nothing was downloaded."
             )
         # Files sit beside the manifest in the same CAS tree, whatever this store's own prefix is.
         cas_root = ref.key.rsplit("/", 2)[0]
@@ -427,10 +447,10 @@ class ArtifactStore:
             self.client.put_object(Bucket=self.bucket, Key=full, Body=body, ContentType="application/json")
         return full
 
-    def get_json(self, key: str) -> Any:
-        """Read the JSON at ``key`` (relative to the prefix)."""
+    def get_json(self, key: str, max_bytes: int | None = None) -> Any:
+        """Read the JSON at ``key`` (relative to the prefix); TooLarge past ``max_bytes`` bytes."""
         full = self.key(_check_relative_key(key))
-        data = self._get_bytes(full)
+        data = self._get_bytes(full, max_bytes)
         try:
             return json.loads(data)
         except ValueError as e:
@@ -468,12 +488,31 @@ class ArtifactStore:
         # A size or recorded hash that disagrees means a damaged object: upload again to repair it.
         return head["ContentLength"] == ref.size and meta.get("sha256", ref.sha256) == ref.sha256
 
-    def _get_bytes(self, key: str) -> bytes:
+    def _get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         with self._errors("download", key):
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            data: bytes = body.read()
+            # Read one byte past the limit, never the whole of an oversize object.
+            data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            body.close()
+        if max_bytes is not None and len(data) > max_bytes:
+            raise TooLarge(
+                f"s3://{self.bucket}/{key} is larger than the {max_bytes} bytes allowed; it was not read whole."
+            )
         self.stats.bytes_down += len(data)
         return data
+
+    def _check_stored_size(self, ref: ArtifactRef) -> None:
+        """TooLarge / ChecksumMismatch before downloading when the stored object is not ``ref.size`` bytes."""
+        with self._errors("check", ref.key):
+            stored = int(self.client.head_object(Bucket=self.bucket, Key=ref.key)["ContentLength"])
+        if stored > ref.size:
+            raise TooLarge(
+                f"s3://{self.bucket}/{ref.key} is {stored} bytes, but its reference (manifest) says "
+                f"{ref.size}; nothing was downloaded. Whoever wrote the manifest or the object lied or "
+                "damaged it: put the original again and retry."
+            )
+        if stored != ref.size:
+            raise ChecksumMismatch(self.bucket, ref.key, ref.sha256, "(not downloaded)", ref.size, stored)
 
     @contextmanager
     def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
@@ -556,6 +595,28 @@ class ArtifactStore:
                     bar.update(n)
 
             yield update
+
+
+class _CappedWriter:
+    """A file object for download_fileobj that refuses bytes past ``limit`` (a lying size, a swapped object)."""
+
+    def __init__(self, f: IO[bytes], limit: int, what: str) -> None:
+        self._f, self._limit, self._what, self._n = f, limit, what, 0
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            self._n += len(data)
+            if self._n > self._limit:
+                raise TooLarge(f"{self._what} sent more than the {self._limit} bytes its reference gives; "
+                               "the download was stopped and discarded.")  # fmt: skip
+        return self._f.write(data)
+
+    def seek(self, *args: Any) -> int:
+        return self._f.seek(*args)
+
+    def tell(self) -> int:
+        return self._f.tell()
 
 
 def _as_ref(ref: ArtifactRef | dict[str, Any]) -> ArtifactRef:

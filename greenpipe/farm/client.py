@@ -11,10 +11,12 @@ watch and the retries); :func:`run_remote` is deploy's use of it. A job names it
 
 Where the farm is comes from the environment, not params.yaml (changing servers must not rerun stages):
 
-* Prefect: ``PREFECT_API_URL`` (environment or Prefect profile); else the loopback stack started by
-  ``greenpipe farm up`` in ``GREENPIPE_FARM_DIR`` (default ``.greenpipe/farm``).
+* Prefect: ``PREFECT_API_URL`` and ``PREFECT_API_AUTH_STRING`` (environment or Prefect profile); else
+  the loopback stack started by ``greenpipe farm up`` in ``GREENPIPE_FARM_DIR`` (default
+  ``.greenpipe/farm``) and its auth string.
 * S3: ``GREENPIPE_FARM_BUCKET`` (+ ``GREENPIPE_FARM_PREFIX``, ``AWS_ENDPOINT_URL_S3``, credentials from
   boto3's chain); else the loopback stack's server, keys and bucket.
+* Hosts' result-signing keys: ``GREENPIPE_FARM_HOST_KEYS`` (a 0600 JSON file); else the loopback stack's.
 
 One deployment of flows/device_run.py per work pool (``device-run/<pool>``) is created or updated on
 first use; a job is a flow run of it on the device's queue. Its pull step changes into
@@ -24,9 +26,12 @@ serves every host of a pool wherever it keeps its checkout.
 Waiting is bounded and watched: a run nobody picks up fails after the device's ``timeout_s`` naming
 device, pool and queue; a run whose host stops polling its queue for ``lost_after_s`` (the worker or
 the machine died) is marked Crashed and submitted again, up to ``retries`` times, as is a run that
-ends Crashed or Failed. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
-and its outputs are downloaded checksum-verified into a temporary directory that replaces ``out``
-only when complete.
+ends Crashed or Failed. A run that outlives its time, or whose stage is interrupted, is cancelled
+through Prefect's Cancelling state (:func:`stop_run`): the host's worker kills the job's process group,
+so nothing runs or uploads after. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
+and only when it carries the host's signature and passes its checks (:mod:`greenpipe.farm.results`):
+then its outputs are streamed, size-capped and checksum-verified, into a temporary directory that
+replaces ``out`` only when complete. A rejected result raises FarmError naming host and reason.
 """
 
 from __future__ import annotations
@@ -36,13 +41,17 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from greenpipe.errors import GreenpipeError
+from greenpipe.farm.auth import api_auth_from_env, api_settings, host_keys_from_env
 from greenpipe.farm.deployment import ensure_deployment
+from greenpipe.farm.results import (
+    OUTPUTS_MAX_BYTES, SUMMARY_MAX_BYTES, ResultRejected, check_summary, verify_summary,
+)  # fmt: skip
 from greenpipe.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
@@ -54,6 +63,9 @@ FARM_DIR_ENV = "GREENPIPE_FARM_DIR"
 DEFAULT_FARM_DIR = ".greenpipe/farm"
 DEFAULT_BUCKET = "greenpipe"
 POLL_S = 0.25  # how often the stage reads the run's state, seconds (loopback API calls are ~ms)
+# Tries of one API call after the first when the server stops answering (Prefect's default is 5, with
+# backoff: about 75 s before a lost server is reported).
+CLIENT_RETRIES = 2
 
 T = TypeVar("T")
 
@@ -83,6 +95,8 @@ class Farm:
     api_url: str
     store: ArtifactStore
     where: str  # "the loopback stack in .greenpipe/farm" or "PREFECT_API_URL / GREENPIPE_FARM_BUCKET"
+    api_auth: str | None = field(default=None, repr=False)
+    host_keys: dict[str, str] = field(default_factory=dict, repr=False)  # host -> its signing key (hex)
 
     def store_spec(self) -> dict[str, Any]:
         """What a device host needs to reach the same store (no credentials: hosts have their own)."""
@@ -108,7 +122,8 @@ class Farm:
                 os.environ.get("GREENPIPE_FARM_PREFIX", "greenpipe"),
                 endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None,
             )
-            return cls(api_url, store, "PREFECT_API_URL and GREENPIPE_FARM_BUCKET")
+            return cls(api_url, store, "PREFECT_API_URL and GREENPIPE_FARM_BUCKET", api_auth_from_env(),
+                       host_keys_from_env() or {})  # fmt: skip
         running = stack.running()
         if running is None:
             raise FarmError(
@@ -120,6 +135,8 @@ class Farm:
             api_url or running.api_url,
             stack.store(),
             f"the loopback stack in {stack.state_dir}",
+            api_auth_from_env() if api_url else running.secrets.api_auth,
+            {**running.secrets.host_keys, **(host_keys_from_env() or {})},
         )
 
 
@@ -128,12 +145,6 @@ def _profile_api_url() -> str | None:
     from prefect.settings import PREFECT_API_URL
 
     return PREFECT_API_URL.value() or None
-
-
-def _api(api_url: str):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    return temporary_settings(updates={PREFECT_API_URL: api_url})
 
 
 def _where(job: Job, dev: DeviceParams) -> str:
@@ -215,8 +226,8 @@ def run_remote(job: Job, dev: DeviceParams, artifact: Path, data_dir: Path, out:
         _say(f"uploaded {artifact.name} and the val split to {store} in {time.monotonic() - t0:.1f} s")
         return {"artifact": art.to_dict(), "data": data.to_dict()}
 
-    def take(store: ArtifactStore, run_id: str) -> dict:
-        metrics = fetch_results(store, run_id, job, out)
+    def take(farm: Farm, run_id: str) -> dict:
+        metrics = fetch_results(farm, run_id, job, dev, out)
         _say(f"results of flow run {run_id} are in {out}")
         return metrics
 
@@ -228,7 +239,7 @@ def run_on_host(
     job: Job,
     dev: DeviceParams,
     upload: Callable[[ArtifactStore], dict[str, Any]],
-    take: Callable[[ArtifactStore, str], T],
+    take: Callable[[Farm, str], T],
     earlier_runs: list[str] | tuple[str, ...] = (),
     on_submit: Callable[[Farm, list[str]], None] | None = None,
     planned_s: float = 0.0,
@@ -236,7 +247,7 @@ def run_on_host(
     """Run ``stage``'s ``job`` on ``dev``'s host: check, upload, submit, watch, retry; return ``take``'s result.
 
     ``upload(store)`` puts the inputs in the farm's S3 store and returns the flow parameters naming
-    them (``artifact``, ``data``); ``take(store, run_id)`` reads a COMPLETED run's results. Jobs other
+    them (``artifact``, ``data``); ``take(farm, run_id)`` reads a COMPLETED run's results. Jobs other
     than deploy also get ``stage`` and ``earlier_runs`` (the given ``earlier_runs``, then this call's
     failed attempts, oldest first: a soak resumes from their stored windows); deploy's parameters carry
     neither, as before. ``on_submit(farm, runs)`` hears every run id as soon as the run exists (the soak
@@ -245,48 +256,64 @@ def run_on_host(
     FarmError naming device, pool, queue and the fix when the farm is unreachable, the queue missing, or
     no attempt completes.
     """
+    import httpx
     from prefect.client.orchestration import get_client
 
     farm = Farm.resolve()
+    try:
+        with api_settings(farm.api_url, farm.api_auth, CLIENT_RETRIES), get_client(sync_client=True) as client:
+            return _run_on_host(client, farm, stage, job, dev, upload, take, earlier_runs, on_submit, planned_s)
+    except httpx.TransportError as e:  # connection refused / reset / timed out, after CLIENT_RETRIES
+        raise FarmError(
+            f"{_where(job, dev)}: lost the Prefect server at {farm.api_url} ({farm.where}) during the {stage} "
+            f"job: {type(e).__name__}: {e or 'no answer'} (after {CLIENT_RETRIES} retries). Nothing of the job "
+            "was taken. Restart the server (`greenpipe farm up` for the loopback farm), then run the stage "
+            "again; a job still running on the host finishes unread."
+        ) from None
+
+
+def _run_on_host(
+    client: Any, farm: Farm, stage: str, job: Job, dev: DeviceParams,
+    upload: Callable[[ArtifactStore], dict[str, Any]], take: Callable[[Farm, str], T],
+    earlier_runs: list[str] | tuple[str, ...], on_submit: Callable[[Farm, list[str]], None] | None,
+    planned_s: float,
+) -> T:  # fmt: skip
+    """run_on_host's body, with a client on the farm's API."""
     t0 = time.monotonic()
     attempts = 1 + dev.retries
     history: list[str] = []
     runs = list(earlier_runs)
-    with _api(farm.api_url), get_client(sync_client=True) as client:
-        unhealthy = client.api_healthcheck()  # None when the server answers
-        if unhealthy is not None:
-            raise FarmError(
-                f"{_where(job, dev)}: cannot reach the Prefect server at {farm.api_url} ({farm.where}): "
-                f"{unhealthy!r}. Start it (`greenpipe farm up` for the loopback farm) or fix PREFECT_API_URL."
-            )
-        _check_queue(client, job, dev, farm)  # before any upload: a wrong pool/queue fails at once
-        inputs = upload(farm.store)
-        name = ensure_deployment(client, dev.pool)
-        for attempt in range(1, attempts + 1):
-            parameters = {"job": job.to_dict(), **inputs, "store": farm.store_spec()}
-            if stage != "deploy":  # deploy's parameters stay what a host running an older flow accepts
-                parameters.update(stage=stage, earlier_runs=list(runs))
-            flow_run = _submit(name, parameters, stage, job, dev, attempt)
-            runs.append(str(flow_run.id))
-            if on_submit is not None:
-                on_submit(farm, list(runs))
-            _say(f"{job.variant} on {_where(job, dev)}: flow run {flow_run.name} ({flow_run.id}), "
-                 f"attempt {attempt}/{attempts}", stage)  # fmt: skip
-            try:
-                outcome = _wait(client, flow_run.id, job, dev, farm, history, stage, planned_s)
-            except KeyboardInterrupt:
-                # Do not leave a job running on the host for a stage nobody waits on any more.
-                from prefect.states import Cancelled
-
-                client.set_flow_run_state(flow_run.id, Cancelled(message="greenpipe: stage interrupted"),
-                                          force=True)  # fmt: skip
-                raise
-            if outcome == "COMPLETED":
-                result = take(farm.store, str(flow_run.id))
-                _say(f"{flow_run.name} done, {time.monotonic() - t0:.1f} s in all", stage)
-                return result
-            history.append(f"attempt {attempt}: {outcome}")
-            _say(f"attempt {attempt}/{attempts} did not complete: {outcome}", stage)
+    unhealthy = client.api_healthcheck()  # None when the server answers
+    if unhealthy is not None:
+        raise FarmError(
+            f"{_where(job, dev)}: cannot reach the Prefect server at {farm.api_url} ({farm.where}): "
+            f"{unhealthy!r}. Start it (`greenpipe farm up` for the loopback farm) or fix PREFECT_API_URL."
+        )
+    _check_queue(client, job, dev, farm)  # before any upload: a wrong pool/queue fails at once
+    inputs = upload(farm.store)
+    name = ensure_deployment(client, dev.pool)
+    for attempt in range(1, attempts + 1):
+        parameters = {"job": job.to_dict(), **inputs, "store": farm.store_spec()}
+        if stage != "deploy":  # deploy's parameters stay what a host running an older flow accepts
+            parameters.update(stage=stage, earlier_runs=list(runs))
+        flow_run = _submit(name, parameters, stage, job, dev, attempt)
+        runs.append(str(flow_run.id))
+        if on_submit is not None:
+            on_submit(farm, list(runs))
+        _say(f"{job.variant} on {_where(job, dev)}: flow run {flow_run.name} ({flow_run.id}), "
+             f"attempt {attempt}/{attempts}", stage)  # fmt: skip
+        try:
+            outcome = _wait(client, flow_run.id, job, dev, farm, history, stage, planned_s)
+        except KeyboardInterrupt:
+            # Do not leave a job running on the host for a stage nobody waits on any more.
+            stop_run(client, flow_run.id, "greenpipe: stage interrupted")
+            raise
+        if outcome == "COMPLETED":
+            result = take(farm, str(flow_run.id))
+            _say(f"{flow_run.name} done, {time.monotonic() - t0:.1f} s in all", stage)
+            return result
+        history.append(f"attempt {attempt}: {outcome}")
+        _say(f"attempt {attempt}/{attempts} did not complete: {outcome}", stage)
     raise FarmError(
         f"{_where(job, dev)}: the {stage} job did not complete in {attempts} attempt(s) "
         f"(deploy.devices.{job.device}.retries = {dev.retries}): {'; '.join(history)}. "
@@ -357,7 +384,7 @@ def _wait(
             return why
         if now > deadline + (planned_s if taken else 0.0):  # a taken job may run its planned length too
             if taken:
-                client.set_flow_run_state(run_id, Crashed(message="greenpipe: timed out"), force=True)
+                stop_run(client, run_id, "greenpipe: timed out")
                 plus = f" plus its planned {planned_s:g} s" if planned_s else ""
                 what = f"was taken by the host but did not finish within timeout_s = {dev.timeout_s:g} s{plus}"
                 fix = f"raise deploy.devices.{job.device}.timeout_s, or look at the host's worker log"
@@ -381,23 +408,48 @@ def _wait(
         time.sleep(POLL_S)
 
 
-def fetch_results(store: ArtifactStore, run_id: str, job: Job, out: Path) -> dict:
-    """Download a completed run's outputs into ``out`` (replaced whole) and return its metrics."""
-    summary = store.get_json(store.result_key(run_id, "summary.json"))
-    if (
-        summary.get("flow_run_id") != run_id
-        or not summary.get("complete")
-        or summary.get("job") != job.to_dict()
-    ):
-        raise FarmError(
-            f"results/{run_id}/summary.json in {store} does not describe this job (flow run, completeness or "
-            "job parameters differ); the result store was written by something else. Run the stage again."
-        )
+def stop_run(client: Any, run_id: Any, why: str) -> None:
+    """Cancel a flow run so that its host stops the job: a scheduled run is Cancelled at once; one a host
+    has taken goes to Cancelling, which the host's worker sees and answers by killing the job's process group
+    (SIGTERM, then SIGKILL) before it marks the run Cancelled. The job's summary is written last, so a
+    killed job uploads no result; the stage would not take one from a cancelled run anyway."""
+    from prefect.states import Cancelled, Cancelling
+
+    state = client.read_flow_run(run_id).state
+    taken = state is not None and (state.is_running() or state.is_pending())
+    client.set_flow_run_state(run_id, Cancelling(message=why) if taken else Cancelled(message=why), force=True)
+
+
+def fetch_results(farm: Farm, run_id: str, job: Job, dev: DeviceParams, out: Path) -> dict:
+    """Check a completed run's signed result set from ``dev.host``, download its outputs into ``out``
+    (replaced whole) and return its metrics; FarmError naming host and reason when anything is off.
+
+    Order: the summary (at most SUMMARY_MAX_BYTES read), its signature with the host's key, its shape and
+    plausible ranges, then the outputs manifest (its sha256 and size are signed) and its total against
+    OUTPUTS_MAX_BYTES, all before any output file is downloaded; each file then streams with a cap at its
+    signed size and is checked against its sha256. ``out`` is untouched unless everything passes.
+    """
+    from greenpipe.store import StoreError
+
+    store = farm.store
+    key = store.result_key(run_id, "summary.json")
+    try:
+        envelope = store.get_json(key, max_bytes=SUMMARY_MAX_BYTES)
+        summary = verify_summary(envelope, dev.host, run_id, farm.host_keys)
+        check_summary(summary, dev.host, run_id, job.to_dict())
+    except (ResultRejected, StoreError) as e:
+        why = e if isinstance(e, ResultRejected) else f"result of flow run {run_id} from host {dev.host!r}: {e}"
+        raise FarmError(f"{_where(job, dev)}: {key} in {store}: {why} Nothing of it was taken.") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     incoming = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
     try:
-        store.get_dir(summary["outputs"], incoming)
+        try:
+            store.get_dir(summary["outputs"], incoming, max_total_bytes=OUTPUTS_MAX_BYTES)
+        except StoreError as e:
+            raise FarmError(
+                f"{_where(job, dev)}: the outputs of flow run {run_id} from host {dev.host!r} were rejected: {e}"
+            ) from e
         os.chmod(incoming, 0o755)  # mkdtemp made it private; outputs are ordinary readable files
         if out.exists():
             shutil.rmtree(out)

@@ -14,6 +14,9 @@ from typing import Any
 FLOW_NAME = "device-run"
 ENTRYPOINT = "flows/device_run.py:device_run"
 AGENT_DIR_ENV = "GREENPIPE_AGENT_DIR"
+# One process per job: the engine itself (it runs the pull step), not a supervisor that starts the
+# engine. `python` is the host's environment with greenpipe[board] (first on the worker's PATH).
+JOB_COMMAND = "python -m prefect.engine"
 
 
 def deployment_name(pool: str) -> str:
@@ -36,9 +39,7 @@ def ensure_deployment(client: Any, pool: str) -> str:
         pull_steps=[
             {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $" + AGENT_DIR_ENV + " }}"}}
         ],
-        # One process per job: the engine itself (it runs the pull step), not a supervisor that starts
-        # the engine. `python` is the host's environment with greenpipe[board] (first on the worker's PATH).
-        job_variables={"command": "python -m prefect.engine"},
+        # No job variables: the work pool's locked template fixes command and environment (JOB_COMMAND).
         description="greenpipe device_run: measure (deploy) or soak one compiled artifact on a device host",
         tags=["greenpipe"],
         enforce_parameter_schema=False,

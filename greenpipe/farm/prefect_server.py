@@ -2,12 +2,15 @@
 
     from greenpipe.farm.prefect_server import LocalPrefect
 
-    with LocalPrefect(state_dir=Path(".greenpipe/state")) as api_url:
-        env = {"PREFECT_API_URL": api_url}   # give this to workers, flows and `prefect deploy`
+    with LocalPrefect(state_dir=Path(".greenpipe/state"), api_auth=auth) as api_url:
+        env = {"PREFECT_API_URL": api_url, "PREFECT_API_AUTH_STRING": auth}  # workers, flows, `prefect deploy`
 
-The server keeps its SQLite database and its own ``PREFECT_HOME`` under ``state_dir/prefect``, sends no
-telemetry, serves no UI unless asked, and writes its URL and pid to ``state_dir/prefect.json`` so that
-other processes on this machine (``greenpipe farm status``, workers) find it with ``LocalPrefect.api_url_of``.
+The server keeps its SQLite database and its own ``PREFECT_HOME`` under ``state_dir/prefect`` (0700; the
+database 0600), sends no telemetry, serves no UI unless asked, and writes its URL and pid to
+``state_dir/prefect.json`` so that other processes on this machine (``greenpipe farm status``, workers)
+find it with ``LocalPrefect.api_url_of``. Given ``api_auth`` (``user:password``) it requires Prefect's
+basic auth on every API call but the health check and turns on its CSRF protection; the auth string
+reaches the server through its environment, never its command line.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from greenpipe.errors import GreenpipeError
+from greenpipe.farm.auth import API_AUTH_ENV, SERVER_AUTH_ENV
 from greenpipe.farm.s3server import _pid_alive, _write_private_json, terminate
 
 STATE_FILE = "prefect.json"
@@ -64,9 +68,11 @@ class LocalPrefect:
     """Start and stop a Prefect server (SQLite) on 127.0.0.1; as a context manager yields its API URL."""
 
     def __init__(
-        self, state_dir: str | Path, port: int | None = None, *, ui: bool = False, startup_timeout_s: float = 90.0
-    ) -> None:
+        self, state_dir: str | Path, port: int | None = None, *, ui: bool = False, startup_timeout_s: float = 90.0,
+        api_auth: str | None = None,
+    ) -> None:  # fmt: skip
         self.state_dir = Path(state_dir).expanduser().resolve()
+        self.api_auth = api_auth
         self.port = port
         self.ui = ui
         self.startup_timeout_s = startup_timeout_s
@@ -101,7 +107,16 @@ class LocalPrefect:
         port = self.port or free_port()
         env = server_env(self.state_dir)
         env["PREFECT_UI_ENABLED"] = "true" if self.ui else "false"
-        Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+        if self.api_auth:
+            # Server side and the server's own clients (its services call the API too).
+            env.update({SERVER_AUTH_ENV: self.api_auth, API_AUTH_ENV: self.api_auth,
+                        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true"})  # fmt: skip
+        home = Path(env["PREFECT_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        os.chmod(home, 0o700)  # the database holds every flow run's parameters
+        db = home / "prefect.db"
+        db.touch(mode=0o600, exist_ok=True)
+        os.chmod(db, 0o600)  # SQLite keeps the file's mode; its -wal/-shm files sit in the 0700 home
         log_path = self.state_dir / LOG_FILE
         self._log_fh = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         t0 = time.monotonic()

@@ -8,8 +8,8 @@
         store.ensure_bucket()
 
 Every start generates a fresh random key pair and writes it with the URL to ``state_dir/s3.json`` (mode
-0600), so other processes on this machine (Prefect workers, DVC) can reach the server with
-``S3Endpoint.load(state_dir)``; ``stop()`` removes that file again. Top-level folders of ``root`` are the
+0600; ``root`` and ``state_dir`` are made 0700), so other processes on this machine (Prefect workers,
+DVC) can reach the server with ``S3Endpoint.load(state_dir)``; ``stop()`` removes that file again. Top-level folders of ``root`` are the
 buckets, and each object is a plain file under ``root/<bucket>/<key>``. The server binds 127.0.0.1 only.
 """
 
@@ -135,13 +135,17 @@ def _port_answers(port: int, timeout_s: float = 0.2) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (exited, not yet reaped by its parent) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by someone else
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(0) is all there is
 
 
 def terminate(proc: subprocess.Popen, timeout_s: float) -> int:
@@ -220,6 +224,9 @@ class LocalS3:
         state_dir = self.state_dir.expanduser().resolve()
         root.mkdir(parents=True, exist_ok=True)
         state_dir.mkdir(parents=True, exist_ok=True)
+        # The served folder holds every artifact and result; the state dir the keys: this user's only.
+        os.chmod(root, 0o700)
+        os.chmod(state_dir, 0o700)
         self._refuse_if_already_running(state_dir)
 
         binary = find_rclone()

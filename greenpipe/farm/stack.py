@@ -5,11 +5,15 @@
     greenpipe farm down      # stops everything it started
 
 Everything listens on 127.0.0.1 only. ``farm up`` starts a supervisor process
-(``python -m greenpipe.farm.stack <state_dir>``) in its own session; the supervisor starts
-:class:`~greenpipe.farm.prefect_server.LocalPrefect` (SQLite), :class:`~greenpipe.farm.s3server.LocalS3`
-(``rclone serve s3``), creates the bucket, the ``process`` work pool and one queue per host, the
+(``python -m greenpipe.farm.stack <state_dir>``) in its own session; the supervisor makes (once per
+install) the farm's secrets in ``state_dir/secrets.json`` (0600: the Prefect API's basic-auth string and
+one result-signing key per host, :mod:`greenpipe.farm.auth`), starts
+:class:`~greenpipe.farm.prefect_server.LocalPrefect` (SQLite, basic auth and CSRF protection on),
+:class:`~greenpipe.farm.s3server.LocalS3` (``rclone serve s3``), creates the bucket, the ``process`` work
+pool with a locked job template (:func:`locked_job_template`) and one queue per host, the
 ``device-run/<pool>`` deployment, and one ``prefect worker start --pool P --work-queue Q`` per host, then
-waits for SIGTERM (``farm down``) and stops them all. Simulated hosts run the ``ort`` runtime on this CPU
+waits for SIGTERM (``farm down``) and stops them all. Secrets reach the children through their
+environment or a 0600 file, never their command line. Simulated hosts run the ``ort`` runtime on this CPU
 and are named as what they are: ``cpu-host-1``, ``cpu-host-2`` (kind ``cpu``), never as a DPU card.
 
 :func:`start_worker` is also what the tests use to put workers on their own servers.
@@ -29,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from greenpipe.errors import GreenpipeError
-from greenpipe.farm.deployment import ensure_deployment
+from greenpipe.farm.auth import AGENT_KEY_ENV, API_AUTH_ENV, FarmSecrets, api_settings
+from greenpipe.farm.deployment import JOB_COMMAND, ensure_deployment
 from greenpipe.farm.prefect_server import LocalPrefect
 from greenpipe.farm.s3server import KEYS_FILE, LocalS3, S3Endpoint, _pid_alive, _write_private_json
 from greenpipe.store import ArtifactStore
@@ -43,6 +48,8 @@ DEFAULT_BUCKET = "greenpipe"
 QUERY_S = 1.0
 HEARTBEAT_S = 5.0  # worker heartbeat to the server (s); Prefect's default is 30
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What a worker (and so its jobs) inherits from the process that starts it; everything else it is given.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 
 
 @dataclass
@@ -94,10 +101,12 @@ def _stop_group(pgid: int, timeout_s: float, proc: subprocess.Popen[bytes] | Non
 
 def worker_env(
     api_url: str, endpoint: S3Endpoint | None, host: str, home: Path, source_dir: Path = REPO_ROOT,
-    query_s: float = QUERY_S,
+    query_s: float = QUERY_S, *, api_auth: str | None = None, key_file: Path | None = None,
 ) -> dict[str, str]:  # fmt: skip
-    """Environment of a simulated host's worker: Prefect API, S3 keys, its name and checkout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "GREENPIPE_"))}
+    """Environment of a simulated host's worker, built from nothing: Prefect API and its auth string, S3
+    keys, the path of its signing key, its name and checkout, and only :data:`INHERITED_ENV` of this
+    process's environment. The process worker hands its own environment to every job it starts."""
+    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     env.update(
         PREFECT_API_URL=api_url,
         PREFECT_HOME=str(home / "prefect"),
@@ -114,21 +123,30 @@ def worker_env(
     )
     if endpoint is not None:
         env.update(endpoint.env())
+    if api_auth:
+        env[API_AUTH_ENV] = api_auth
+    if key_file is not None:
+        env[AGENT_KEY_ENV] = str(key_file)
     return env
 
 
 def start_worker(
     api_url: str, endpoint: S3Endpoint | None, pool: str, queue: str, host: str, state_dir: Path,
-    source_dir: Path = REPO_ROOT, query_s: float = QUERY_S,
+    source_dir: Path = REPO_ROOT, query_s: float = QUERY_S, *, secrets: FarmSecrets | None = None,
 ) -> Worker:  # fmt: skip
     """Start a process worker for ``host`` on ``pool`` / ``queue``; logs in ``state_dir/workers``.
 
-    The work pool must exist (``ensure_pool``). Returns at once; :func:`wait_polled` waits until it polls.
+    With ``secrets`` the worker gets the API auth string (environment) and ``host``'s signing key alone
+    (a 0600 file in its home). The work pool must exist (``ensure_pool``). Returns at once;
+    :func:`wait_polled` waits until it polls.
     """
     home = state_dir / "workers" / host
     home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
     log = state_dir / "workers" / f"{host}.log"
-    env = worker_env(api_url, endpoint, host, home, source_dir, query_s)
+    key_file = secrets.write_host_key(host, home / "agent.key") if secrets and host in secrets.host_keys else None
+    env = worker_env(api_url, endpoint, host, home, source_dir, query_s,
+                     api_auth=secrets.api_auth if secrets else None, key_file=key_file)  # fmt: skip
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--work-queue", queue,
@@ -139,25 +157,36 @@ def start_worker(
     return Worker(host, pool, queue, proc, log)
 
 
-def ensure_pool(api_url: str, pool: str, queues: tuple[str, ...] | list[str]) -> None:
-    """Create the ``process`` work pool and its queues unless they exist."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.workers.process import ProcessWorker
+def locked_job_template() -> dict[str, Any]:
+    """The work pool's base job template: the command and the environment are fixed, nothing may vary.
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+    Its variables schema admits no property at all, so the Prefect server refuses (HTTP 422, before any
+    flow run exists) a deployment or flow run whose ``job_variables`` name one (``command``, ``env``,
+    ``working_dir``, ...). A job's environment is its worker's, which :func:`worker_env` builds from an
+    allow-list; the template adds nothing to it.
+    """
+    return {
+        "job_configuration": {"command": JOB_COMMAND, "env": {}, "labels": {}, "name": None,
+                              "stream_output": True, "working_dir": None},  # fmt: skip
+        "variables": {"type": "object", "properties": {}, "additionalProperties": False},
+    }
+
+
+def ensure_pool(api_url: str, pool: str, queues: tuple[str, ...] | list[str], api_auth: str | None = None) -> None:
+    """Create the ``process`` work pool (locked job template) and its queues unless they exist; an existing
+    pool gets the locked template again."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with api_settings(api_url, api_auth), get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
+            client.update_work_pool(pool, WorkPoolUpdate(base_job_template=locked_job_template()))
         except ObjectNotFound:
             try:
                 client.create_work_pool(
-                    WorkPoolCreate(
-                        name=pool,
-                        type="process",
-                        base_job_template=ProcessWorker.get_default_base_job_template(),
-                    )  # fmt: skip
+                    WorkPoolCreate(name=pool, type="process", base_job_template=locked_job_template())
                 )
             except ObjectAlreadyExists:
                 pass
@@ -172,15 +201,14 @@ def ensure_pool(api_url: str, pool: str, queues: tuple[str, ...] | list[str]) ->
 
 
 def wait_polled(api_url: str, pool: str, queues: list[str], timeout_s: float = 60.0,
-                workers: list[Worker] | None = None) -> float:  # fmt: skip
+                workers: list[Worker] | None = None, api_auth: str | None = None) -> float:  # fmt: skip
     """Wait until a worker has polled each queue after this call; return the seconds it took."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     since = datetime.now(timezone.utc)
     t0 = time.monotonic()
     pending = set(queues)
-    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+    with api_settings(api_url, api_auth), get_client(sync_client=True) as client:
         while pending:
             for w in workers or []:
                 if w.proc.poll() is not None:
@@ -233,7 +261,8 @@ class LocalStack:
         api_url = LocalPrefect.api_url_of(self.prefect_dir)
         if api_url is None or not (self.s3_dir / KEYS_FILE).exists():
             return None
-        return StackInfo(api_url, S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET), info)
+        secrets = FarmSecrets.load(self.state_dir)
+        return StackInfo(api_url, S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET), info, secrets)
 
     def store(self) -> ArtifactStore:
         """The artifact store on the stack's S3 server (keys from its ``s3.json``)."""
@@ -289,16 +318,33 @@ class LocalStack:
 
     # -- status ------------------------------------------------------------------------------------
 
+    def processes(self) -> dict[str, bool]:
+        """Whether each process the supervisor started still runs (exited or zombie = False), by name."""
+        info = self.info()
+        if not info:
+            return {}
+        out = {"supervisor": _pid_alive(int(info.get("pid", 0)))}
+        for name, path in (("prefect server", self.prefect_dir / "prefect.json"), ("s3 server", self.s3_dir / KEYS_FILE)):
+            try:
+                out[name] = _pid_alive(int(json.loads(path.read_text())["pid"]))
+            except (FileNotFoundError, ValueError, KeyError):
+                out[name] = False
+        out.update({f"worker {h}": _pid_alive(pid) for h, pid in info.get("worker_pids", {}).items()})
+        return out
+
     def status(self) -> dict[str, Any]:
-        """Servers, pool, queues (seconds since last polled) and workers, as a plain dict."""
+        """Servers, pool, queues (seconds since last polled) and workers, as a plain dict; ``processes``
+        says for every process the supervisor started whether it still runs, also when the farm is not
+        (wholly) up."""
         running = self.running()
-        out: dict[str, Any] = {"state_dir": str(self.state_dir), "up": running is not None}
+        out: dict[str, Any] = {"state_dir": str(self.state_dir), "up": running is not None,
+                               "processes": self.processes()}  # fmt: skip
         if running is None:
             return out
         out.update(prefect=running.api_url, s3=running.endpoint.url, bucket=running.bucket,
                    pool=running.info["pool"], hosts=running.info["hosts"])  # fmt: skip
         out["workers_alive"] = {h: _pid_alive(pid) for h, pid in running.info["worker_pids"].items()}
-        out["queues"] = queue_status(running.api_url, running.info["pool"])
+        out["queues"] = queue_status(running.api_url, running.info["pool"], running.secrets.api_auth)
         return out
 
     # -- the supervisor ------------------------------------------------------------------------------
@@ -312,7 +358,9 @@ class LocalStack:
 
         signal.signal(signal.SIGTERM, _term)
         signal.signal(signal.SIGINT, _term)
-        prefect = LocalPrefect(self.prefect_dir)
+        os.chmod(self.state_dir, 0o700)
+        secrets = FarmSecrets.load_or_create(self.state_dir, hosts)
+        prefect = LocalPrefect(self.prefect_dir, api_auth=secrets.api_auth)
         s3 = LocalS3(self.state_dir / "s3-root", self.s3_dir)
         workers: list[Worker] = []
         try:
@@ -320,15 +368,14 @@ class LocalStack:
             api_url = prefect.start()
             endpoint = s3.start()
             ArtifactStore.from_endpoint(endpoint, DEFAULT_BUCKET).ensure_bucket()
-            ensure_pool(api_url, pool, hosts)
+            ensure_pool(api_url, pool, hosts, secrets.api_auth)
             from prefect.client.orchestration import get_client
-            from prefect.settings import PREFECT_API_URL, temporary_settings
 
-            with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as c:
+            with api_settings(api_url, secrets.api_auth), get_client(sync_client=True) as c:
                 ensure_deployment(c, pool)
             for host in hosts:
-                workers.append(start_worker(api_url, endpoint, pool, host, host, self.state_dir))
-            wait_polled(api_url, pool, list(hosts), workers=workers)
+                workers.append(start_worker(api_url, endpoint, pool, host, host, self.state_dir, secrets=secrets))
+            wait_polled(api_url, pool, list(hosts), workers=workers, api_auth=secrets.api_auth)
             _write_private_json(
                 self.state_dir / STATE_FILE,
                 {"pid": os.getpid(), "ready": True, "api_url": api_url, "s3": endpoint.url,
@@ -353,14 +400,14 @@ class StackInfo:
     endpoint: S3Endpoint
     bucket: str
     info: dict[str, Any]
+    secrets: FarmSecrets
 
 
-def queue_status(api_url: str, pool: str) -> dict[str, dict[str, Any]]:
+def queue_status(api_url: str, pool: str, api_auth: str | None = None) -> dict[str, dict[str, Any]]:
     """Per queue of ``pool``: seconds since a worker last polled it (None = never) and its status."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+    with api_settings(api_url, api_auth), get_client(sync_client=True) as client:
         queues = client.read_work_queues(work_pool_name=pool)
     now = datetime.now(timezone.utc)
     return {

@@ -8,10 +8,14 @@
 # Idempotent: run it again to update the code; an existing venv is reused, an existing env file is kept.
 # Steps: copy this checkout to PREFIX/src (the worker's flows and the GREENPIPE_AGENT_DIR of its jobs),
 # create PREFIX/venv, install greenpipe there (light `board` group, or the full package on a GPU host),
-# write the env file (mode 600) once, install greenpipe-agent@.service and enable greenpipe-agent@QUEUE.
+# write the env file (mode 600) once and this queue's result-signing key (mode 600, ENVDIR/keys/QUEUE.key),
+# install greenpipe-agent@.service and enable greenpipe-agent@QUEUE.
 # Arguments fall back to the environment: GREENPIPE_POOL, GREENPIPE_QUEUE, PREFECT_API_URL,
-# AWS_ENDPOINT_URL_S3 (and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, copied into the env file if set).
-# See infra/agent/README.md for each kind of host.
+# AWS_ENDPOINT_URL_S3. Secrets come from the environment only, never from arguments (a command line is
+# visible to every user): PREFECT_API_AUTH_STRING (the Prefect server's basic-auth `user:password`),
+# GREENPIPE_AGENT_KEY (this host's signing key, hex, as the controller holds it), AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY (this host's own S3 key). They are written with shell builtins only, so they never
+# appear in a child process's argv either. See infra/agent/README.md for each kind of host.
 set -euo pipefail
 
 usage() {
@@ -25,6 +29,9 @@ usage: install.sh --pool POOL --queue QUEUE [options]
   --python PATH          Python 3.11 interpreter for the venv                [python3.11, else python3]
   --prefix DIR           install root: DIR/src, DIR/venv                     [/opt/greenpipe-agent]
   --env-file FILE        worker environment (credentials live here)          [/etc/greenpipe/agent.env]
+                         this queue's signing key goes to ENVDIR/keys/QUEUE.key
+  secrets (environment only): PREFECT_API_AUTH_STRING, GREENPIPE_AGENT_KEY,
+                              AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
   --unit-dir DIR         where the systemd unit goes                         [/etc/systemd/system]
   --user NAME            account the worker runs as (created if missing)     [greenpipe]
   --no-systemd           install the venv and env file only; start the worker yourself
@@ -135,26 +142,37 @@ run mkdir -p "$prefix"
 run rm -rf "$prefix/src.new"
 run mkdir -p "$prefix/src.new"
 if [ "$dry_run" = 1 ]; then
-  printf '+ tar -C %s --exclude=.git --exclude=.venv ... -cf - . | tar -C %s -xf -\n' "$source_dir" "$prefix/src.new"
+  printf '+ tar -C %s --exclude=.git --exclude=.venv ... -cf - . | tar -C %s --no-same-owner -xf -\n' "$source_dir" "$prefix/src.new"
 else
   inside=()  # a prefix inside the checkout (the Vitis container's /workspace) must not copy itself
   case "$prefix" in "$source_dir"/*) inside+=(--exclude="./${prefix#"$source_dir"/}") ;; esac
   tar -C "$source_dir" "${inside[@]}" --exclude=./.git --exclude=./.venv --exclude=./.dvc/cache --exclude=./.prefect \
       --exclude=./.greenpipe --exclude=./artifacts --exclude=./data --exclude=./models --exclude=./metrics \
-      --exclude=./reports --exclude='*.egg-info' --exclude='__pycache__' -cf - . | tar -C "$prefix/src.new" -xf -
+      --exclude=./reports --exclude='*.egg-info' --exclude='__pycache__' \
+      --exclude=./infra/agent/agent.env --exclude=./infra/agent/keys -cf - . | tar -C "$prefix/src.new" --no-same-owner -xf -
 fi
 run rm -rf "$prefix/src.old"
 if [ -d "$prefix/src" ]; then run mv "$prefix/src" "$prefix/src.old"; fi
 run mv "$prefix/src.new" "$prefix/src"
 run rm -rf "$prefix/src.old"
 
-# --- venv
+# --- venv: built by the service account, never by root (a package's build scripts run as whoever runs
+# pip). The unit's ProtectSystem=strict keeps it read-only to the running worker all the same.
+as_user=()
+if [ "$(id -u)" = 0 ]; then
+  if ! id -u "$user" >/dev/null 2>&1; then
+    run useradd --system --home-dir /var/lib/greenpipe-agent --shell /usr/sbin/nologin "$user"
+  fi
+  as_user=(runuser -u "$user" -- env PIP_NO_CACHE_DIR=1)
+  run mkdir -p "$prefix/venv"
+  run chown -R "$user" "$prefix/venv"
+fi
 if [ -x "$prefix/venv/bin/python" ]; then
   echo "  venv $prefix/venv exists: reused"
 else
-  run "$python" -m venv "${venv_flags[@]}" "$prefix/venv"
+  run "${as_user[@]}" "$python" -m venv "${venv_flags[@]}" "$prefix/venv"
 fi
-pip=("$prefix/venv/bin/python" -m pip install --disable-pip-version-check)
+pip=("${as_user[@]}" "$prefix/venv/bin/python" -m pip install --disable-pip-version-check)
 
 if [ "$kind" = gpu ]; then
   # A GPU host runs torch_cuda: the whole package plus NVML for power (PyPI's Linux torch wheel is a CUDA build).
@@ -166,30 +184,67 @@ else
 fi
 
 # --- environment file: written once, never overwritten (it holds the credentials).
+# Values are single-quoted (both systemd's EnvironmentFile and `. FILE` read them literally: `&`, `|`, `$`
+# stay what they are) and written with the printf builtin: no secret is ever an argument of a program.
+env_value() {  # NAME VALUE: refuse what cannot be quoted that way
+  case "$2" in
+    *"'"*|*$'\n'*) die "$1 contains a single quote or a newline, which the env file cannot hold literally" ;;
+  esac
+}
+env_dir="$(dirname "$env_file")"
+key_path="$env_dir/keys/$queue.key"
 if [ -e "$env_file" ]; then
   echo "  $env_file exists: kept (edit it to change the API URL, endpoint or keys)"
 else
-  run mkdir -p "$(dirname "$env_file")"
+  run mkdir -p "$env_dir"
+  auth="${PREFECT_API_AUTH_STRING:-REPLACE_ME}"
   key_id="${AWS_ACCESS_KEY_ID:-REPLACE_ME}"
   secret="${AWS_SECRET_ACCESS_KEY:-REPLACE_ME}"
+  for pair in "GREENPIPE_POOL=$pool" "PREFECT_API_URL=$api_url" "PREFECT_API_AUTH_STRING=$auth" \
+              "AWS_ENDPOINT_URL_S3=$s3_endpoint" "AWS_ACCESS_KEY_ID=$key_id" "AWS_SECRET_ACCESS_KEY=$secret"; do
+    env_value "${pair%%=*}" "${pair#*=}"
+  done
   if [ "$dry_run" = 1 ]; then
-    echo "+ write $env_file (mode 600): GREENPIPE_POOL=$pool PREFECT_API_URL=$api_url AWS_ENDPOINT_URL_S3=${s3_endpoint:-<unset>} AWS keys from the environment or REPLACE_ME"
+    echo "+ write $env_file (mode 600): GREENPIPE_POOL=$pool PREFECT_API_URL=$api_url AWS_ENDPOINT_URL_S3=${s3_endpoint:-<unset>} auth string and AWS keys from the environment or REPLACE_ME"
   else
-    (umask 077; sed -e "s|^GREENPIPE_POOL=.*|GREENPIPE_POOL=$pool|" \
-        -e "s|^PREFECT_API_URL=.*|PREFECT_API_URL=$api_url|" \
-        -e "s|^AWS_ENDPOINT_URL_S3=.*|AWS_ENDPOINT_URL_S3=${s3_endpoint}|" \
-        -e "s|^AWS_ACCESS_KEY_ID=.*|AWS_ACCESS_KEY_ID=$key_id|" \
-        -e "s|^AWS_SECRET_ACCESS_KEY=.*|AWS_SECRET_ACCESS_KEY=$secret|" \
-        "$here/agent.env.example" >"$env_file")
+    (
+      umask 077
+      while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in
+          GREENPIPE_POOL=*) printf "GREENPIPE_POOL='%s'\n" "$pool" ;;
+          PREFECT_API_URL=*) printf "PREFECT_API_URL='%s'\n" "$api_url" ;;
+          PREFECT_API_AUTH_STRING=*) printf "PREFECT_API_AUTH_STRING='%s'\n" "$auth" ;;
+          AWS_ENDPOINT_URL_S3=*) printf "AWS_ENDPOINT_URL_S3='%s'\n" "$s3_endpoint" ;;
+          AWS_ACCESS_KEY_ID=*) printf "AWS_ACCESS_KEY_ID='%s'\n" "$key_id" ;;
+          AWS_SECRET_ACCESS_KEY=*) printf "AWS_SECRET_ACCESS_KEY='%s'\n" "$secret" ;;
+          *) printf '%s\n' "$line" ;;
+        esac
+      done <"$here/agent.env.example" >"$env_file"
+    )
     chmod 600 "$env_file"
   fi
+  [ "$auth" != REPLACE_ME ] || echo "  note: put the Prefect server's auth string into $env_file (PREFECT_API_AUTH_STRING)"
   [ "$key_id" != REPLACE_ME ] || echo "  note: put the S3 keys into $env_file (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+fi
+# --- this queue's result-signing key (the controller holds the same one for this host).
+if [ -n "${GREENPIPE_AGENT_KEY:-}" ]; then
+  [[ "$GREENPIPE_AGENT_KEY" =~ ^[0-9a-f]{64}$ ]] || die "GREENPIPE_AGENT_KEY must be 64 lowercase hex digits (the key the controller holds for $queue)"
+  if [ "$dry_run" = 1 ]; then
+    echo "+ write $key_path (mode 600)"
+  else
+    (umask 077; mkdir -p "$env_dir/keys"; printf '%s\n' "$GREENPIPE_AGENT_KEY" >"$key_path.tmp")
+    mv "$key_path.tmp" "$key_path"
+  fi
+elif [ -e "$key_path" ]; then
+  echo "  $key_path exists: kept"
+else
+  echo "  note: no signing key: set GREENPIPE_AGENT_KEY and run again, or write $key_path (mode 600); the controller rejects unsigned results"
 fi
 
 # --- systemd
 if [ "$systemd" = 0 ]; then
   echo "Installed without systemd. Start the worker with:"
-  echo "  set -a; . $env_file; set +a; GREENPIPE_AGENT_DIR=$prefix/src GREENPIPE_AGENT_HOST=$queue \\"
+  echo "  set -a; . $env_file; set +a; GREENPIPE_AGENT_DIR=$prefix/src GREENPIPE_AGENT_HOST=$queue GREENPIPE_AGENT_KEY_FILE=$key_path \\"
   echo "    $prefix/venv/bin/prefect worker start --pool $pool --work-queue $queue --type process"
   exit 0
 fi
@@ -203,7 +258,7 @@ if [ "$dry_run" = 1 ]; then
   echo "+ install $here/greenpipe-agent@.service -> $unit (prefix $prefix, env file $env_file, user $user)"
 else
   mkdir -p "$unit_dir"
-  sed -e "s|/opt/greenpipe-agent|$prefix|g" -e "s|/etc/greenpipe/agent.env|$env_file|g" \
+  sed -e "s|/opt/greenpipe-agent|$prefix|g" -e "s|/etc/greenpipe/agent.env|$env_file|g" -e "s|/etc/greenpipe/keys/|$env_dir/keys/|g" \
       -e "s|^User=greenpipe$|User=$user|" "$here/greenpipe-agent@.service" >"$unit.tmp"
   mv "$unit.tmp" "$unit"
 fi

@@ -1,8 +1,10 @@
 """Fixtures for the farm tests: compiled fp32 / ptq8 UNets and two simulated hosts on real loopback servers.
 
 ``farm_hosts`` starts one Prefect process worker per simulated host (``cpu-host-1``, ``cpu-host-2``) on
-the session's Prefect server (``prefect_server``) and S3 server (``local_s3``); ``farm`` points one test's
-environment at them, as the deploy stage reads it (PREFECT_API_URL, GREENPIPE_FARM_BUCKET, AWS_*).
+the session's authenticated Prefect server (``farm_prefect``) and S3 server (``local_s3``), each with the
+auth string and its own signing key; ``farm`` points one test's environment at them, as the deploy stage
+reads it (PREFECT_API_URL, PREFECT_API_AUTH_STRING, GREENPIPE_FARM_HOST_KEYS, GREENPIPE_FARM_BUCKET,
+AWS_*).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+import json
+
+from greenpipe.farm.auth import HOST_KEYS_ENV, FarmSecrets, api_settings, write_private
 from greenpipe.farm.stack import Worker, ensure_pool, start_worker, wait_polled
 from greenpipe.params import DeviceParams, Params
 from tests.stage_fixtures import Workspace, compiled_ptq8, stage_params
@@ -27,6 +32,7 @@ class Farm:
     endpoint: object
     bucket: str
     state_dir: Path
+    secrets: FarmSecrets
     workers: dict[str, Worker] = field(default_factory=dict)
 
     def start(self, host: str, queue: str | None = None) -> Worker:
@@ -34,10 +40,15 @@ class Farm:
         old = self.workers.get(host)
         if old is not None and old.proc.poll() is None:
             old.stop()
-        w = start_worker(self.api_url, self.endpoint, POOL, queue or host, host, self.state_dir)
+        w = start_worker(self.api_url, self.endpoint, POOL, queue or host, host, self.state_dir,
+                         secrets=self.secrets)  # fmt: skip
         self.workers[host] = w
-        wait_polled(self.api_url, POOL, [w.queue], timeout_s=90, workers=[w])
+        wait_polled(self.api_url, POOL, [w.queue], timeout_s=90, workers=[w], api_auth=self.secrets.api_auth)
         return w
+
+    def api(self):
+        """This process's Prefect settings for the farm's authenticated API (a context manager)."""
+        return api_settings(self.api_url, self.secrets.api_auth)
 
 
 def remote_params(**devices: dict) -> Params:
@@ -70,15 +81,18 @@ def compiled_dir(ws: Workspace, variant: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def farm_hosts(prefect_server, local_s3, tmp_path_factory) -> Iterator[Farm]:
+def farm_hosts(farm_prefect, local_s3, tmp_path_factory) -> Iterator[Farm]:
     """Workers for cpu-host-1 and cpu-host-2 on the session's servers, for the whole session."""
     endpoint, bucket = local_s3
-    ensure_pool(prefect_server, POOL, HOSTS)
-    f = Farm(prefect_server, endpoint, bucket, tmp_path_factory.mktemp("farm-state"))
+    secrets = farm_prefect.secrets
+    ensure_pool(farm_prefect.api_url, POOL, HOSTS, secrets.api_auth)
+    f = Farm(farm_prefect.api_url, endpoint, bucket, tmp_path_factory.mktemp("farm-state"), secrets)
     try:
         for host in HOSTS:
-            f.workers[host] = start_worker(prefect_server, endpoint, POOL, host, host, f.state_dir)
-        wait_polled(prefect_server, POOL, list(HOSTS), timeout_s=90, workers=list(f.workers.values()))
+            f.workers[host] = start_worker(farm_prefect.api_url, endpoint, POOL, host, host, f.state_dir,
+                                           secrets=secrets)  # fmt: skip
+        wait_polled(farm_prefect.api_url, POOL, list(HOSTS), timeout_s=90, workers=list(f.workers.values()),
+                    api_auth=secrets.api_auth)  # fmt: skip
         yield f
     finally:
         for w in f.workers.values():
@@ -89,6 +103,10 @@ def farm_hosts(prefect_server, local_s3, tmp_path_factory) -> Iterator[Farm]:
 def farm(farm_hosts: Farm, monkeypatch: pytest.MonkeyPatch) -> Farm:
     """The farm, with this test's environment pointing the deploy stage at it (undone after the test)."""
     monkeypatch.setenv("PREFECT_API_URL", farm_hosts.api_url)
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", farm_hosts.secrets.api_auth)
+    keys = farm_hosts.state_dir / "host-keys.json"
+    write_private(keys, json.dumps(farm_hosts.secrets.host_keys))
+    monkeypatch.setenv(HOST_KEYS_ENV, str(keys))
     monkeypatch.setenv("GREENPIPE_FARM_BUCKET", farm_hosts.bucket)
     monkeypatch.setenv("GREENPIPE_FARM_PREFIX", "farm-tests")
     for k, v in farm_hosts.endpoint.env().items():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from greenpipe.farm.client import FarmError, fetch_results, run_remote
+from greenpipe.farm.client import Farm, FarmError, fetch_results, run_remote
+from greenpipe.farm.results import sign_summary
 from greenpipe.params import DeviceParams
 from greenpipe.store import ArtifactStore, ChecksumMismatch
 from greenpipe.deploy import DeployJob
@@ -33,44 +34,58 @@ def test_an_unreachable_prefect_server_fails_at_once_naming_device_pool_and_queu
     assert time.monotonic() - t0 < 30 and not (tmp_path / "out").exists()
 
 
-def _stored_run(store: ArtifactStore, tmp_path: Path, run_id: str, **summary) -> dict:
+KEYS = {"cpu-host-1": "11" * 32, "cpu-host-2": "22" * 32}
+
+
+def stored_run(store: ArtifactStore, tmp_path: Path, run_id: str, signer: str = "cpu-host-1",
+               key: str | None = None, **summary) -> dict:  # fmt: skip
+    """Put a result set for ``run_id`` in ``store`` as host ``signer`` would (signed with ``key``)."""
     outputs = tmp_path / f"outputs-{run_id}"
-    (outputs / "samples").mkdir(parents=True)
+    (outputs / "samples").mkdir(parents=True, exist_ok=True)
     (outputs / "eval.json").write_text('{"summary": {}}\n')
     (outputs / "samples" / "img3.png").write_bytes(b"png bytes " + run_id.encode())
     body = {"flow_run_id": run_id, "job": JOB.to_dict(), "metrics": {"psnr": 30.0},
             "outputs": store.put_dir(outputs).to_dict(), "complete": True, **summary}  # fmt: skip
-    store.put_json(store.result_key(run_id, "summary.json"), body)
+    envelope = sign_summary(body, signer, run_id, key or KEYS[signer])
+    store.put_json(store.result_key(run_id, "summary.json"), envelope)
     return body
+
+
+def farm_on(store: ArtifactStore) -> Farm:
+    """The controller's view of a farm whose results are in ``store`` (no Prefect server needed to fetch)."""
+    return Farm("http://127.0.0.1:9/api", store, "test", None, dict(KEYS))
 
 
 def test_only_a_whole_result_of_this_job_is_taken(local_s3, tmp_path):
     endpoint, bucket = local_s3
     store = ArtifactStore.from_endpoint(endpoint, bucket, "client-tests")
+    farm = farm_on(store)
     out = tmp_path / "out"
     out.mkdir()
     (out / "kept.txt").write_text("the previous outputs")
 
-    _stored_run(store, tmp_path, "run-ok")
-    assert fetch_results(store, "run-ok", JOB, out) == {"psnr": 30.0}
+    stored_run(store, tmp_path, "run-ok")
+    assert fetch_results(farm, "run-ok", JOB, DEV, out) == {"psnr": 30.0}
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["eval.json", "img3.png"]
 
     # A summary that is not whole, or is some other run's or job's, is refused; `out` stays as it was.
-    _stored_run(store, tmp_path, "run-partial", complete=False)
-    _stored_run(store, tmp_path, "run-other", flow_run_id="run-ok")
-    _stored_run(store, tmp_path, "run-job", job={**JOB.to_dict(), "variant": "fp32"})
-    for run_id in ("run-partial", "run-other", "run-job"):
-        with pytest.raises(FarmError, match="does not describe this job"):
-            fetch_results(store, run_id, JOB, out)
+    stored_run(store, tmp_path, "run-partial", complete=False)
+    stored_run(store, tmp_path, "run-other", flow_run_id="run-ok")
+    stored_run(store, tmp_path, "run-job", job={**JOB.to_dict(), "variant": "fp32"})
+    for run_id, why in (("run-partial", "complete run"), ("run-other", "complete run"), ("run-job", "another job")):
+        with pytest.raises(FarmError, match=why) as err:
+            fetch_results(farm, run_id, JOB, DEV, out)
+        assert "host 'cpu-host-1'" in str(err.value)
     assert (out / "samples" / "img3.png").read_bytes() == b"png bytes run-ok"
 
     # A damaged output object fails its checksum; nothing half-downloaded replaces `out`.
-    body = _stored_run(store, tmp_path, "run-damaged")
+    body = stored_run(store, tmp_path, "run-damaged")
     manifest = store.get_json(body["outputs"]["key"].split("/", 1)[1])
     png_sha = manifest["files"]["samples/img3.png"]["sha256"]
     store.client.put_object(Bucket=bucket, Key=store.cas_key(png_sha), Body=b"damaged")
-    with pytest.raises(ChecksumMismatch):
-        fetch_results(store, "run-damaged", JOB, out)
+    with pytest.raises(FarmError) as err:
+        fetch_results(farm, "run-damaged", JOB, DEV, out)
+    assert isinstance(err.value.__cause__, ChecksumMismatch) and "host 'cpu-host-1'" in str(err.value)
     assert (out / "samples" / "img3.png").read_bytes() == b"png bytes run-ok"
     assert [p.name for p in tmp_path.iterdir() if ".incoming-" in p.name] == []
 

@@ -64,7 +64,7 @@ def test_remote_run_equals_the_in_process_eval(farm, compiled, tmp_path, variant
     )
     # The job process on the host never imported torch, TensorFlow or DVC.
     store = farm_store(farm)
-    summaries = [store.get_json(k) for k in store.list("results/") if k.endswith("summary.json")]
+    summaries = [store.get_json(k)["body"] for k in store.list("results/") if k.endswith("summary.json")]
     mine = [s for s in summaries if s["host"]["name"] == host and s["job"]["variant"] == variant]
     assert mine and all(s["heavy_modules"] == [] for s in mine)
     assert all(0 < s["job_peak_rss_mb"] < 1024 for s in mine)
@@ -73,7 +73,7 @@ def test_remote_run_equals_the_in_process_eval(farm, compiled, tmp_path, variant
 def test_a_queue_without_a_worker_fails_within_its_timeout(farm, compiled, tmp_path):
     from greenpipe.farm.stack import ensure_pool
 
-    ensure_pool(farm.api_url, POOL, ["cpu-host-9"])  # the queue exists, nobody polls it
+    ensure_pool(farm.api_url, POOL, ["cpu-host-9"], farm.secrets.api_auth)  # the queue exists, nobody polls it
     params = remote_params(**{"cpu-host-9": {"timeout_s": 3, "retries": 0}})
     t0 = time.monotonic()
     with pytest.raises(GreenpipeError) as err:
@@ -106,7 +106,6 @@ def test_a_host_killed_mid_job_is_rerun_when_its_worker_returns(farm, compiled, 
     as in-process, from the second, complete run only."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     host = "cpu-host-2"
     params = remote_params(**{host: {"lost_after_s": 6, "retries": 1, "timeout_s": 120}})
@@ -130,7 +129,7 @@ def test_a_host_killed_mid_job_is_rerun_when_its_worker_returns(farm, compiled, 
 
     def runs() -> list:
         with (
-            temporary_settings(updates={PREFECT_API_URL: farm.api_url}),
+            farm.api(),
             get_client(sync_client=True) as client,
         ):
             return sorted(client.read_flow_runs(flow_run_filter=tag), key=lambda r: r.created)
@@ -161,7 +160,7 @@ def test_a_host_killed_mid_job_is_rerun_when_its_worker_returns(farm, compiled, 
     _same_quality(result["metrics"], local)
     assert _files(tmp_path / "remote") == _files(tmp_path / "local")
     # The outputs are the completed run's, checksum-verified; nothing of the killed run was taken.
-    store_summary = farm_store(farm).get_json(f"results/{second.id}/summary.json")
+    store_summary = farm_store(farm).get_json(f"results/{second.id}/summary.json")["body"]
     assert store_summary["metrics"]["psnr"] == result["metrics"]["psnr"]
     assert f"results/{first.id}/summary.json" not in farm_store(farm).list("results/")
 
@@ -170,3 +169,130 @@ def farm_store(farm):
     from greenpipe.store import ArtifactStore
 
     return ArtifactStore.from_endpoint(farm.endpoint, farm.bucket, "farm-tests")
+
+
+@pytest.mark.slow
+def test_a_timed_out_run_is_stopped_on_the_host_and_uploads_nothing(farm, compiled, tmp_path):
+    """A job that outlives timeout_s is cancelled: the host's worker kills the job's process group, the run
+    ends Cancelled, and no summary.json (nothing the stage could take) is uploaded after."""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from greenpipe.farm.client import FarmError
+
+    host = "cpu-host-1"
+    params = remote_params(**{host: {"timeout_s": 40, "retries": 0}})
+    params = _loadgen_s(params, 300.0)  # far longer than timeout_s: the job is mid-LoadGen when time is up
+    since = datetime.now(timezone.utc)
+    stage, result = _stage_thread(params, "fp32", host, compiled, tmp_path / "out")
+    tag = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"device:{host}", "variant:fp32"]))
+
+    def mine():
+        with farm.api(), get_client(sync_client=True) as client:
+            runs = [r for r in client.read_flow_runs(flow_run_filter=tag) if r.created >= since]
+        return runs[0] if runs else None
+
+    job_pid = None
+    while stage.is_alive():
+        r = mine()
+        if job_pid is None and r is not None and r.state.is_running() and r.infrastructure_pid:
+            job_pid = int(str(r.infrastructure_pid).rsplit(":", 1)[-1])
+        time.sleep(0.3)
+    assert isinstance(result.get("error"), FarmError) and "did not finish within timeout_s = 40 s" in str(
+        result["error"]
+    )
+    assert job_pid is not None, "the job never ran: the machine is too loaded for this test's 40 s"
+    deadline = time.monotonic() + 60
+    while (alive := _alive(job_pid)) or not mine().state.is_cancelled():
+        assert time.monotonic() < deadline, (alive, mine().state)
+        time.sleep(0.5)
+    time.sleep(3)  # had the job gone on, it would upload now
+    run_id = str(mine().id)
+    assert [k for k in farm_store(farm).list(f"results/{run_id}/")] == []
+    assert not (tmp_path / "out").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_prefect_server_killed_mid_deploy_fails_soon_with_a_clear_message(local_s3, compiled, tmp_path, monkeypatch):
+    """The stage's own Prefect server (and a worker on it) dies while the job runs: the stage fails within
+    seconds, not Prefect's ~75 s of retries, naming the server and the fix; the stage output is not made."""
+    import json
+
+    from prefect.client.orchestration import get_client
+
+    from greenpipe.farm.auth import HOST_KEYS_ENV, FarmSecrets, api_settings, write_private
+    from greenpipe.farm.client import FarmError
+    from greenpipe.farm.prefect_server import LocalPrefect
+    from greenpipe.farm.stack import ensure_pool, start_worker, wait_polled
+
+    endpoint, bucket = local_s3
+    host = "cpu-host-5"
+    secrets = FarmSecrets.load_or_create(tmp_path / "state", [host])
+    server = LocalPrefect(tmp_path / "prefect", api_auth=secrets.api_auth)
+    url = server.start()
+    worker = None
+    try:
+        ensure_pool(url, POOL, [host], secrets.api_auth)
+        worker = start_worker(url, endpoint, POOL, host, host, tmp_path / "state", secrets=secrets)
+        wait_polled(url, POOL, [host], timeout_s=90, workers=[worker], api_auth=secrets.api_auth)
+        keys = tmp_path / "state" / "host-keys.json"
+        write_private(keys, json.dumps(secrets.host_keys))
+        for k, v in {"PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": secrets.api_auth, HOST_KEYS_ENV: str(keys),
+                     "GREENPIPE_FARM_BUCKET": bucket, "GREENPIPE_FARM_PREFIX": "farm-tests",
+                     **endpoint.env()}.items():  # fmt: skip
+            monkeypatch.setenv(k, v)
+        params = remote_params(**{host: {"timeout_s": 120, "retries": 0}})
+        stage, result = _stage_thread(_loadgen_s(params, 60.0), "ptq8", host, compiled, tmp_path / "out")
+        deadline = time.monotonic() + 120
+        while True:
+            with api_settings(url, secrets.api_auth), get_client(sync_client=True) as client:
+                runs = client.read_flow_runs()
+            if runs and runs[0].state.is_running():
+                break
+            assert time.monotonic() < deadline and stage.is_alive(), result
+            time.sleep(0.3)
+        os.killpg(server._proc.pid, signal.SIGKILL)  # the server dies mid-job
+        t_kill = time.monotonic()
+        stage.join(timeout=90)
+        took = time.monotonic() - t_kill
+        assert not stage.is_alive()
+        msg = str(result.get("error"))
+        assert isinstance(result.get("error"), FarmError), result
+        assert f"lost the Prefect server at {url}" in msg and "greenpipe farm up" in msg and f"device '{host}'" in msg
+        assert took < 40, took
+        assert not (tmp_path / "out").exists()
+    finally:
+        if worker is not None:
+            worker.kill()
+        server.stop()
+
+
+def _loadgen_s(params, seconds: float):
+    """``params`` with LoadGen SingleStream and Offline each running ``seconds``."""
+    update = {"single_stream_s": seconds, "offline_s": seconds}
+    return params.model_copy(update={"deploy": params.deploy.model_copy(update=update)})
+
+
+def _stage_thread(params, variant: str, device: str, ws, out: Path) -> tuple[threading.Thread, dict]:
+    """The deploy stage running in a thread; the dict gets its ``error`` (or ``metrics``) when it ends."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["metrics"] = deploy_stage(params, variant, device, compiled_dir(ws, variant), ws.data, out)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            result["error"] = e
+
+    stage = threading.Thread(target=run)
+    stage.start()
+    return stage, result

@@ -96,7 +96,7 @@ def test_remote_soak_has_a_local_soaks_shape_and_names_its_host(farm, compiled, 
     assert remote["store"]["results"] == f"results/{run_id}/soak/" and remote["store"]["errors"] == 0
     stored = StoreSeries.read(store, run_id, "soak/")
     assert stored == lines  # the stored series is the returned one
-    summary = store.get_json(f"results/{run_id}/summary.json")
+    summary = store.get_json(f"results/{run_id}/summary.json")["body"]
     assert summary["stage"] == "soak" and summary["complete"] and summary["heavy_modules"] == []
     assert summary["host"]["name"] == host
 
@@ -107,7 +107,6 @@ def test_a_soak_killed_on_its_host_keeps_its_windows_and_resumes(farm, compiled,
     window closed before the kill (at most the one in progress is lost); --report-partial reports them marked
     partial; running the stage again resumes after them."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     device, host = "soak-host-2", "cpu-host-2"
     plan = {**SOAK, "duration_s": 6.0, "window_s": 1.0}
@@ -132,7 +131,7 @@ def test_a_soak_killed_on_its_host_keeps_its_windows_and_resumes(farm, compiled,
     while len(_measured(StoreSeries.read(store, run_id, "soak/"))) < 2:
         assert time.monotonic() < deadline and stage.is_alive(), result
         time.sleep(0.1)
-    with temporary_settings(updates={PREFECT_API_URL: farm.api_url}), get_client(sync_client=True) as client:
+    with farm.api(), get_client(sync_client=True) as client:
         job_pid = int(str(client.read_flow_run(run_id).infrastructure_pid).rsplit(":", 1)[-1])
     os.kill(job_pid, signal.SIGKILL)  # the job dies with its window open; the worker lives on
     t_kill = time.time()

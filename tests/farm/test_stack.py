@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 
-from greenpipe.farm.s3server import _pid_alive
+from greenpipe.farm.auth import FarmSecrets
+from greenpipe.farm.s3server import S3Endpoint, _pid_alive
 from tests.stage_fixtures import ROOT
 
 
@@ -37,13 +43,54 @@ def test_farm_up_status_down(tmp_path):
         assert status["workers_alive"] == {"cpu-host-1": True}
         assert status["queues"]["cpu-host-1"]["last_polled_s"] is not None
 
+        _check_locked_down(tmp_path / "farm", status["prefect"])
+
         again = _farm(tmp_path, "up")
         assert again.returncode == 2 and "already runs" in again.stderr
         farm = json.loads((tmp_path / "farm" / "farm.json").read_text())
         pids = [farm["pid"], *farm["worker_pids"].values()]
+
+        # A worker dies (its parent, the supervisor, has not reaped it): status sees it, by name.
+        os.kill(farm["worker_pids"]["cpu-host-1"], signal.SIGKILL)
+        time.sleep(1)
+        st = _farm(tmp_path, "status", "--json")
+        processes = json.loads(st.stdout)["processes"]
+        assert processes == {"supervisor": True, "prefect server": True, "s3 server": True,
+                             "worker cpu-host-1": False}, processes  # fmt: skip
+        plain = _farm(tmp_path, "status")
+        assert plain.returncode == 1 and "dead: worker cpu-host-1" in plain.stdout, plain.stdout
     finally:
         down = _farm(tmp_path, "down")
     assert down.returncode == 0 and "farm stopped" in down.stdout, down.stdout + down.stderr
     assert not any(_pid_alive(p) for p in pids)
     assert _farm(tmp_path, "status").returncode == 1
     assert "no farm was running" in _farm(tmp_path, "down").stdout
+
+
+def _check_locked_down(state: Path, api_url: str) -> None:
+    """The stack `farm up` started: authenticated API, private files, no secret on any command line."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{api_url}/admin/version", timeout=10)
+    assert refused.value.code == 401
+    secrets = FarmSecrets.load(state)
+    assert set(secrets.host_keys) == {"cpu-host-1"} and secrets.api_auth.startswith("greenpipe:")
+    modes = {p: p.stat().st_mode & 0o777 for p in (state, state / "secrets.json", state / "s3-root",
+                                                    state / "prefect" / "prefect" / "prefect.db")}  # fmt: skip
+    assert list(modes.values()) == [0o700, 0o600, 0o700, 0o600], modes
+    farm = json.loads((state / "farm.json").read_text())
+    server = json.loads((state / "prefect" / "prefect.json").read_text())["pid"]  # a session of its own
+    group = {farm["pid"], server, *farm["worker_pids"].values()}
+    procs = [p for p in (int(d) for d in os.listdir("/proc") if d.isdigit()) if _session(p) in group]
+    assert len(procs) >= 4  # supervisor, Prefect server, rclone, worker
+    s3_secret = S3Endpoint.load(state / "s3").secret_key
+    for pid in procs:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        for secret in (secrets.api_auth, s3_secret, *secrets.host_keys.values()):
+            assert secret not in cmdline, cmdline
+
+
+def _session(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (FileNotFoundError, IndexError, ValueError):
+        return -1
