@@ -52,6 +52,7 @@ from greenpipe.farm.deployment import ensure_deployment
 from greenpipe.farm.results import (
     OUTPUTS_MAX_BYTES, SUMMARY_MAX_BYTES, ResultRejected, check_summary, verify_summary,
 )  # fmt: skip
+from greenpipe.quant.kernels import KERNELS_FILE
 from greenpipe.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def _say(msg: str, stage: str = "deploy") -> None:
 
 def put_artifact(store: ArtifactStore, artifact: Path) -> ArtifactRef:
     """Put a deployable artifact in the store: the file, or a kernel manifest with its variant's directory."""
-    if artifact.name == "kernels.json":
+    if artifact.name == KERNELS_FILE:
         return store.put_dir(artifact.parent)
     return store.put_file(artifact)
 
