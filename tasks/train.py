@@ -32,13 +32,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--curve", type=Path, required=True)
     ap.add_argument("--resume-state", type=Path, default=Path(".greenpipe/train-resume.pt"))
+    ap.add_argument("--recipe", default="", help="a registered recipe (default: base.recipe)")
+    ap.add_argument("--net", default="", help="which of the recipe's networks, for a recipe with several")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
     def stage(params: Params) -> dict:
         if not read_json(args.validated).get("success", False):
             raise DataError(f"{args.validated}: the data did not pass validation; see reports/validate")
-        return train(params, args.data, args.out, args.curve, args.resume_state)
+        return train(params, args.data, args.out, args.curve, args.resume_state, args.recipe, args.net)
 
     run_stage(stage, args.params, args.metrics)
 
