@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference
+from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files
 from greenpipe.recipes.segment.data import IGNORE, classes_of, split_samples
 from greenpipe.recipes.segment.params import SegmentParams
 
@@ -182,13 +182,10 @@ class SegmentRecipe:
         return {}
 
     def eval_files(self, data_root: Path) -> list[Path]:
-        data_root = Path(data_root)
-        return [data_root / "manifest.json", *sorted(p for p in (data_root / "val").rglob("*") if p.is_file())]
+        return val_split_files(data_root)
 
     def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
-        from greenpipe.errors import GreenpipeError
-
-        raise GreenpipeError(f"{manifest}: a segment model is one kernel; a manifest of several is not its artifact")
+        return one_kernel_only(self.name, manifest)
 
     def training(self, params: Params, data_root: Path, net: str = "unet") -> Any:
         """Random crops of the train split for network ``net`` (a key of ``segment.models``), cross-entropy."""

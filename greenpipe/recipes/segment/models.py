@@ -1,4 +1,4 @@
-"""Segmentation networks of the ``segment`` recipe: a UNet and HRNetV2, written here.
+"""Segmentation networks of the ``segment`` recipe: a UNet and HRNetV2, written in the project.
 
 Both take ``(N, 3, H, W)`` float images in [0, 1] and return ``(N, K, H, W)``
 class logits (K = the class map's size).  Only ops the DPU and ONNX Runtime's
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from greenpipe.errors import ParamsError
+from greenpipe.models.unet import UNet, UNetConfig
 
 
 @dataclass(frozen=True)
@@ -48,36 +49,16 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1, relu: bool = True) -
     return nn.Sequential(*layers)
 
 
-class SegUNet(nn.Module):
-    """UNet (Ronneberger et al.) with a per-pixel classifier head."""
+class SegUNet(UNet):
+    """The project's UNet (greenpipe/models/unet.py) with a per-pixel classifier head and no residual."""
 
     def __init__(self, config: SegUNetConfig = SegUNetConfig()):
-        super().__init__()
+        super().__init__(UNetConfig(in_channels=3, width=config.width, depth=config.depth))
         self.config = config
-        widths = [config.width * 2**i for i in range(config.depth + 1)]
-        self.inc = nn.Sequential(_conv(3, widths[0]), _conv(widths[0], widths[0]))
-        self.downs = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), _conv(widths[i], widths[i + 1]), _conv(widths[i + 1], widths[i + 1]))
-            for i in range(config.depth)
-        )
-        self.ups = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(widths[i + 1], widths[i]))
-            for i in reversed(range(config.depth))
-        )
-        self.up_convs = nn.ModuleList(
-            nn.Sequential(_conv(2 * widths[i], widths[i]), _conv(widths[i], widths[i]))
-            for i in reversed(range(config.depth))
-        )
-        self.head = nn.Conv2d(widths[0], config.num_classes, 1)
+        self.head = nn.Conv2d(config.width, config.num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, K, H, W)
-        skips = [self.inc(x)]
-        for down in self.downs:
-            skips.append(down(skips[-1]))
-        h = skips.pop()
-        for up, conv in zip(self.ups, self.up_convs):
-            h = conv(torch.cat([up(h), skips.pop()], dim=1))
-        return self.head(h)
+        return self.head(self.features(x))
 
 
 @dataclass(frozen=True)

@@ -95,21 +95,11 @@ def make_checks(min_train: int, min_val: int, classes: int) -> list:
 
 def validate(params: Params, paths: dict[str, Path]) -> dict:
     """Check the prepared dataset ``paths["data"]``; reports under ``paths["reports"]``; raise on failure."""
-    from greenpipe.validate import ValidationFailed, check_table
+    from greenpipe.validate import check_table
 
     data, reports = Path(paths["data"]), Path(paths["reports"])
     vp = params.recipe_section("segment").validate_
     table = build_table(data)
     verdict = check_table(table, make_checks(vp.min_train, vp.min_val, len(classes_of(data))), data, reports)
-    metrics = {
-        "success": verdict.success,
-        "files": len(table),
-        **{f"{s}_samples": int(((table["role"] == "image") & (table["split"] == s)).sum()) for s in SPLITS},
-        "bad_files": len(verdict.file_lines),
-        "failures": verdict.counts,
-    }
-    if not verdict.success:
-        raise ValidationFailed(f"{data}: the prepared segment dataset failed validation ({len(verdict.lines)} "
-                               f"problem(s); report: {reports / 'index.html'}):\n  " + "\n  ".join(verdict.lines),
-                               metrics)
-    return metrics
+    images = table[table["role"] == "image"]
+    return verdict.outcome(data, reports, len(table), {s: int((images["split"] == s).sum()) for s in SPLITS})
