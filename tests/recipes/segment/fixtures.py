@@ -9,14 +9,9 @@ import numpy as np
 from greenpipe.params import Params
 from greenpipe.recipes.segment.data import write_label
 from tests.data.fixtures import make_params, smooth_image
+from tests.workspace import TINY_PARAMS_OVERRIDES
 
-TINY_SEGMENT = {
-    "data": {"size": [64, 128], "train_scenes": 4, "val_scenes": 2},
-    "models": {"unet": {"arch": "unet", "width": 4, "depth": 2}, "hrnet": {"arch": "hrnet", "width": "tiny"}},
-    "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop": [64, 64]},
-    "calib_samples": 2,
-    "eval": {"latency_sizes": [[64, 128], [128, 256]], "latency_runs": 1},
-}
+TINY_SEGMENT = TINY_PARAMS_OVERRIDES["segment"]
 
 
 def segment_params(**segment: dict) -> Params:

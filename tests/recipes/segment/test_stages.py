@@ -70,8 +70,9 @@ def test_each_network_goes_from_training_to_a_measured_json_per_variant(work, ne
         assert q["quality"]["primary"] == "miou"
         c = compile_stage(PARAMS, variant, "cpu", quant, data, work / "compile" / net / variant / "cpu")
         assert c["agreement"]["max_abs_diff"] <= c["agreement"]["tolerance"]
+    figures = work / "reports" / net
     out = recipe_stage(PARAMS, "segment", "eval", {"model": model, "compiled": work / "compile" / net,
-                                                   "data": data, "out": work / "metrics" / net})
+                                                   "data": data, "out": work / "metrics" / net, "figures": figures})
     assert set(out["variants"]) == {"fp32", "ptq8"}
     row = read_json(work / "metrics" / net / "ptq8.json")
     assert (row["model"], row["variant"]) == (net, "ptq8")
@@ -79,3 +80,6 @@ def test_each_network_goes_from_training_to_a_measured_json_per_variant(work, ne
     assert set(row["per_class_iou"]) == set(read_json(data / "manifest.json")["classes"])
     assert 0 <= row["miou"] <= 1 and 0 <= row["pixel_acc"] <= 1 and row["params_m"] > 0
     assert row["source"].startswith("measured on ")
+    assert (figures / "per_class_iou.png").stat().st_size > 0
+    overlays = sorted(p.name for p in figures.glob("overlay_*.png"))
+    assert overlays == [f"overlay_{net}-{v}_scene{k:04d}.png" for v in ("fp32", "ptq8") for k in range(2)]
