@@ -25,6 +25,7 @@ import numpy as np
 
 from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files
 from greenpipe.recipes.segment.data import IGNORE, classes_of, split_samples
+from greenpipe.recipes.segment.figures import PALETTE, colour
 from greenpipe.recipes.segment.params import SegmentParams
 
 if TYPE_CHECKING:
@@ -32,13 +33,6 @@ if TYPE_CHECKING:
 
     from greenpipe.calib import CalibrationSamples
     from greenpipe.params import Params
-
-# A fixed colour per class index (report overlays); ignore pixels are black.
-PALETTE = np.array([[128, 64, 128], [244, 35, 232], [70, 70, 70], [107, 142, 35], [70, 130, 180], [0, 0, 142],
-                    [220, 20, 60], [153, 153, 153], [220, 220, 0], [102, 102, 156], [190, 153, 153],
-                    [250, 170, 30], [152, 251, 152], [255, 0, 0], [0, 0, 70], [0, 60, 100], [0, 80, 100],
-                    [0, 0, 230], [119, 11, 32]], np.uint8)
-
 
 def to_input(img: np.ndarray, multiple: int) -> np.ndarray:
     """(H, W, 3) [0, 1] -> (1, 3, H', W') float32, edge-padded so H', W' are multiples of ``multiple``."""
@@ -158,7 +152,7 @@ class SegmentRecipe:
         paths = []
         for name in sorted(outputs)[:count]:
             paths.append(out_dir / f"{name}.png")
-            write_image(paths[-1], PALETTE[outputs[name].argmax(0) % len(PALETTE)].astype(np.float32) / 255)
+            write_image(paths[-1], colour(outputs[name].argmax(0), PALETTE))
         return paths
 
     def references(self, metrics: Path) -> list[Reference]:

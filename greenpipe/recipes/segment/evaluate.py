@@ -24,7 +24,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.io import write_json
 from greenpipe.params import Params
 from greenpipe.recipes.segment.data import split_samples
-from greenpipe.recipes.segment.figures import iou_bars, overlay
+from greenpipe.recipes.segment.figures import PALETTE, iou_bars, overlay
 
 OVERLAYS = 3  # val images shown per variant
 
@@ -44,7 +44,6 @@ def latency_ms(run, shape: tuple[int, ...], runs: int) -> float:
 def _overlays(data: Path, outputs: dict[str, np.ndarray], out: Path, tag: str, count: int) -> None:
     """``count`` val images as image / ground truth / prediction over the image (PNG, the class palette)."""
     from greenpipe.io import write_image
-    from greenpipe.recipes.segment import PALETTE
 
     for sample in split_samples(data, "val")[:count]:
         image, truth = sample.load()

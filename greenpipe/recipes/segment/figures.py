@@ -14,6 +14,12 @@ import numpy as np
 
 from greenpipe.recipes.segment.data import IGNORE
 
+# A fixed colour per class index (report overlays); ignore pixels are black.
+PALETTE = np.array([[128, 64, 128], [244, 35, 232], [70, 70, 70], [107, 142, 35], [70, 130, 180], [0, 0, 142],
+                    [220, 20, 60], [153, 153, 153], [220, 220, 0], [102, 102, 156], [190, 153, 153],
+                    [250, 170, 30], [152, 251, 152], [255, 0, 0], [0, 0, 70], [0, 60, 100], [0, 80, 100],
+                    [0, 0, 230], [119, 11, 32]], np.uint8)
+
 
 def colour(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """(H, W) class indices -> (H, W, 3) float in [0, 1]; IGNORE is black."""
