@@ -6,7 +6,9 @@
 The loop is the shared trainer (greenpipe/train.py: Adam with a cosine
 schedule, weight average, bf16 where the CPU has it, per-epoch validation);
 the recipe gives its batches and loss (for denoise:
-greenpipe/recipes/denoise/training.py).  Deterministic under ``base.seed``.
+greenpipe/recipes/denoise/training.py).  ``--recipe`` (default ``base.recipe``) and
+``--net`` pick another recipe's network (``--recipe segment --net hrnet``).
+Deterministic under ``base.seed``.
 The state is saved after every epoch to ``--resume-state`` so a killed run
 resumes where it stopped, with the same result as an uninterrupted one; the
 file is removed when training completes.
