@@ -372,8 +372,31 @@ class Params(Section):
     report: ReportParams = ReportParams()
     video: VideoParams = VideoParams()
     nightly: NightlyParams = NightlyParams()
+    # Sections a recipe types itself (Recipe.params_type), written at the top level under the recipe's
+    # name: validated by that type, read with `recipe_section(name)`.
+    recipes: dict[str, Any] = {}
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_recipe_sections(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from greenpipe.recipes import RECIPES  # light: the recipes load neither torch nor TensorFlow
+
+        known = set(cls.model_fields) | {"validate"}
+        owned = [k for k in data if k not in known and k in RECIPES
+                 and getattr(RECIPES.get(k), "params_type", None) is not None]
+        if not owned:
+            return data
+        return {**{k: v for k, v in data.items() if k not in owned}, "recipes": {k: data[k] for k in owned}}
+
+    def recipe_section(self, name: str) -> Any:
+        """The typed top-level section of recipe ``name`` (its ``Recipe.params_type``, defaults when absent)."""
+        from greenpipe.recipes import RECIPES
+
+        return RECIPES.get(name).params_type.model_validate(self.recipes.get(name, {}))
 
     @field_validator("validate_")
     @classmethod
@@ -396,7 +419,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> "Params":
-        errors = _device_target_errors(self)
+        errors = _device_target_errors(self) + _recipe_section_errors(self)
         if not (info.context or {}).get("light"):
             errors += _handler_errors(self)
         if errors:
@@ -417,6 +440,20 @@ def _device_target_errors(params: Params) -> list[InitErrorDetails]:
         for name, device in params.deploy.devices.items()
         if device.target not in params.compile.targets
     ]
+
+
+def _recipe_section_errors(params: Params) -> list[InitErrorDetails]:
+    """Each recipe-owned section checked by its recipe's ``params_type``, errors located at ``<recipe>.<key>``."""
+    from greenpipe.recipes import RECIPES
+
+    errors = []
+    for name, section in params.recipes.items():
+        try:
+            RECIPES.get(name).params_type.model_validate(section)
+        except ValidationError as exc:
+            errors += [_error((name, *(str(p) for p in e["loc"])), e.get("input"),
+                              PydanticCustomError("invalid", e["msg"])) for e in exc.errors()]
+    return errors
 
 
 def _handler_errors(params: Params) -> list[InitErrorDetails]:

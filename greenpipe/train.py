@@ -96,29 +96,38 @@ def evaluate_float(recipe: Recipe, model: torch.nn.Module, data: Path, max_side:
     return quality
 
 
-def _run_key(params: Params, fingerprint: str) -> str:
-    blob = json.dumps({"train": params.train.model_dump(), "seed": params.base.seed, "data": fingerprint})
+def _run_key(tp, seed: int, fingerprint: str) -> str:
+    blob = json.dumps({"train": tp.model_dump(), "seed": seed, "data": fingerprint})
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path | None = None) -> dict:
+def train(params: Params, data: Path, out: Path, curve: Path, resume_state: Path | None = None,
+          recipe_name: str = "", net: str = "") -> dict:
     """Train the recipe's model; write ``out/checkpoint.pt`` and the curve CSV; return metrics.
+
+    ``recipe_name`` (default ``base.recipe``) picks the recipe; ``net`` one of its networks, for a
+    recipe that trains several (passed to ``Recipe.training`` as ``net=``).  The loop's settings are
+    the task's ``train_params`` where it has them (a recipe's own section), else ``params.train``;
+    a task's ``initial_weights`` (a state dict, e.g. a user's checkpoint) start the model.
 
     Metrics: ``val_<metric>`` for every metric of the recipe's final evaluation
     on the whole val split, its ``quality`` record, the loss, steps, wall time (s).
     """
-    tp = params.train
-    recipe = get_recipe(params.base.recipe)
+    recipe = get_recipe(recipe_name or params.base.recipe)
     if not hasattr(recipe, "training"):
         raise GreenpipeError(f"recipe {recipe.name} has no training task (Recipe.training) for the shared "
                              "trainer; train it with its own stage (docs/architecture.md lists them)")
-    task = recipe.training(params, data)
+    task = recipe.training(params, data, **({"net": net} if net else {}))
+    tp = getattr(task, "train_params", None) or params.train
     torch.manual_seed(params.base.seed)
     torch.set_num_threads(params.base.threads)
+    model = recipe.build_model(task.model_args)
+    if getattr(task, "initial_weights", None) is not None:
+        model.load_state_dict(task.initial_weights)
     # channels-last: oneDNN's fast layout for convolutions on CPU; no effect on other tensors
-    model = recipe.build_model(task.model_args).to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     multiple = recipe.multiple(task.model_args)
-    key = _run_key(params, task.data_fingerprint)
+    key = _run_key(tp, params.base.seed, task.data_fingerprint)
 
     opt = torch.optim.Adam(model.parameters(), lr=tp.lr)
     total = tp.epochs * tp.steps_per_epoch

@@ -166,6 +166,18 @@ class Verdict:
     def lines(self) -> list[str]:
         return self.file_lines + self.dataset_lines
 
+    def outcome(self, data: Path, reports: Path, files: int, samples: dict[str, int]) -> dict:
+        """The validate stage's metrics (``samples``: per split); raise ValidationFailed carrying them on failure."""
+        metrics = {"success": self.success, "files": files, **{f"{s}_samples": n for s, n in samples.items()},
+                   "bad_files": len(self.file_lines), "failures": self.counts}
+        if not self.success:
+            raise ValidationFailed(
+                f"{data}: the prepared dataset failed validation ({len(self.lines)} problem(s); "
+                f"report: {reports / 'index.html'}):\n  " + "\n  ".join(self.lines),
+                metrics,
+            )
+        return metrics
+
 
 def check_table(
     table: pd.DataFrame, checks: list[Check], data: Path, reports: Path, hidden: tuple[str, ...] = ()

@@ -6,7 +6,9 @@
 The loop is the shared trainer (greenpipe/train.py: Adam with a cosine
 schedule, weight average, bf16 where the CPU has it, per-epoch validation);
 the recipe gives its batches and loss (for denoise:
-greenpipe/recipes/denoise/training.py).  Deterministic under ``base.seed``.
+greenpipe/recipes/denoise/training.py).  ``--recipe`` (default ``base.recipe``) and
+``--net`` pick another recipe's network (``--recipe segment --net hrnet``).
+Deterministic under ``base.seed``.
 The state is saved after every epoch to ``--resume-state`` so a killed run
 resumes where it stopped, with the same result as an uninterrupted one; the
 file is removed when training completes.
@@ -32,13 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--curve", type=Path, required=True)
     ap.add_argument("--resume-state", type=Path, default=Path(".greenpipe/train-resume.pt"))
+    ap.add_argument("--recipe", default="", help="a registered recipe (default: base.recipe)")
+    ap.add_argument("--net", default="", help="which of the recipe's networks, for a recipe with several")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
     def stage(params: Params) -> dict:
         if not read_json(args.validated).get("success", False):
             raise DataError(f"{args.validated}: the data did not pass validation; see reports/validate")
-        return train(params, args.data, args.out, args.curve, args.resume_state)
+        return train(params, args.data, args.out, args.curve, args.resume_state, args.recipe, args.net)
 
     run_stage(stage, args.params, args.metrics)
 

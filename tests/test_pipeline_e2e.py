@@ -108,7 +108,10 @@ def test_ptq8_param_change_reruns_only_its_chain(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == ["compile@ptq8-cpu", "deploy@ptq8-local", "quantize@ptq8", "report", "soak@ptq8-local"]
+    segment = [f"segment_{stage}@{net}-ptq8{suffix}" for net in ("unet", "hrnet")
+               for stage, suffix in (("quantize", ""), ("compile", "-cpu"), ("deploy", "-local"), ("soak", "-local"))]
+    assert ran == sorted(["compile@ptq8-cpu", "deploy@ptq8-local", "quantize@ptq8", "report", "soak@ptq8-local",
+                          *segment, "segment_eval@unet", "segment_eval@hrnet"])
 
 
 def test_prefect_flow_runs_every_stage_through_dvc(repo):

@@ -75,6 +75,13 @@ TINY_PARAMS_OVERRIDES = {
         "quantize": {"tflite_fp32": {}, "tflite_int8": {}},
         "eval": {"smooth_window": 3, "fps_frames": 8, "warmup_frames": 2},
     },
+    "segment": {
+        "data": {"size": [64, 128], "train_scenes": 4, "val_scenes": 2},
+        "models": {"unet": {"arch": "unet", "width": 4, "depth": 2}, "hrnet": {"arch": "hrnet", "width": "tiny"}},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop": [64, 64]},
+        "calib_samples": 2,
+        "eval": {"latency_sizes": [[64, 128], [128, 256]], "latency_runs": 1},
+    },
 }
 
 

@@ -75,11 +75,14 @@ class UNet(nn.Module):
         self.up_convs = nn.ModuleList(_double_conv(2 * widths[i], widths[i]) for i in reversed(range(d)))
         self.head = nn.Conv2d(widths[0], c, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H, W)
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, width, H, W)
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
         h = skips.pop()
         for up, conv in zip(self.ups, self.up_convs):
             h = conv(torch.cat([up(h), skips.pop()], dim=1))
-        return x + self.head(h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H, W)
+        return x + self.head(self.features(x))

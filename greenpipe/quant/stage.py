@@ -130,6 +130,7 @@ def quantize_stage(
     write_json(out / REPORT_FILE, report)
     return {
         "variant": variant,
+        "model": Path(model_dir).as_posix(),  # which float model: a recipe may quantize several
         **evaluation.summary(),
         "bits": result.bits,
         "dpu_numerics": result.dpu_numerics,

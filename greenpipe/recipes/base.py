@@ -247,6 +247,19 @@ def recipe_validate_params(params: Params) -> BaseModel:
         raise invalid_params(exc, key="validate") from None
 
 
+def val_split_files(data_root: Path) -> list[Path]:
+    """``manifest.json`` and every file under ``val/``: ``eval_files`` of a recipe whose layout has them."""
+    data_root = Path(data_root)
+    return [data_root / "manifest.json", *sorted(p for p in (data_root / "val").rglob("*") if p.is_file())]
+
+
+def one_kernel_only(recipe: str, manifest: Path) -> Any:
+    """``pipeline`` of a recipe whose model is one kernel: a manifest of several is not its artifact."""
+    from greenpipe.errors import GreenpipeError
+
+    raise GreenpipeError(f"{manifest}: the {recipe} model is one kernel; a manifest of several is not its artifact")
+
+
 def metric_of(recipe: Recipe, name: str, key: str = "") -> Metric:
     """The recipe's :class:`Metric` called ``name``; with ``key`` (a params key), an unknown name is an error."""
     found = next((m for m in recipe.metrics if m.name == name), None)

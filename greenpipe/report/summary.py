@@ -99,8 +99,8 @@ def collect(metrics: Path, recipe: Recipe, default: str | None = None) -> list[R
     A file without a ``recipe`` field counts as ``default``'s (the pipeline's ``base.recipe``; None:
     ``recipe``'s). Each variant's quantize and compile metrics sit beside its deploy folder
     (``../quantize/<variant>.json``, ``../compile/<variant>-<target>.json``). The drop is against the
-    float variant (32-bit weights) on the same device, like with like: a self-ensemble against the
-    float variant's self-ensemble.
+    float variant (32-bit weights) of the same model (the quantize metrics' ``model``) on the same
+    device, like with like: a self-ensemble against the float variant's self-ensemble.
     """
     runs = []
     for path in deploy_files(metrics):
@@ -120,11 +120,12 @@ def collect(metrics: Path, recipe: Recipe, default: str | None = None) -> list[R
         if isinstance(ensemble, dict):
             runs.append((variant, device, int(ensemble.get("passes", 1)), ensemble, d, agreement, quant))
     scored = [(run, *_quality(run[3], recipe)) for run in runs]
-    fp32 = {(dev, n): (values[primary], primary) for (v, dev, n, _, _, _, quant), values, primary in scored
-            if _is_float(quant) and primary in values}
+    # keyed by the float model too: a recipe with several networks compares each with its own float variant
+    fp32 = {(dev, n, quant.get("model")): (values[primary], primary)
+            for (v, dev, n, _, _, _, quant), values, primary in scored if _is_float(quant) and primary in values}
     rows = []
     for (variant, device, passes, r, d, agreement, quant), values, primary in scored:
-        base = fp32.get((device, passes))
+        base = fp32.get((device, passes, quant.get("model")))
         drop = None
         if base is not None and base[1] == primary and primary in values:
             drop = Quality(primary, values, metric_of(recipe, primary).higher_is_better).worse_by(base[0])

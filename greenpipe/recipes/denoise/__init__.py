@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from greenpipe.data.prepared import center_crop, load_split
-from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference
+from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files
 from greenpipe.recipes.denoise.metrics import psnr, ssim
 from greenpipe.recipes.denoise.validate import DenoiseValidateParams
 
@@ -254,13 +254,10 @@ class DenoiseRecipe:
 
     def eval_files(self, data_root: Path) -> list[Path]:
         """The prepared manifest and the val split (clean and noisy images)."""
-        data_root = Path(data_root)
-        return [data_root / "manifest.json", *sorted(p for p in (data_root / "val").rglob("*") if p.is_file())]
+        return val_split_files(data_root)
 
     def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
-        from greenpipe.errors import GreenpipeError
-
-        raise GreenpipeError(f"{manifest}: the denoise UNet is one kernel; a manifest of several is not its artifact")
+        return one_kernel_only(self.name, manifest)
 
     def training(self, params: Params, data_root: Path) -> DenoiseTraining:
         """Random crops of the train split (fresh noise, dead leaves per ``train``) and the pixel loss."""

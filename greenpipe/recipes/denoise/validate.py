@@ -134,25 +134,10 @@ def validate(params: Params, data: Path, reports: Path) -> dict:
     an expectation fails.
     """
     from greenpipe.recipes.denoise.table import build_table
-    from greenpipe.validate import ValidationFailed, check_table
+    from greenpipe.validate import check_table
 
     data, reports = Path(data), Path(reports)
     table = build_table(data)
     verdict = check_table(table, make_checks(recipe_validate_params(params)), data, reports, hidden=HASHES)
-    lines = verdict.lines
-
     samples = table[(table["role"] == "clean") & table["in_manifest"]]
-    metrics = {
-        "success": verdict.success,
-        "files": len(table),
-        **{f"{s}_samples": int((samples["split"] == s).sum()) for s in SPLITS},
-        "bad_files": len(verdict.file_lines),
-        "failures": verdict.counts,
-    }
-    if not verdict.success:
-        raise ValidationFailed(
-            f"{data}: the prepared dataset failed validation ({len(lines)} problem(s); "
-            f"report: {reports / 'index.html'}):\n  " + "\n  ".join(lines),
-            metrics,
-        )
-    return metrics
+    return verdict.outcome(data, reports, len(table), {s: int((samples["split"] == s).sum()) for s in SPLITS})
