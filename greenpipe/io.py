@@ -97,6 +97,13 @@ def files_sha256(files: Iterable[str | Path], root: str | Path | None = None) ->
     return h.hexdigest()
 
 
+def dir_sha256(root: str | Path, skip: str | None = None) -> tuple[str, int]:
+    """:func:`files_sha256` over every file under ``root`` (sorted, names relative to it) but those named ``skip``;
+    and how many files that is."""
+    files = sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != skip)
+    return files_sha256(files, root=root), len(files)
+
+
 def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}

@@ -44,7 +44,7 @@ import numpy as np
 
 from greenpipe.deploy import DeviceJob, artifact_bytes, compiled_artifact
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import files_sha256, read_json, write_json
+from greenpipe.io import dir_sha256, files_sha256, read_json, write_json
 from greenpipe.params import DeviceParams, Params
 from greenpipe.power import available, open_meter
 from greenpipe.power.base import Meter, provenance
@@ -90,7 +90,7 @@ def _sha256(path: Path) -> str:
     """sha256 of the artifact; of a kernel manifest, over its variant directory's files (names and bytes)."""
     if path.name != KERNELS_FILE:
         return files_sha256([path])
-    return files_sha256(sorted(p for p in path.parent.rglob("*") if p.is_file()), root=path.parent)
+    return dir_sha256(path.parent)[0]
 
 
 def soak_job(params: Params, variant: str, device: str, compiled: dict, artifact: Path) -> SoakJob:

@@ -26,7 +26,6 @@ name video files), which the readers decode to exactly the frames rendered.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from greenpipe.errors import DataError
+from greenpipe.io import files_sha256
 
 # Camera motion, named from the camera's point of view: in ``pan_right`` the
 # window moves right over the scene, so the content slides left in the frame.
@@ -396,7 +396,4 @@ def load_split(root: str | Path, split: str, n_frames: int, size: int) -> tuple[
 def fingerprint(root: str | Path) -> str:
     """sha256 of the split lists and labels: what a checkpoint records about its data."""
     root = Path(root)
-    h = hashlib.sha256()
-    for p in sorted(root.glob("*.csv")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
+    return files_sha256(sorted(root.glob("*.csv")), root=root)[:16]

@@ -247,6 +247,17 @@ def recipe_validate_params(params: Params) -> BaseModel:
         raise invalid_params(exc, key="validate") from None
 
 
+def write_sample_images(outputs: Mapping[str, np.ndarray], out_dir: Path, count: int,
+                        render: Callable[[np.ndarray], np.ndarray]) -> list[Path]:
+    """The first ``count`` outputs (by name) as ``out_dir/<name>.png``, each image ``render(output)``."""
+    from greenpipe.io import write_image
+
+    names = sorted(outputs)[:count]
+    for name in names:
+        write_image(out_dir / f"{name}.png", render(outputs[name]))
+    return [out_dir / f"{name}.png" for name in names]
+
+
 def val_split_files(data_root: Path) -> list[Path]:
     """``manifest.json`` and every file under ``val/``: ``eval_files`` of a recipe whose layout has them."""
     data_root = Path(data_root)

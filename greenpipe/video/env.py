@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from greenpipe.errors import DataError, GreenpipeError
-from greenpipe.io import files_sha256, read_json
+from greenpipe.io import dir_sha256, files_sha256, read_json
 
 # Written by the video_data stage: where the clips are, and a digest of them. The later stages depend on
 # this one file (dvc.yaml), not on the clip folder: DVC then checks a few bytes per stage instead of
@@ -71,6 +71,10 @@ def dataset_digest(root: str | Path, *, clips: bool) -> dict:
     re-run ``video_data`` (``dvc repro -f video_data``) after changing its videos.
     """
     root = Path(root)
-    files = [p for p in (root.rglob("*") if clips else root.glob("*.csv")) if p.is_file() and p.name != DATASET_FILE]
-    return {"sha256": files_sha256(sorted(files), root=root), "files": len(files),
+    if clips:
+        sha, count = dir_sha256(root, skip=DATASET_FILE)
+    else:
+        lists = sorted(root.glob("*.csv"))
+        sha, count = files_sha256(lists, root=root), len(lists)
+    return {"sha256": sha, "files": count,
             "of": "every file" if clips else "the label and split lists (not the videos)"}

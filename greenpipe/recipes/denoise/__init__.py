@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from greenpipe.data.prepared import center_crop, load_split
-from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files
+from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference, write_sample_images, one_kernel_only, val_split_files
 from greenpipe.recipes.denoise.metrics import psnr, ssim
 from greenpipe.recipes.denoise.validate import DenoiseValidateParams
 
@@ -215,13 +215,7 @@ class DenoiseRecipe:
 
     def write_samples(self, outputs: Mapping[str, np.ndarray], out_dir: Path, count: int) -> list[Path]:
         """The first ``count`` denoised val images (by name), centre-cropped to 256 px, as PNG."""
-        from greenpipe.io import write_image
-
-        paths = []
-        for name in sorted(outputs)[:count]:
-            paths.append(out_dir / f"{name}.png")
-            write_image(paths[-1], center_crop(outputs[name], SAMPLE_CROP))
-        return paths
+        return write_sample_images(outputs, out_dir, count, lambda image: center_crop(image, SAMPLE_CROP))
 
     def references(self, metrics: Path) -> list[Reference]:
         """The noisy input and the classical denoisers (``baseline.json``), the float UNet (``train.json``)."""

@@ -34,7 +34,7 @@ from greenpipe.data.noise import synthesize_pair
 from greenpipe.data.prepared import SPLITS, center_crop
 from greenpipe.data.readers import Sample, detect_layout, load_rgb, read_samples
 from greenpipe.errors import DataError
-from greenpipe.io import files_sha256, replacing_dir, write_image, write_json
+from greenpipe.io import dir_sha256, replacing_dir, write_image, write_json
 from greenpipe.params import Params
 from greenpipe.recipes.denoise.metrics import psnr
 
@@ -199,8 +199,8 @@ def ingest(params: Params, raw: Path, out: Path) -> dict:
         }
         # The later stages depend on manifest.json alone (dvc.yaml): its digest of every sample file
         # changes whenever one does, and DVC checks one file per stage instead of every image.
-        files = sorted(f for f in tmp.rglob("*") if f.is_file())
-        manifest["digest"] = {"sha256": files_sha256(files, root=tmp), "files": len(files)}
+        sha, count = dir_sha256(tmp)
+        manifest["digest"] = {"sha256": sha, "files": count}
         write_json(tmp / "manifest.json", manifest)
 
     def mean(values: list[float]) -> float | None:

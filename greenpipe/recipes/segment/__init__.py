@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files
+from greenpipe.recipes.base import (
+    RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files, write_sample_images,
+)
 from greenpipe.recipes.segment.data import IGNORE, classes_of, split_samples
 from greenpipe.recipes.segment.figures import PALETTE, colour
 from greenpipe.recipes.segment.params import SegmentParams
@@ -139,21 +141,16 @@ class SegmentRecipe:
             valid = label != IGNORE
             rows.append({"name": s.name, "pixel_acc": float((pred[valid] == label[valid]).mean()) if valid.any()
                          else float("nan")})
-        found = scores(confusion.compute().numpy())
+        matrix = confusion.compute().numpy()
+        found = scores(matrix)
         per_class = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, found["per_class_iou"])}
         quality = Quality.of(self.metrics, found, len(rows))
         return Evaluation(quality, rows, {"per_class_iou": per_class,
-                                          "confusion": confusion.compute().numpy().tolist()})
+                                          "confusion": matrix.tolist()})
 
     def write_samples(self, outputs: Mapping[str, np.ndarray], out_dir: Path, count: int) -> list[Path]:
         """The first ``count`` predictions (by name) as colour maps (PNG, the class palette)."""
-        from greenpipe.io import write_image
-
-        paths = []
-        for name in sorted(outputs)[:count]:
-            paths.append(out_dir / f"{name}.png")
-            write_image(paths[-1], colour(outputs[name].argmax(0), PALETTE))
-        return paths
+        return write_sample_images(outputs, out_dir, count, lambda probs: colour(probs.argmax(0), PALETTE))
 
     def references(self, metrics: Path) -> list[Reference]:
         """The float models after training (``segment/train_<net>.json``)."""
