@@ -39,6 +39,7 @@ from greenpipe.runtime.base import Runner
 SCENARIOS = ("SingleStream", "Offline")
 QSL_SIZE = 8  # distinct input tensors LoadGen draws from
 OFFLINE_QPS_MARGIN = 1.25  # LoadGen sizes the Offline query as expected_qps * duration: overshoot a little
+OFFLINE_RESIZES = 2  # times an Offline query that ended before min_duration is sized again from the measured rate
 # SingleStream runs at least this many queries, the fewest for which LoadGen's early-stopping estimate of
 # the p90 latency exists: below it LoadGen judges the run INVALID whatever the duration.
 EARLY_STOPPING_MIN_QUERIES = 64
@@ -176,33 +177,22 @@ def _ms(entries: dict, key: str) -> float | None:
     return None if value is None else float(value) / 1e6
 
 
-def run_scenario(
-    runner: Runner,
-    samples: list[np.ndarray],
-    scenario: str,
-    duration_s: float,
-    log_dir: Path,
-    batch: int = 1,
-    expected_latency_s: float | None = None,
-) -> dict[str, Any]:
-    """One LoadGen performance run; logs end up in ``log_dir/<scenario>/``."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"scenario {scenario!r}: expected one of {SCENARIOS}")
-    lg = _loadgen()
-    if expected_latency_s is None:
-        expected_latency_s = estimate_latency_s(runner, np.concatenate(samples[:batch]))
+def _query_too_small(entries: dict) -> bool:
+    """LoadGen's INVALID because the Offline query was sized too small for ``min_duration``."""
+    return "expected qps" in str(entries.get("result_invalid_reason", "")).lower()
+
+
+def _run_once(lg, runner: Runner, samples: list[np.ndarray], scenario: str, duration_s: float, final: Path,
+              batch: int, **scenario_settings: float) -> dict[str, Any]:
+    """One LoadGen run; its logs replace ``final``; returns the detail log's entries."""
     settings = lg.TestSettings()
     settings.scenario = getattr(lg.TestScenario, scenario)
     settings.mode = lg.TestMode.PerformanceOnly
     settings.min_duration_ms = max(int(duration_s * 1000), 1)
     settings.min_query_count = EARLY_STOPPING_MIN_QUERIES if scenario == "SingleStream" else 1
     settings.performance_sample_count_override = len(samples)
-    if scenario == "SingleStream":
-        settings.single_stream_expected_latency_ns = max(int(expected_latency_s * 1e9), 1)
-    else:
-        settings.offline_expected_qps = max(batch / expected_latency_s * OFFLINE_QPS_MARGIN, 1.0)
-
-    final = Path(log_dir) / scenario
+    for name, value in scenario_settings.items():
+        setattr(settings, name, value)
     # A runner error still completes the run: its logs are swapped in, then the error is raised.
     with replacing_dir(final) as tmp:
         log_settings = lg.LogSettings()
@@ -223,10 +213,44 @@ def run_scenario(
         raise GreenpipeError(
             f"LoadGen {scenario}: the runner failed on a {samples[0].shape} input: {sut_impl.error}"
         ) from sut_impl.error
+    return parse_detail_log(final / "mlperf_log_detail.txt")
 
+
+def run_scenario(
+    runner: Runner,
+    samples: list[np.ndarray],
+    scenario: str,
+    duration_s: float,
+    log_dir: Path,
+    batch: int = 1,
+    expected_latency_s: float | None = None,
+) -> dict[str, Any]:
+    """One LoadGen performance run; logs end up in ``log_dir/<scenario>/``."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario {scenario!r}: expected one of {SCENARIOS}")
+    lg = _loadgen()
+    if expected_latency_s is None:
+        expected_latency_s = estimate_latency_s(runner, np.concatenate(samples[:batch]))
+    final = Path(log_dir) / scenario
+    resized = 0
+    if scenario == "SingleStream":
+        latency_ns = max(int(expected_latency_s * 1e9), 1)
+        entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch,
+                            single_stream_expected_latency_ns=latency_ns)
+    else:
+        # LoadGen sizes the one Offline query from the expected QPS; a host faster than the warm-up said finishes
+        # it before min_duration and LoadGen judges the run INVALID. Size it again from the rate LoadGen measured.
+        expected_qps = max(batch / expected_latency_s * OFFLINE_QPS_MARGIN, 1.0)
+        while True:
+            entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch,
+                                offline_expected_qps=expected_qps)
+            measured = entries.get("result_samples_per_second")
+            if resized == OFFLINE_RESIZES or not measured or not _query_too_small(entries):
+                break
+            expected_qps = max(float(measured) * OFFLINE_QPS_MARGIN, expected_qps * 2)
+            resized += 1
     detail = final / "mlperf_log_detail.txt"
     summary = final / "mlperf_log_summary.txt"
-    entries = parse_detail_log(detail)
     validity = entries.get("result_validity")
     summary_validity = parse_summary_validity(summary)
     if validity is None or validity != summary_validity:
@@ -257,6 +281,7 @@ def run_scenario(
             "batch": batch,
             "sample_shape": list(samples[0].shape),
             "expected_latency_ms_from_warmup": expected_latency_s * 1e3,
+            "offline_query_resized": resized,  # times the Offline query was sized again from the measured rate
         },
         "loadgen_version": entries.get("loadgen_version"),
         "logs": {"summary": str(summary), "detail": str(detail)},

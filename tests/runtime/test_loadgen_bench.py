@@ -77,6 +77,25 @@ def test_a_slow_model_runs_the_queries_early_stopping_needs_instead_of_ending_in
     assert result["duration_s"] >= EARLY_STOPPING_MIN_QUERIES * 0.01  # the queries took longer than 0.1 s
 
 
+class _Fast:
+    """A model far faster than its warm-up suggested."""
+
+    def run(self, x):
+        return x
+
+    def describe(self):
+        return {"label": "identity", "host": "test"}
+
+
+def test_an_offline_query_sized_too_small_is_sized_again_from_the_measured_rate(tmp_path):
+    # A 1 s warm-up estimate for a model that takes microseconds: LoadGen's first query is one sample, done long
+    # before min_duration, which LoadGen judges INVALID; the rerun sized from the measured rate is VALID.
+    result = run_scenario(_Fast(), make_samples((1, 3, 8, 8), 4), "Offline", 0.1, tmp_path, expected_latency_s=1.0)
+    assert result["loadgen_validity"] == "VALID" and result["invalid_reason"] is None
+    assert result["settings"]["offline_query_resized"] >= 1 and result["settings"]["samples_per_query"] > 1
+    assert parse_detail_log(tmp_path / "Offline" / "mlperf_log_detail.txt")["result_validity"] == "VALID"
+
+
 def test_verdict_is_valid_only_for_a_loadgen_valid_run_to_the_rules_duration():
     assert verdict("VALID", 600.0) == "VALID"
     assert verdict("VALID", 3.0) == "non-compliant (duration 3 s < 600 s)"
