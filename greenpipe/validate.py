@@ -179,6 +179,15 @@ class Verdict:
         return metrics
 
 
+def _without_run_ids(result: dict) -> dict:
+    """GX's result without what differs from run to run (the random id of each expectation, the batch's
+    load time): the same data and checks then write the same report, so DVC sees an unchanged output."""
+    for entry in result.get("results", []):
+        entry.get("expectation_config", {}).pop("id", None)
+    result.get("meta", {}).get("batch_markers", {}).pop("ge_load_time", None)
+    return result
+
+
 def check_table(
     table: pd.DataFrame, checks: list[Check], data: Path, reports: Path, hidden: tuple[str, ...] = ()
 ) -> Verdict:
@@ -191,7 +200,7 @@ def check_table(
     verdict = Verdict(bool(result.success), file_lines, dataset_lines, counts)
     lines = verdict.lines
 
-    write_json(reports / "result.json", result.to_json_dict())
+    write_json(reports / "result.json", _without_run_ids(result.to_json_dict()))
     atomic_write_bytes(reports / "files.csv", table.to_csv(index=False).encode())
     atomic_write_bytes(reports / "failures.txt", "".join(f"{line}\n" for line in lines).encode())
     atomic_write_bytes(

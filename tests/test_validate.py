@@ -45,6 +45,16 @@ def test_good_data_passes_and_writes_reports(data, tmp_path):
     assert (tmp_path / "reports" / "failures.txt").read_text() == ""
 
 
+def test_the_same_data_writes_the_same_reports(data, tmp_path):
+    # DVC caches the reports: a rerun on unchanged data must not look like a changed output.
+    first, second = tmp_path / "first", tmp_path / "second"
+    validate(PARAMS, data, first)
+    validate(PARAMS, data, second)
+    assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in second.iterdir())
+    for path in first.iterdir():
+        assert path.read_bytes() == (second / path.name).read_bytes(), path.name
+
+
 def test_table_describes_each_file(data):
     table = build_table(data)
     noisy = table[table["role"] == "noisy"]
