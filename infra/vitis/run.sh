@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
-# Run a command inside the Vitis AI container with this checkout mounted at
-# /workspace, e.g.
-#   infra/vitis/run.sh dvc repro quantize@vitis_ptq
-# The Vitis AI quantizers and compilers (pytorch_nndct, vai_q_tensorflow,
-# vai_c_xir) and the runtime (xir, vart) are not on PyPI: they exist only in
-# this container or on a board image. Override the image with VITIS_AI_IMAGE
-# (e.g. a GPU build); VCK5000 hosts also pass their XRT devices through.
+# Quantize and compile a greenpipe Vitis bundle inside AMD's Vitis AI container:
+#   greenpipe vitis-bundle models/denoise/checkpoint.pt artifacts/calib \
+#       --arch infra/arch/DPUCZDX8G/ZCU104/arch.json --out artifacts/vitis/denoise-zcu104
+#   infra/vitis/run.sh artifacts/vitis/denoise-zcu104 ptq        # or: qat [--qat-steps N] [--qat-lr LR]
+# The bundle is mounted at /bundle and its own vai_quantize.py runs there with
+# the container's Python 3.8, torch 1.13 and vai_q_pytorch; nothing of
+# greenpipe (Python 3.11, torch 2.13) is installed or needed inside. Results go
+# to BUNDLE/out-<mode>/ (quantized/*_int.xmodel, compiled/model.xmodel,
+# report.json, vai_c_xir.log). Written against the image below (Vitis AI 3.5);
+# override it with VITIS_AI_IMAGE (e.g. a GPU build, then pass --device cuda).
+# VCK5000 hosts also get their XRT devices passed through.
 set -euo pipefail
-image="${VITIS_AI_IMAGE:-xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.0.0.106}"
-repo="$(cd "$(dirname "$0")/../.." && pwd)"
-if ! command -v docker >/dev/null; then
-  echo "error: docker is not installed; the Vitis AI toolchain runs in the $image container" >&2
+image="${VITIS_AI_IMAGE:-xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.5.0.306}"
+if [ $# -lt 2 ] || { [ "$2" != ptq ] && [ "$2" != qat ] && [ "$2" != check ]; }; then
+  echo "usage: $0 BUNDLE ptq|qat|check [vai_quantize.py options]  (BUNDLE: written by greenpipe vitis-bundle)" >&2
   exit 2
 fi
+bundle="$1"; mode="$2"; shift 2
+if [ ! -f "$bundle/bundle.json" ] || [ ! -f "$bundle/vai_quantize.py" ]; then
+  echo "error: $bundle is not a Vitis bundle (no bundle.json / vai_quantize.py); write it with greenpipe vitis-bundle" >&2
+  exit 2
+fi
+if ! command -v docker >/dev/null; then
+  echo "error: docker is not installed; the Vitis AI quantizer and compiler run in the $image container" >&2
+  exit 2
+fi
+bundle="$(cd "$bundle" && pwd)"
+if [ "$mode" = check ]; then args=(--check); else args=(--mode "$mode"); fi
 devices=()
 for d in /dev/xclmgmt* /dev/dri/renderD*; do
   [ -e "$d" ] && devices+=(--device "$d:$d")
 done
-exec docker run --rm -it "${devices[@]}" \
-  -v "$repo:/workspace" -w /workspace \
-  -e DVC_NO_ANALYTICS=1 -e PREFECT_SERVER_ANALYTICS_ENABLED=false \
-  "$image" bash -lc "conda activate vitis-ai-pytorch 2>/dev/null || true; pip install -q -e . && $*"
+# The image's entrypoint sets up the user and conda; the env name is UG1414's for PyTorch flows.
+exec docker run --rm "${devices[@]}" -v "$bundle:/bundle" -w /bundle \
+  -e UID="$(id -u)" -e GID="$(id -g)" "$image" \
+  bash -lc 'source /opt/vitis_ai/conda/etc/profile.d/conda.sh && conda activate vitis-ai-pytorch && exec python /bundle/vai_quantize.py /bundle "$@"' \
+  vai_quantize "${args[@]}" "$@"
