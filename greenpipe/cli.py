@@ -174,11 +174,12 @@ def doctor(
 
 @app.command("vitis-bundle")
 def vitis_bundle(
-    checkpoint: Path = typer.Argument(..., help="the float model's checkpoint, e.g. models/denoise/checkpoint.pt"),
-    calib: Path = typer.Argument(..., help="its calibration dump, e.g. artifacts/calib"),
+    checkpoint: Path = typer.Argument(..., help="the float model's checkpoint: models/denoise/checkpoint.pt, "
+                                      "models/video/tsm/checkpoint.npz (Keras kernels) ..."),
+    calib: Path = typer.Argument(..., help="its calibration dump: artifacts/calib, artifacts/video/calib ..."),
     arch: Path = typer.Option(..., help="the DPU's arch file, e.g. infra/arch/DPUCZDX8G/ZCU104/arch.json"),
     out: Path = typer.Option(..., help="the bundle folder to write (replaced whole)"),
-    input_size: int = typer.Option(0, help="H = W of the deployed input; 0 = deploy.input_size of --params"),
+    input_size: int = typer.Option(0, help="H = W of a PyTorch model's deployed input; 0 = deploy.input_size"),
     samples: int = typer.Option(0, help="calibration samples to bundle; 0 = all of the dump"),
     params: Path = typer.Option(Path("params.yaml"), help="params file (read for deploy.input_size)"),
 ) -> None:
@@ -193,8 +194,10 @@ def vitis_bundle(
         manifest = write_bundle(checkpoint, calib, arch, out, input_size, samples)
     except GreenpipeError as exc:
         _fail(exc)
-    console.print(f"{out}: {manifest['model_class']} ({manifest['recipe']}), input {manifest['input_shape']}, "
-                  f"{manifest['calibration']['samples']} calibration samples, DPU {manifest['dpu_target']}. "
+    what = (f"{manifest['model_class']}, input {manifest['input_shape']}" if manifest["framework"] == "torch"
+            else f"{len(manifest['kernels'])} Keras kernels")
+    samples = ", ".join(f"{b}: {n}" for b, n in manifest["calibration"]["samples"].items())
+    console.print(f"{out}: {manifest['recipe']} {what}; calibration samples {samples}; DPU {manifest['dpu_target']}. "
                   f"Next: infra/vitis/run.sh {out} ptq   (or qat)")
 
 

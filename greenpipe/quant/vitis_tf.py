@@ -19,8 +19,9 @@ everything above and raises :class:`ToolchainMissing` naming what is missing,
 meant for the same ``commands.sh`` to run inside the container. As written
 it cannot: ``input_fn`` imports greenpipe (Python 3.11), which the container
 lacks, and Keras TF 2 kernels belong to vai_q_tensorflow2, not the TF 1.15
-quantizer; the container bundle (:mod:`greenpipe.vitis`) covers PyTorch
-models only so far.
+quantizer. The container bundle (:mod:`greenpipe.vitis`: ``greenpipe
+vitis-bundle`` on the video checkpoint) takes the same kernels to
+vai_q_tensorflow2 and vai_c_tensorflow2 instead.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ EXTERNAL_TOOLS = (tooling.Tool(
     "vai_q_tensorflow + vai_c_tensorflow", "never",
     "nothing: tests/video/test_calib_and_quant.py checks the commands greenpipe writes, not their run. As "
     "written they cannot run in a Vitis AI container (their input_fn imports greenpipe, which needs Python 3.11; "
-    "Keras TF 2 kernels belong to vai_q_tensorflow2); not yet in the container bundle",
+    "Keras TF 2 kernels belong to vai_q_tensorflow2, the container bundle's path for them)",
     "docker run -v $PWD:/workspace -w /workspace xilinx/vitis-ai-tensorflow2-cpu:ubuntu2004-3.5.0.300 "
     "sh artifacts/video/quant/vitis_tf/commands.sh",
     tooling.command(["vai_q_tensorflow", "--version"])),)
@@ -137,7 +138,8 @@ def quantize(kernels, manifest, calib, out, config) -> dict:
             f"variant vitis_tf needs {' and '.join(missing)} on PATH (AMD Vitis AI, TensorFlow 1.15 flavour), "
             f"which {'are' if len(missing) > 1 else 'is'} not installed here. The frozen kernels and the exact "
             f"commands are in {out}/commands.sh, for a Vitis AI TensorFlow container; they have never run there "
-            f"and their input_fn imports greenpipe, which such a container cannot run (docs/tools.md). "
+            f"and their input_fn imports greenpipe, which such a container cannot run (docs/tools.md); the "
+            f"container bundle takes these kernels to vai_q_tensorflow2 (`greenpipe vitis-bundle`). "
             f"Check: `which {' '.join(TOOLS)}`."
         )
     for k, q, c in zip(manifest["kernels"], cmds[::2], cmds[1::2]):
