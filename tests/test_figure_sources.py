@@ -72,7 +72,7 @@ def unlabelled(report: str) -> list[str]:
     keyed, named, in_lists = source_lists(lines)
     bad, sourced = [], set()
     header: list[str] = []
-    for i, line in enumerate(lines):
+    for line in lines:
         if not line.startswith("|"):
             header = []
             continue
