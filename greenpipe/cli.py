@@ -6,6 +6,7 @@
     greenpipe run                                     # the whole DAG as a Prefect flow over DVC
     greenpipe summary                                 # print the last report
     greenpipe doctor [--markdown]                     # which external tools / meters work here
+    greenpipe vitis-bundle CHECKPOINT CALIB --arch A --out B   # plain files for the Vitis AI container
 """
 
 from __future__ import annotations
@@ -169,6 +170,35 @@ def doctor(
         usable = ", ".join(report.usable[kind]) or "none"
         missing = ", ".join(report.unusable[kind]) or "none"
         console.print(f"{kind}s usable here: {usable}; not usable (a tool is missing): {missing}")
+
+
+@app.command("vitis-bundle")
+def vitis_bundle(
+    checkpoint: Path = typer.Argument(..., help="the float model's checkpoint: models/denoise/checkpoint.pt, "
+                                      "models/video/tsm/checkpoint.npz (Keras kernels) ..."),
+    calib: Path = typer.Argument(..., help="its calibration dump: artifacts/calib, artifacts/video/calib ..."),
+    arch: Path = typer.Option(..., help="the DPU's arch file, e.g. infra/arch/DPUCZDX8G/ZCU104/arch.json"),
+    out: Path = typer.Option(..., help="the bundle folder to write (replaced whole)"),
+    input_size: int = typer.Option(0, help="H = W of a PyTorch model's deployed input; 0 = deploy.input_size"),
+    samples: int = typer.Option(0, help="calibration samples to bundle; 0 = all of the dump"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file (read for deploy.input_size)"),
+) -> None:
+    """Write what the Vitis AI container quantizes and compiles; run it with `infra/vitis/run.sh OUT ptq|qat`."""
+    from greenpipe.vitis.bundle import write_bundle
+
+    try:
+        if input_size <= 0:
+            from greenpipe.params import load_params
+
+            input_size = load_params(params).deploy.input_size
+        manifest = write_bundle(checkpoint, calib, arch, out, input_size, samples)
+    except GreenpipeError as exc:
+        _fail(exc)
+    what = (f"{manifest['model_class']}, input {manifest['input_shape']}" if manifest["framework"] == "torch"
+            else f"{len(manifest['kernels'])} Keras kernels")
+    samples = ", ".join(f"{b}: {n}" for b, n in manifest["calibration"]["samples"].items())
+    console.print(f"{out}: {manifest['recipe']} {what}; calibration samples {samples}; DPU {manifest['dpu_target']}. "
+                  f"Next: infra/vitis/run.sh {out} ptq   (or qat)")
 
 
 def _mount_data() -> None:

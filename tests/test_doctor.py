@@ -40,6 +40,7 @@ def test_every_registered_entry_declares_its_tools_and_each_tool_is_once():
     expected = (
         {("variant", n) for n in VARIANTS} | {("compile format", n) for n in TARGETS}
         | {("runtime", n) for n in RUNTIMES} | {("meter", n) for n in METERS}
+        | {(doctor.CONTAINER, "vitis-bundle")}
     )
     assert names == expected
     assert all(e.tools for e in entries), [e.name for e in entries if not e.tools]
@@ -48,7 +49,11 @@ def test_every_registered_entry_declares_its_tools_and_each_tool_is_once():
     # The adapters that never met their tool are the Vitis AI ones, CUDA and NVML; nothing says more.
     never = {r.tool.name for r in rows if r.tool.evidence == "never"}
     assert never == {"vai_q_pytorch (pytorch_nndct)", "vai_q_tensorflow + vai_c_tensorflow", "vai_c_xir",
-                     "CUDA runtime (PyTorch CUDA build)", "NVML (nvidia-ml-py)"}
+                     "vai_q_tensorflow2 + vai_c_tensorflow2", "CUDA runtime (PyTorch CUDA build)",
+                     "NVML (nvidia-ml-py)"}
+    # The container bundle's tools run in the Vitis AI container: never counted as usable (or not) here.
+    report = doctor.examine(entries)
+    assert all("vitis-bundle" not in names for names in (*report.usable.values(), *report.unusable.values()))
 
 
 def test_a_tool_declared_twice_differently_is_refused():

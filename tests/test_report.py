@@ -114,9 +114,9 @@ def test_loadgen_column_says_non_compliant_for_short_runs_and_flags_unrecorded_d
                                                        "loadgen_validity": {"SingleStream": "VALID", "Offline": "VALID"}})
     text = markdown([Section(DENOISE, collect(metrics, DENOISE))])
     ptq8 = next(line for line in text.splitlines() if line.startswith("| ptq8 |"))
-    assert ptq8.endswith(f"| {SHORT} |") and "| VALID |" not in text
+    assert ptq8.endswith(f"| {SHORT} | [1] |") and "| VALID |" not in text  # then the source column
     inc = next(line for line in text.splitlines() if line.startswith("| inc |"))
-    assert inc.endswith("| LoadGen VALID; duration not recorded, so not shown to meet the rules' 600 s |")
+    assert inc.endswith("| LoadGen VALID; duration not recorded, so not shown to meet the rules' 600 s | [1] |")
 
 
 def _timed(p90s, fpss):

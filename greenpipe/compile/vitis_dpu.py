@@ -8,8 +8,9 @@ Two steps, the first of which needs nothing from Vitis AI:
    ``dpu_readiness.md`` are written to the output directory first, so a model
    with layers the DPU cannot run (and the extra DPU subgraphs they cause) is
    seen here, on any machine.
-2. **Compile.**  With ``vai_c_xir`` on PATH (inside the Vitis AI 3.0
-   container, ``infra/vitis/run.sh``)::
+2. **Compile.**  With ``vai_c_xir`` on PATH (only in the Vitis AI
+   container, where greenpipe itself does not run: there the bundle's script
+   compiles, ``greenpipe vitis-bundle`` then ``infra/vitis/run.sh BUNDLE ptq``)::
 
        vai_c_xir -x <quantized xmodel> -a <arch.json> -o <out_dir> -n model
 
@@ -70,18 +71,16 @@ def missing_compiler_message(
     job: CompileJob, limits: ArchLimits, summary: dict, md_path: Path, has_xmodel: bool
 ) -> str:
     """The ToolchainMissing text when vai_c_xir is not on PATH (``has_xmodel``: the variant has one to compile)."""
-    if has_xmodel:
-        run = f"`infra/vitis/run.sh dvc repro compile@{job.variant}-{job.target}`"
-    else:
-        run = (
-            f"`infra/vitis/run.sh dvc repro compile@vitis_ptq-{job.target}` (variant {job.variant} has no "
-            "vai_q_pytorch xmodel: an xmodel target compiles vitis_ptq, vitis_fastft or vitis_qat)"
-        )
+    which = "" if has_xmodel else (
+        f" (variant {job.variant} has no vai_q_pytorch xmodel: an xmodel target compiles vitis_ptq, "
+        "vitis_fastft or vitis_qat)")
     return (
         f"compile target {job.target!r} (format xmodel, {limits.name}) needs AMD's DPU compiler "
-        f"`{COMPILER}`, which is not on PATH here. It compiles the quantized xmodel that vai_q_pytorch "
-        "writes for the vitis_ptq / vitis_fastft / vitis_qat variants; both live only in the Vitis AI 3.0 "
-        f"container (not on PyPI). Run there: {run}. Check: `which {COMPILER}`. "
+        f"`{COMPILER}`, which is not on PATH here{which}. It compiles the quantized xmodel that vai_q_pytorch "
+        "writes; both live only in the Vitis AI 3.5 container (not on PyPI), which cannot run greenpipe "
+        "(Python 3.8, torch 1.13 there). Quantize and compile there from a bundle: `greenpipe vitis-bundle "
+        f"CHECKPOINT CALIB_DUMP --arch {job.params.arch} --out BUNDLE`, then `infra/vitis/run.sh BUNDLE ptq` "
+        f"(writes BUNDLE/out-ptq/compiled/model.xmodel). Check: `which {COMPILER}`. "
         + _readiness_line(summary, md_path)
     )
 
@@ -93,8 +92,9 @@ def quantized_xmodel(quant: QuantArtifact) -> Path:
     if not found:
         raise GreenpipeError(
             f"variant {quant.variant}: no quantized xmodel under {out}; an xmodel target compiles what AMD's "
-            "quantizer writes, so use a vitis_* variant (vitis_ptq, vitis_fastft, vitis_qat), quantized inside "
-            f"the Vitis AI container (`infra/vitis/run.sh dvc repro quantize@vitis_ptq`)"
+            "quantizer writes, so use a vitis_* variant (vitis_ptq, vitis_fastft, vitis_qat), or quantize and "
+            "compile in the Vitis AI container from a bundle (`greenpipe vitis-bundle`, then "
+            "`infra/vitis/run.sh BUNDLE ptq`)"
         )
     if len(found) > 1:
         raise GreenpipeError(
@@ -105,9 +105,11 @@ def quantized_xmodel(quant: QuantArtifact) -> Path:
 
 # External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
 EXTERNAL_TOOLS = (tooling.Tool(
-    "vai_c_xir", "never", "nothing: tests/compile/test_dpu_readiness.py checks the readiness report and the "
-    "missing-tool message; its vitis-marked compile test skips without the tool",
-    "infra/vitis/run.sh pytest -m vitis tests/compile/test_dpu_readiness.py",
+    "vai_c_xir", "never", "nothing: no Vitis AI container here. tests/compile/test_dpu_readiness.py checks the "
+    "readiness report and the missing-tool message; tests/vitis/test_bundle.py checks the bundle's script up "
+    "to its missing-module stop, never its vai_c_xir call",
+    "greenpipe vitis-bundle models/denoise/checkpoint.pt artifacts/calib --arch "
+    "infra/arch/DPUCZDX8G/ZCU104/arch.json --out B && infra/vitis/run.sh B ptq  # B/out-ptq/compiled/model.xmodel",
     tooling.command(["vai_c_xir", "--help"])),)
 
 

@@ -16,11 +16,15 @@ comes from AMD's own quantizer rather than greenpipe's Brevitas emulation:
   ``trainable_model()``, train (L1 on random train crops, as qat8),
   ``to_deployable(model, output_dir)``, ``export_xmodel(output_dir)``.
 
-``pytorch_nndct`` is not on PyPI: these run only inside the Vitis AI 3.0
-container (PyTorch flavour), which targets the VCK5000 and ZCU104 DPUs.
-Elsewhere they raise :class:`~greenpipe.errors.ToolchainMissing` saying so.
-They are off by default; to enable them, add to params.yaml and run inside
-the container (``infra/vitis/run.sh dvc repro quantize@vitis_ptq``)::
+``pytorch_nndct`` is not on PyPI, and the Vitis AI container that ships it
+(3.5: Python 3.8, torch 1.13) cannot run greenpipe (Python 3.11, torch 2.13),
+so these in-process adapters run only where both are importable together,
+which no Vitis AI release provides today. Elsewhere they raise
+:class:`~greenpipe.errors.ToolchainMissing` naming the path that can work: a
+bundle of plain files quantized and compiled in the container
+(:mod:`greenpipe.vitis`, ``greenpipe vitis-bundle`` then
+``infra/vitis/run.sh BUNDLE ptq|qat``). They are off by default; to enable
+them, add to params.yaml::
 
     quantize:
       variants:
@@ -65,11 +69,14 @@ OUTPUT_DIR = "vai_q_output"  # inside the quantize stage's output directory
 
 def missing_message(variant: str) -> str:
     """The exact ToolchainMissing text for ``variant`` (tests check it word for word)."""
+    mode = "qat" if variant == "vitis_qat" else "ptq"
+    finetune = " (its fast finetune is not in the bundle's script: plain PTQ there)" if variant == "vitis_fastft" else ""
     return (
         f"variant {variant} needs the Python module {MODULE!r} (vai_q_pytorch, AMD's Vitis AI quantizer), "
-        "which is not importable here. It is not on PyPI: the vitis_* variants run only inside the "
-        "Vitis AI 3.0 container (PyTorch flavour; VCK5000 and ZCU104 DPUs). Run there: "
-        f"`infra/vitis/run.sh dvc repro quantize@{variant}`. Check: `python -c \"import {MODULE}\"`."
+        "which is not importable here. It is not on PyPI, and the Vitis AI 3.5 container that ships it has "
+        "Python 3.8 and torch 1.13, where greenpipe does not run. Quantize in the container from a bundle "
+        "instead: `greenpipe vitis-bundle CHECKPOINT CALIB_DUMP --arch ARCH_JSON --out BUNDLE`, then "
+        f"`infra/vitis/run.sh BUNDLE {mode}`{finetune}. Check: `python -c \"import {MODULE}\"`."
     )
 
 
@@ -273,8 +280,12 @@ def _quantize(variant: str, model: nn.Module, calib: Iterable[torch.Tensor], con
 # External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
 EXTERNAL_TOOLS = (tooling.Tool(
     "vai_q_pytorch (pytorch_nndct)", "never",
-    "nothing: tests/quant/test_vitis_adapters.py checks greenpipe's own call plan and the missing-tool message",
-    "infra/vitis/run.sh dvc repro quantize@vitis_ptq quantize@vitis_fastft quantize@vitis_qat",
+    "nothing: no Vitis AI container here. tests/quant/test_vitis_adapters.py checks the in-process adapters' "
+    "call plan and missing-tool message; tests/vitis/test_bundle.py checks the container bundle (its model "
+    "gives the float outputs on a bare torch, its calibration data is the dump, its script's torch-only check "
+    "step runs and its quantize steps stop naming pytorch_nndct)",
+    "greenpipe vitis-bundle models/denoise/checkpoint.pt artifacts/calib --arch "
+    "infra/arch/DPUCZDX8G/ZCU104/arch.json --out B && infra/vitis/run.sh B ptq && infra/vitis/run.sh B qat",
     tooling.module("pytorch_nndct")),)
 
 

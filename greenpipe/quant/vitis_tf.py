@@ -16,7 +16,12 @@ For every kernel it writes, under the variant's directory:
 The commands run when ``vai_q_tensorflow`` and ``vai_c_tensorflow`` are on
 PATH (the Vitis AI TensorFlow 1.15 container); otherwise the variant writes
 everything above and raises :class:`ToolchainMissing` naming what is missing,
-so the same ``commands.sh`` can be run inside the container.
+meant for the same ``commands.sh`` to run inside the container. As written
+it cannot: ``input_fn`` imports greenpipe (Python 3.11), which the container
+lacks, and Keras TF 2 kernels belong to vai_q_tensorflow2, not the TF 1.15
+quantizer. The container bundle (:mod:`greenpipe.vitis`: ``greenpipe
+vitis-bundle`` on the video checkpoint) takes the same kernels to
+vai_q_tensorflow2 and vai_c_tensorflow2 instead.
 """
 
 from __future__ import annotations
@@ -103,8 +108,11 @@ def freeze(kernel, entry: dict, path: Path) -> None:
 # External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
 EXTERNAL_TOOLS = (tooling.Tool(
     "vai_q_tensorflow + vai_c_tensorflow", "never",
-    "nothing: tests/video/test_calib_and_quant.py checks the commands greenpipe writes, not their run",
-    "infra/vitis/run.sh dvc repro video_quantize@vitis_tf",
+    "nothing: tests/video/test_calib_and_quant.py checks the commands greenpipe writes, not their run. As "
+    "written they cannot run in a Vitis AI container (their input_fn imports greenpipe, which needs Python 3.11; "
+    "Keras TF 2 kernels belong to vai_q_tensorflow2, the container bundle's path for them)",
+    "docker run -v $PWD:/workspace -w /workspace xilinx/vitis-ai-tensorflow2-cpu:ubuntu2004-3.5.0.300 "
+    "sh artifacts/video/quant/vitis_tf/commands.sh",
     tooling.command(["vai_q_tensorflow", "--version"])),)
 
 
@@ -129,8 +137,10 @@ def quantize(kernels, manifest, calib, out, config) -> dict:
         raise ToolchainMissing(
             f"variant vitis_tf needs {' and '.join(missing)} on PATH (AMD Vitis AI, TensorFlow 1.15 flavour), "
             f"which {'are' if len(missing) > 1 else 'is'} not installed here. The frozen kernels and the exact "
-            f"commands are in {out}/commands.sh: run it inside the Vitis AI TensorFlow container "
-            f"(`infra/vitis/run.sh sh {out}/commands.sh`). Check: `which {' '.join(TOOLS)}`."
+            f"commands are in {out}/commands.sh, for a Vitis AI TensorFlow container; they have never run there "
+            f"and their input_fn imports greenpipe, which such a container cannot run (docs/tools.md); the "
+            f"container bundle takes these kernels to vai_q_tensorflow2 (`greenpipe vitis-bundle`). "
+            f"Check: `which {' '.join(TOOLS)}`."
         )
     for k, q, c in zip(manifest["kernels"], cmds[::2], cmds[1::2]):
         for argv, env in ((q, environment(calib, k["name"])), (c, {})):

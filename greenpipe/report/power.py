@@ -23,7 +23,7 @@ from pathlib import Path
 
 from greenpipe.io import read_json
 from greenpipe.power.base import provenance
-from greenpipe.report.text import num, number
+from greenpipe.report.text import num, number, source_keys
 
 HOURS = {"day": 24.0, "week": 24.0 * 7, "year": 24.0 * 365}
 
@@ -46,6 +46,7 @@ class SoakRow:
     what: str  # the meter's own description (starts with ESTIMATE... for the estimate meter)
     partial: bool = False
     resumed: bool = False
+    source: str = "unknown"  # where the soak ran and what its power is ("soak on <host>, <runtime>; power: ...")
     timeline: list = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -63,6 +64,7 @@ def row_from_metrics(d: dict, stem: str = "") -> SoakRow:
         inferences_per_j=number(d, "inferences_per_j"),
         meter=str(meter.get("name", "unknown")), scope=str(meter.get("scope", "unknown")),
         measured=meter.get("measured") is True, what=str(meter.get("what", "unknown meter")),
+        source=str(d.get("source", "unknown")),
         partial=bool(d.get("partial")), resumed=bool(d.get("resumed")), timeline=list(d.get("timeline") or []),
     )
 
@@ -135,10 +137,11 @@ def power_markdown(rows: list[SoakRow]) -> str:
     """The power soak section of summary.md ("" when there are no soak results)."""
     if not rows:
         return ""
+    keys = source_keys([r.source for r in rows], "s")
     lines = ["## Power soak (energy per inference)", ""]
     lines += [("| variant | device | fps | fps std | W avg | W max | W dynamic | mJ/inference | inferences/J "
-               "| meter | power is |"),
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+               "| meter | power is | source |"),
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.device, r.variant != "fp32", r.variant)):
         kind = {"ESTIMATE": "**ESTIMATE**, not a measurement",
                 "imported": "imported (the wall meter's own log)"}.get(provenance(r.meter, r.measured), "measured")
@@ -147,8 +150,10 @@ def power_markdown(rows: list[SoakRow]) -> str:
         lines.append(
             f"| {r.variant} | {r.device}{notes} | {num(r.fps, '.1f')} | {num(r.fps_std, '.2f')} | {num(r.avg_w, '.1f')}{mark} "
             f"| {num(r.max_w, '.1f')}{mark} | {num(r.dynamic_w, '.1f')}{mark} | {num(r.mj_per_inference, '.2f')}{mark} "
-            f"| {num(r.inferences_per_j, '.2f')}{mark} | {r.meter} ({r.scope}) | {kind} |"
+            f"| {num(r.inferences_per_j, '.2f')}{mark} | {r.meter} ({r.scope}) | {kind} | {keys[r.source]} |"
         )
+    lines += ["", "Where the soak figures come from (the source column names the line):", ""]
+    lines += [f"- {key} {src}" for src, key in keys.items()]
     lines += ["", "Meters:", ""]
     for meter, what in sorted({(r.meter, r.what) for r in rows}):
         lines.append(f"- {meter}: {what}")

@@ -14,7 +14,7 @@ from greenpipe.bench.loadgen import MIN_REPEATS_FOR_SPREAD, status
 from greenpipe.io import read_json
 from greenpipe.recipes.base import Quality, Recipe, Reference, metric_of
 from greenpipe.report.quant import bits_label
-from greenpipe.report.text import num, number
+from greenpipe.report.text import num, number, source_keys
 
 
 @dataclass(frozen=True)
@@ -236,21 +236,21 @@ class Section:
     references: list[Reference] = field(default_factory=list)
 
 
-def _table(sec: Section) -> list[str]:
+def _table(sec: Section, keys: dict[str, str]) -> list[str]:
     shown = [m for m in sec.recipe.metrics if m.column]
     primary = sec.recipe.metrics[0]
     lines = [
         "| variant | device | " + " | ".join(m.heading() for m in shown)
         + f" | drop vs float {primary.unit} | p90 ms | fps | model MB | DPU numerics | bits "
-        "| deployable to DPU | LoadGen |".replace("  ", " "),
-        "|---|---|" + "---:|" * len(shown) + "---:|---:|---:|---:|:-:|:-:|:-:|:-:|",
+        "| deployable to DPU | LoadGen | source |".replace("  ", " "),
+        "|---|---|" + "---:|" * len(shown) + "---:|---:|---:|---:|:-:|:-:|:-:|:-:|---|",
     ]
     for r in sorted(sec.rows, key=lambda r: (r.device, r.passes, not r.reference, r.variant)):
         cells = " | ".join(m.format(r.values.get(m.name)) for m in shown)
         lines.append(
             f"| {r.label} | {r.device} | {cells} | {num(r.drop, '+' + primary.fmt)} "
             f"| {_with_spread(r, 'p90_ms')} | {_with_spread(r, 'fps', '.1f')} | {num(r.model_mb, '.3f')} | {_numerics(r)} "
-            f"| {r.bits or '—'} | {_yes_no(r.deployable_to_dpu)} | {r.loadgen} |"
+            f"| {r.bits or '—'} | {_yes_no(r.deployable_to_dpu)} | {r.loadgen} | {keys[r.source]} |"
         )
     lines.append("")
     diffs = differences(sec.rows)
@@ -273,16 +273,17 @@ def _shape(shape: tuple[int, ...]) -> str:
 def markdown(sections: list[Section], extra: str = "") -> str:
     """The summary the demo prints: per recipe its table and reference methods, ``extra``, provenance."""
     lines = ["# greenpipe summary", ""]
+    keys = source_keys([r.source for sec in sections for r in sec.rows])
     for sec in sections:
         if len(sections) > 1:
             lines += [f"## Recipe `{sec.recipe.name}`", ""]
-        lines += _table(sec)
+        lines += _table(sec, keys)
     if extra:  # further sections (the power soak) go before the provenance notes
         lines += [extra.rstrip("\n"), ""]
-    lines.append("Where the figures come from:")
+    lines.append("Where the figures come from (a table row's source column names its line):")
     lines.append("")
-    for src in sorted({r.source for sec in sections for r in sec.rows}):
-        lines.append(f"- {src}")
+    for src, key in keys.items():
+        lines.append(f"- {key} {src}")
     for sec in sections:
         for ref in sec.references:
             lines.append(f"- {ref.label}: {ref.source}")

@@ -18,3 +18,9 @@ def num(v: float | None, spec: str = ".2f", none: str = "—") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return none
     return format(v, spec)
+
+
+def source_keys(sources: list[str], prefix: str = "") -> dict[str, str]:
+    """A short key per distinct source, sorted (``[1]``, ``[2]`` ...; ``[s1]`` ... with ``prefix`` "s"):
+    a table row's source cell, and the line of the report's source list that it names."""
+    return {src: f"[{prefix}{k}]" for k, src in enumerate(sorted(set(sources)), 1)}

@@ -287,11 +287,8 @@ def _quant_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("variant", "run_there"),
     [
-        ("vitis_ptq", "Run there: `infra/vitis/run.sh dvc repro compile@vitis_ptq-zcu104`. Check"),
-        (
-            "ptq8",
-            "compile@vitis_ptq-zcu104` (variant ptq8 has no vai_q_pytorch xmodel: an xmodel target compiles",
-        ),
+        ("vitis_ptq", "is not on PATH here. It compiles the quantized xmodel"),
+        ("ptq8", "is not on PATH here (variant ptq8 has no vai_q_pytorch xmodel: an xmodel target compiles"),
     ],
 )
 def test_xmodel_target_writes_the_report_then_names_the_missing_compiler(
@@ -317,6 +314,8 @@ def test_xmodel_target_writes_the_report_then_names_the_missing_compiler(
     message = str(err.value)
     assert "needs AMD's DPU compiler `vai_c_xir`, which is not on PATH" in message
     assert run_there in message
+    assert "`greenpipe vitis-bundle CHECKPOINT CALIB_DUMP --arch " in message
+    assert "`infra/vitis/run.sh BUNDLE ptq`" in message
     assert "vai_q_pytorch" in message and "DPUCZDX8G_ISA1_B4096" in message
     assert f"{job.out_dir / READINESS_MD}" in message and "predicted DPU subgraphs: 1" in message
     written = json.loads((job.out_dir / READINESS_JSON).read_text())
@@ -370,7 +369,7 @@ def test_vai_c_xir_compiles_a_vitis_ptq_unet_for_zcu104(tmp_path):
     from tests.stage_fixtures import make_workspace, stage_params
 
     if shutil.which("vai_c_xir") is None:
-        pytest.skip("needs vai_c_xir on PATH (the Vitis AI container: infra/vitis/run.sh)")
+        pytest.skip("needs vai_c_xir on PATH (the Vitis AI container)")
     ws = make_workspace(tmp_path)
     arch = str(ROOT / "infra/arch/DPUCZDX8G/ZCU104/arch.json")
     params = stage_params(
