@@ -82,6 +82,10 @@ def test_each_network_goes_from_training_to_a_measured_json_per_variant(work, ne
     row = read_json(work / "metrics" / net / "ptq8.json")
     assert (row["model"], row["variant"]) == (net, "ptq8")
     assert set(row["latency_ms"]) == {"64x128", "128x256"} and all(v > 0 for v in row["latency_ms"].values())
+    assert all(lo <= row["latency_ms"][size] <= hi for size, (lo, hi) in row["latency_spread_ms"].items())
+    assert set(row["scales"]) == set(row["latency_ms"]) and all(0 <= s["miou"] <= 1 for s in row["scales"].values())
+    table = (figures / "scales.md").read_text()
+    assert all(f"| {net} | {v} | {size} |" in table for v in VARIANTS for size in row["scales"])
     assert set(row["per_class_iou"]) == set(read_json(data / "manifest.json")["classes"])
     assert 0 <= row["miou"] <= 1 and 0 <= row["pixel_acc"] <= 1 and row["params_m"] > 0
     assert row["source"].startswith("measured on ")
