@@ -398,6 +398,18 @@ class Params(Section):
 
         return RECIPES.get(name).params_type.model_validate(self.recipes.get(name, {}))
 
+    def variant_table(self, key: str = "quantize.variants") -> dict[str, dict[str, Any]]:
+        """The quantization variants' configs at ``key``: ``quantize.variants``, or ``<recipe>.variants``,
+        a recipe's own table (entries of the same shape, run only by that recipe's stages)."""
+        if key == "quantize.variants":
+            return self.quantize.variants
+        recipe, _, field = key.partition(".")
+        table = self.recipes.get(recipe, {}).get("variants") if field == "variants" else None
+        if not isinstance(table, dict):
+            raise ParamsError(f"{key}: not a table of quantization variants in params.yaml; name "
+                              "quantize.variants or a recipe's own <recipe>.variants mapping")
+        return table
+
     @field_validator("validate_")
     @classmethod
     def _recipe_validate_keys(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
@@ -471,10 +483,13 @@ def _handler_errors(params: Params) -> list[InitErrorDetails]:
         for name, target in params.compile.targets.items()
         if target.format not in TARGETS
     ]
-    for prefix, entries, takes in (
+    tables = [
         (("quantize", "variants"), params.quantize.variants, "model"),
         (("video", "quantize"), params.video.quantize, "kernels"),
-    ):
+    ]
+    tables += [((recipe, "variants"), section["variants"], "model") for recipe, section in params.recipes.items()
+               if isinstance(section, dict) and isinstance(section.get("variants"), dict)]
+    for prefix, entries, takes in tables:
         for name, entry in entries.items():
             # The entry's key names its handler unless it sets `method:` (two configurations of one method).
             handler = entry.get("method") or name

@@ -8,7 +8,8 @@ The work is :func:`greenpipe.quant.stage.quantize_stage`: the variant
 is fed the calibration dump at the recipe's boundary, the result is exported
 to ONNX and the fake-quant model is scored on val, its val outputs kept as the
 compile stage's reference.  Params read: ``base.seed``, ``base.threads``,
-``ingest.noise``, ``quantize.variants.<name>``.  Output layout:
+``ingest.noise``, ``quantize.variants.<name>`` (or ``<recipe>.variants.<name>``
+with ``--variants <recipe>.variants``: a recipe's own table).  Output layout:
 greenpipe/quant/artifact.py.
 """
 
@@ -23,7 +24,9 @@ from tasks._cli import run_stage
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", required=True, help="key under quantize.variants")
+    ap.add_argument("--variant", required=True, help="key under the variants table (--variants)")
+    ap.add_argument("--variants", default="quantize.variants",
+                    help="params key of the variants table: quantize.variants or <recipe>.variants")
     ap.add_argument("--model", type=Path, required=True, help="train stage output (checkpoint.pt)")
     ap.add_argument("--calib", type=Path, required=True, help="calib_dump stage output")
     ap.add_argument("--data", type=Path, required=True, help="prepared dataset (its val split is scored)")
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     run_stage(
-        lambda params: quantize_stage(params, args.variant, args.model, args.calib, args.data, args.out),
+        lambda params: quantize_stage(params, args.variant, args.model, args.calib, args.data, args.out,
+                                      args.variants),
         args.params,
         args.metrics,
     )

@@ -7,7 +7,9 @@ deploy metrics, ``base.recipe`` first), ``table.csv`` / ``table.json`` (also a
 DVC plot source; ``table_<recipe>.csv`` for the others) and ``pareto.png``
 (``pareto_<recipe>.png``); with soak results
 (``metrics/soak/``) also the power section of ``summary.md`` and
-``soak_timeseries.png``.  With ``--quant`` (the quantize stages' outputs) and
+``soak_timeseries.png``; with tuned quantize stages (a ``trials`` log in any
+``quantize/`` metrics file) the accuracy-aware tuning section
+(greenpipe/report/tuning.py).  With ``--quant`` (the quantize stages' outputs) and
 ``--data`` (the prepared dataset) also the per-layer quantization-error
 section and ``sensitivity.png`` (greenpipe/report/quant.py).
 """
@@ -25,6 +27,7 @@ from greenpipe.recipes import get_recipe
 from greenpipe.report.power import collect_soak, power_markdown, soak_timeseries_plot
 from greenpipe.report.quant import sensitivity, sensitivity_markdown, sensitivity_plot
 from greenpipe.report.summary import Section, collect, markdown, pareto_plot, recipes_deployed
+from greenpipe.report.tuning import collect_tuning, tuning_markdown
 from tasks._cli import run_stage
 
 
@@ -36,7 +39,9 @@ def report(params: Params, metrics: Path, out: Path, quant: Path | None = None, 
     rows = sections[0].rows  # base.recipe's: its Pareto plot and its per-layer error section
     soak = collect_soak(metrics)
     layers = sensitivity(rows, quant, data) if quant is not None and data is not None else None
-    extra = "\n".join(part for part in (power_markdown(soak), sensitivity_markdown(layers) if layers else "") if part)
+    tuning = tuning_markdown(collect_tuning(metrics))
+    extra = "\n".join(part for part in (power_markdown(soak), tuning, sensitivity_markdown(layers) if layers else "")
+                      if part)
     text = markdown(sections, extra=extra)
     out.mkdir(parents=True, exist_ok=True)
     if layers:

@@ -139,6 +139,7 @@ def _the_one_error(raw: dict, tmp_path, dotted: str, value) -> str:
         ("deploy.devices.local.runtime", "ortt", ("greenpipe.runtime", "RUNTIMES")),
         ("deploy.devices.local.meter", "rappl", ("greenpipe.power", "METERS")),
         ("video.quantize.tflite_int9", None, ("greenpipe.quant", "variants_taking", "kernels")),
+        ("segment.variants.inc.method", "inc8", ("greenpipe.quant", "variants_taking", "model")),
     ],
 )
 def test_a_name_no_registry_holds_fails_naming_key_and_choices(raw, tmp_path, dotted, typo, registry):
@@ -152,6 +153,7 @@ def test_a_name_no_registry_holds_fails_naming_key_and_choices(raw, tmp_path, do
     [
         ("quantize.variants", "tflite_int8", "the kernels of a split network", "one PyTorch model"),
         ("video.quantize", "ptq8", "one PyTorch model", "the kernels of a split network"),
+        ("segment.variants", "tflite_int8", "the kernels of a split network", "one PyTorch model"),
     ],
 )
 def test_a_variant_of_the_other_kind_fails_naming_key_and_what_it_takes(raw, tmp_path, section, name, takes,
@@ -213,3 +215,19 @@ def test_a_non_finite_variant_setting_is_refused_naming_the_key(raw):
 
     with pytest.raises(ParamsError, match="lr = inf: Input should be a finite number"):
         parse_variant("fastft8", {**raw["quantize"]["variants"]["fastft8"], "lr": float("inf")})
+
+
+def test_segment_runs_only_variants_of_its_own_table(raw):
+    raw["segment"]["quantize"] = ["fp32", "qat8"]  # qat8 is in quantize.variants, not in segment.variants
+    with pytest.raises(ParamsError, match=r"quantize: \['qat8'\] not keys of segment.variants .*add them there"):
+        parse_params(raw)
+
+
+def test_a_stage_finds_its_variant_table_by_key(raw):
+    params = parse_params(raw)
+    assert params.variant_table() is params.quantize.variants
+    table = params.variant_table("segment.variants")
+    assert set(table) == set(raw["segment"]["variants"])
+    assert table["inc"]["tolerable_loss"] == raw["segment"]["variants"]["inc"]["tolerable_loss"]
+    with pytest.raises(ParamsError, match="video.variants: not a table of quantization variants"):
+        params.variant_table("video.variants")

@@ -43,6 +43,7 @@ def repo(tmp_path_factory) -> Path:
         params = tiny_params(yaml.safe_load(f))
     # The DAG's shape, not every variant's training: the baseline and the DPU-numerics PTQ.
     params["quantize"]["variants"] = {k: params["quantize"]["variants"][k] for k in ("fp32", "ptq8")}
+    params["segment"]["quantize"] = ["fp32", "ptq8"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], work)
     _run([sys.executable, "-m", "dvc", "init", "-q"], work)
@@ -104,7 +105,9 @@ def test_ptq8_param_change_reruns_only_its_chain(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # Other activation ranges and no bias correction change the int8 model, so everything downstream
     # of its compiled artifact must rerun (a change leaving the artifact identical would stop at compile).
-    params["quantize"]["variants"]["ptq8"].update(act_calibration="minmax", bias_correction=False)
+    # The segment recipe has its own table (segment.variants): the same change there reruns its ptq8 chain.
+    for table in (params["quantize"]["variants"], params["segment"]["variants"]):
+        table["ptq8"].update(act_calibration="minmax", bias_correction=False)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))

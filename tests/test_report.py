@@ -142,3 +142,29 @@ def test_speed_differences_within_the_spread_are_no_significant_difference(tmp_p
             "fp32; fps 34.2 (33.1–35.0) vs 69.9 (62.0–71.0): ptq8 2.04x faster than fp32") in text
     # inc has a single run: its differences are not judged.
     assert "- fp32 vs inc (local): p90 ms 29.60 (29.00–31.00) vs 18.00: not judged (fewer than 5 repeats)" in text
+
+
+def _tuned(variant, model, metric, fp32, trials):
+    """A tuned quantize stage's metrics: its quality record and the trial log (greenpipe/quant/inc.py's keys)."""
+    return {"variant": variant, "model": model, "numerics": "Intel x86 path (INC)", "tolerable_loss": 0.01,
+            "fp32_score": fp32, "chosen_trial": len(trials), "quality": {"primary": metric, "value": trials[-1][1]},
+            "trials": [{"trial": k + 1, "act_algo": algo, "w_granularity": "per_channel", "fp32_layers": kept,
+                        "score": score, "relative_loss": (fp32 - score) / fp32, "passed": (fp32 - score) / fp32 <= 0.01,
+                        "wall_s": 2.5} for k, (algo, score, kept) in enumerate(trials)]}
+
+
+def test_the_report_lists_every_tuning_trial_of_every_recipe(tmp_path):
+    with open("params.yaml") as f:
+        params = parse_params(yaml.safe_load(f))
+    metrics = _metrics(tmp_path / "metrics")
+    write_json(metrics / "quantize" / "inc.json", _tuned("inc", "models/denoise", "psnr", 31.5, [("minmax", 31.49, [])]))
+    write_json(metrics / "segment" / "quantize" / "hrnet-inc.json", _tuned(
+        "inc", "models/segment/hrnet", "miou", 0.40, [("minmax", 0.37, []), ("kl", 0.38, []), ("minmax", 0.399, ["head"])]))
+    report(params, metrics, tmp_path / "out")
+    md = (tmp_path / "out" / "summary.md").read_text()
+    section = md[md.index("## Accuracy-aware tuning"):]
+    assert f"### hrnet inc (Intel x86 path (INC); {(metrics / 'segment/quantize/hrnet-inc.json').as_posix()})" in section
+    assert "fp32 val miou 0.4, tolerable relative loss 0.01, so a trial needs miou >= 0.396; chosen: trial 3." in section
+    assert "| 1 | minmax | per_channel | none | 0.37 | 0.075 | no | 2.5 |" in section
+    assert "| 3 | minmax | per_channel | `head` | 0.399 | 0.0025 | yes | 2.5 |" in section
+    assert "### denoise inc" in section and "| 1 | minmax | per_channel | none | 31.49 |" in section

@@ -14,8 +14,11 @@ fixed-point model, only in a form ORT can execute with int8 kernels:
   the accumulator in the same way);
 * ``DQ -> MaxPool/Resize(nearest)`` and ``DQ,DQ -> Concat`` (same scale) move
   the op onto the integers: they commute with a monotone per-tensor dequant;
+  a Concat of inputs quantized differently that feeds a quantize gets that
+  quantize on each input instead (:func:`_quantize_concat_inputs`);
 * int8 activations become uint8 (see :func:`_to_uint8`), which is what ORT's
-  fastest x86 kernels take, with the DPU's saturation at 127 kept.
+  fastest x86 kernels take, with the DPU's saturation at 127 kept; an integer
+  Concat keeps one encoding for all its inputs.
 
 A PT2E QDQ export (``inc``: uint8 activations, per-channel int8 weights,
 float scales, float bias) needs three more, also exact:
@@ -268,6 +271,39 @@ _INT8_OPS = ("MaxPool", "Concat", "Resize")  # commute with a per-tensor dequant
 _PASS_THROUGH = _INT8_OPS + ("Clip",)
 
 
+def _quantize_concat_inputs(g: _Graph) -> int:
+    """``DQ_i(s_i, z_i) -> Concat -> Q(s, z)`` with unequal ``(s_i, z_i)`` ==> ``Concat(Q(s, z)(DQ_i))`` (exact).
+
+    Quantizing is elementwise, so quantizing each input and concatenating the
+    integers is the same as quantizing the concatenation: the Concat then runs
+    on one encoding, each input requantized to the output's.  A Concat whose
+    inputs differ and that feeds no single quantize stays in float.
+    """
+    count = 0
+    for concat in [n for n in g.graph.node if n.op_type == "Concat"]:
+        dqs = [g.producer(i) for i in concat.input]
+        if any(d is None or d.op_type != "DequantizeLinear" for d in dqs):
+            continue
+        params = {_scale_zp(g, d) for d in dqs}
+        users = g.consumers(concat.output[0])
+        if len(params) == 1 or None in params or concat.output[0] in {o.name for o in g.graph.output}:
+            continue
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or _scale_zp(g, users[0]) is None:
+            continue
+        q = users[0]
+        at = list(g.graph.node).index(concat)
+        for k, name in enumerate(list(concat.input)):
+            pre = helper.make_node("QuantizeLinear", [name, *q.input[1:]], [f"{name}_to_{q.output[0]}"],
+                                   name=f"{q.name or q.output[0]}_in{k}")
+            g.graph.node.insert(at, pre)
+            at += 1
+            concat.input[k] = pre.output[0]
+        concat.output[0] = q.output[0]
+        g.graph.node.remove(q)
+        count += 1
+    return count
+
+
 def _int8_domain(g: _Graph) -> int:
     """``DQ -> MaxPool/Resize`` and ``DQ,DQ -> Concat`` (same scale) ==> op on integers -> DQ."""
     count = 0
@@ -298,6 +334,25 @@ def _attr(node, name: str, default):
     return default
 
 
+def _quantized_sources(g: _Graph, tensor: str, quantized: dict[str, str]) -> list[str] | None:
+    """The quantize outputs (keys of ``quantized``) whose integers reach ``tensor`` through integer-domain ops.
+
+    None when some path leaves the integer domain.  A Concat reads all its inputs, the others their first.
+    """
+    if tensor in quantized:
+        return [tensor]
+    node = g.producer(tensor)
+    if node is None or node.op_type not in _PASS_THROUGH:
+        return None
+    sources: list[str] = []
+    for name in node.input if node.op_type == "Concat" else node.input[:1]:
+        found = _quantized_sources(g, name, quantized)
+        if found is None:
+            return None
+        sources += found
+    return sources
+
+
 def _to_uint8(g: _Graph) -> dict:
     """Re-express every int8 activation as uint8, exactly.
 
@@ -305,33 +360,43 @@ def _to_uint8(g: _Graph) -> dict:
       ``Q_uint8(s, 0) -> Clip(0, 127)`` and the Relu goes (a uint8 quantize
       with zero point 0 already clamps negatives to 0).  ORT then fuses the
       conv into a U8S8 ``QLinearConv``, its fastest x86 kernel.
+    * ``DQ -> Q_int8(s, 0)`` (a requantize) of integers that are all such
+      non-negative ones: the same, since its input is non-negative too.
     * any other ``Q_int8(s, 0)``: ``Q_uint8(s, 128)`` (q + 128, same range).
     Every DequantizeLinear of an activation takes the zero point of the
-    quantize it reads from, through the integer-domain ops.
+    quantize it reads from, through the integer-domain ops.  A Concat on the
+    integers with inputs of both zero points gets ``DQ(s, 0) -> Q(s, 128)``
+    on its zero-point-0 inputs, so it joins one encoding.
     """
     u8_zero = g.add_const("zp_u8_0", np.array(0, np.uint8))
     u8_mid = g.add_const("zp_u8_128", np.array(128, np.uint8))
     lo, hi = g.add_const("u8_lo", np.array(0, np.uint8)), g.add_const("u8_hi", np.array(127, np.uint8))
     new_zp: dict[str, str] = {}  # Q output -> its uint8 zero point
-    stats = {"relu_absorbed": 0, "int8_to_uint8": 0}
+    scale_of: dict[str, str] = {}  # Q output -> its scale
+    stats = {"relu_absorbed": 0, "nonnegative_to_uint8": 0, "int8_to_uint8": 0}
     for q in [n for n in g.graph.node if n.op_type == "QuantizeLinear"]:
         sz = _scale_zp(g, q)
         if sz is None or sz[1] != 0 or g.const(q.input[2]).dtype != np.int8:
             continue
-        relu = g.producer(q.input[0])
-        if relu is not None and relu.op_type == "Relu" and len(g.consumers(relu.output[0])) == 1:
-            q.input[0] = relu.input[0]
+        out = q.output[0]
+        scale_of[out] = q.input[1]
+        src = g.producer(q.input[0])
+        relu = src is not None and src.op_type == "Relu" and len(g.consumers(src.output[0])) == 1
+        requantized = src is not None and src.op_type == "DequantizeLinear"
+        sources = _quantized_sources(g, src.input[0], new_zp) if requantized else None
+        if relu or (sources and all(new_zp[t] == u8_zero for t in sources)):
+            if relu:
+                q.input[0] = src.input[0]
+                g.graph.node.remove(src)
             q.input[2] = u8_zero
-            out = q.output[0]
             q.output[0] = out + "_u8"
             clip = helper.make_node("Clip", [q.output[0], lo, hi], [out], name=q.name + "_sat127")
             g.graph.node.insert(list(g.graph.node).index(q) + 1, clip)
-            g.graph.node.remove(relu)
             new_zp[out] = u8_zero
-            stats["relu_absorbed"] += 1
+            stats["relu_absorbed" if relu else "nonnegative_to_uint8"] += 1
         else:
             q.input[2] = u8_mid
-            new_zp[q.output[0]] = u8_mid
+            new_zp[out] = u8_mid
             stats["int8_to_uint8"] += 1
     # Fewer than 8 activation bits export as Q_int8 -> Clip(int8 lo, hi): move those bounds to uint8 too
     # (shifted like the values; a lower bound below a zero-point-0 quantize's range is already met).
@@ -346,16 +411,43 @@ def _to_uint8(g: _Graph) -> dict:
                 for k, b in enumerate(bounds)
             ]
             stats["clips_to_uint8"] = stats.get("clips_to_uint8", 0) + 1
+    stats["concat_inputs_shifted"] = _one_zero_point_per_concat(g, new_zp, scale_of, u8_zero, u8_mid)
     for dq in [n for n in g.graph.node if n.op_type == "DequantizeLinear"]:
-        src = dq.input[0]
-        while src not in new_zp:
-            node = g.producer(src)
-            if node is None or node.op_type not in _PASS_THROUGH:
-                break
-            src = node.input[0]
-        if src in new_zp:
-            dq.input[2] = new_zp[src]
+        sources = _quantized_sources(g, dq.input[0], new_zp)
+        if sources and len({new_zp[t] for t in sources}) == 1:
+            dq.input[2] = new_zp[sources[0]]
     return stats
+
+
+def _one_zero_point_per_concat(g: _Graph, new_zp: dict[str, str], scale_of: dict[str, str], zero: str,
+                               mid: str) -> int:
+    """Shift the zero-point-0 inputs of an integer Concat that also has zero-point-128 ones; return how many.
+
+    All its inputs share one scale (the Concat was moved onto the integers
+    only then); a zero-point-0 input lies in [0, 127], so ``DQ(s, 0) ->
+    Q(s, 128)`` re-encodes it exactly.  Concats are visited in graph order, so
+    a nested one is already on one encoding when its consumer is.
+    """
+    count = 0
+    for concat in [n for n in g.graph.node if n.op_type == "Concat"]:
+        per_input = [_quantized_sources(g, name, new_zp) for name in concat.input]
+        if any(not s for s in per_input) or len({new_zp[t] for s in per_input for t in s}) == 1:
+            continue
+        at = list(g.graph.node).index(concat)
+        for k, sources in enumerate(per_input):
+            if new_zp[sources[0]] != zero:
+                continue
+            name, scale = concat.input[k], scale_of[sources[0]]
+            dq = helper.make_node("DequantizeLinear", [name, scale, zero], [f"{name}_zp0"], name=f"{name}_zp0")
+            q = helper.make_node("QuantizeLinear", [dq.output[0], scale, mid], [f"{name}_zp128"],
+                                 name=f"{name}_zp128")
+            g.graph.node.insert(at, q)
+            g.graph.node.insert(at, dq)
+            at += 2
+            concat.input[k] = q.output[0]
+            new_zp[q.output[0]] = mid
+            count += 1
+    return count
 
 
 def _unique_dq_per_consumer(g: _Graph) -> int:
@@ -378,6 +470,7 @@ def to_ort_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     stats = {"weights_quantized": _fold_weight_quantize(g)}  # before anything reads Q nodes as activations
     stats["weight_clips_folded"] = _fold_weight_clips(g)
     stats["quantize_before_resize"] = _quantize_before_resize(g)
+    stats["concat_quantized_per_input"] = _quantize_concat_inputs(g)
     stats["ops_moved_to_integers"] = _int8_domain(g)
     stats["requantize_dropped"] = _drop_requantize(g)
     # reads the int8 zero points, so before _to_uint8

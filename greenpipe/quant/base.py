@@ -54,27 +54,28 @@ def quantize_variant(
     model: nn.Module,
     calib: Iterable[torch.Tensor],
     _chain: tuple[str, ...] = (),
+    key_prefix: str = "quantize.variants",
 ) -> QuantResult:
-    """Run variant ``name`` of ``variants`` (params.quantize.variants) on a float ``model``.
+    """Run variant ``name`` of ``variants`` (the table at ``key_prefix`` in params.yaml) on a float ``model``.
 
     With ``start_from`` the named variant runs first and this one receives its
     model; ``calib`` must then be re-iterable (a list, a :class:`CalibrationSet`).
     """
     if name not in variants:
         raise ParamsError(
-            f"quantize.variants.{name}: no such variant (params.yaml has: {', '.join(variants)})"
+            f"{key_prefix}.{name}: no such variant (params.yaml has: {', '.join(variants)})"
         )
-    variant, config = parse_variant(name, variants[name])
+    variant, config = parse_variant(name, variants[name], key_prefix)
     if config.start_from is not None:
         if config.start_from in (*_chain, name):
             chain = " -> ".join((*_chain, name, config.start_from))
-            raise ParamsError(f"quantize.variants.{name}.start_from: variants form a cycle ({chain})")
+            raise ParamsError(f"{key_prefix}.{name}.start_from: variants form a cycle ({chain})")
         if config.start_from not in variants:
             raise ParamsError(
-                f"quantize.variants.{name}.start_from = {config.start_from!r}: not a variant "
-                f"(quantize.variants has: {', '.join(variants)})"
+                f"{key_prefix}.{name}.start_from = {config.start_from!r}: not a variant "
+                f"({key_prefix} has: {', '.join(variants)})"
             )
-        model = quantize_variant(config.start_from, variants, model, calib, (*_chain, name)).model
+        model = quantize_variant(config.start_from, variants, model, calib, (*_chain, name), key_prefix).model
     return variant.quantize(model, calib, config)
 
 

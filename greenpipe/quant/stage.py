@@ -58,18 +58,22 @@ def _torch_runner(model: torch.nn.Module):
 
 
 def quantize_stage(
-    params: Params, variant: str, model_dir: Path, calib_dir: Path, data_dir: Path, out: Path
+    params: Params, variant: str, model_dir: Path, calib_dir: Path, data_dir: Path, out: Path,
+    variants_key: str = "quantize.variants",
 ) -> dict:
-    """Write ``out``'s model, quant_report.json and reference_val.npz; return the metrics."""
+    """Write ``out``'s model, quant_report.json and reference_val.npz; return the metrics.
+
+    ``variant`` is a key of the table ``variants_key`` names (:meth:`Params.variant_table`).
+    """
     t0 = time.perf_counter()
     torch.set_num_threads(params.base.threads)
     torch.manual_seed(params.base.seed)
-    variants = params.quantize.variants
+    variants = params.variant_table(variants_key)
     if variant not in variants:
         raise GreenpipeError(
-            f"--variant {variant}: not in quantize.variants (params.yaml has: {', '.join(variants)})"
+            f"--variant {variant}: not in {variants_key} (params.yaml has: {', '.join(variants)})"
         )
-    handler, config = parse_variant(variant, variants[variant])
+    handler, config = parse_variant(variant, variants[variant], variants_key)
 
     model, ckpt = model_from_checkpoint(model_dir / "checkpoint.pt")
     recipe = get_recipe(ckpt["recipe"])
@@ -81,7 +85,7 @@ def quantize_stage(
     context = QuantContext(data=data_dir, noise=params.ingest.noise, seed=params.base.seed, out=out,
                            recipe=ckpt["recipe"], multiple=multiple, threads=params.base.threads)
     with quant_context(context):  # what training variants (qat8, qat4, fastft8) read besides calibration
-        result = quantize_variant(variant, variants, model, calib)
+        result = quantize_variant(variant, variants, model, calib, key_prefix=variants_key)
     quant_s = time.perf_counter() - t_quant
 
     example = next(iter(calib))

@@ -4,24 +4,28 @@ For each variant in ``segment.quantize`` the compiled ONNX model
 (``<compiled>/<variant>/cpu/model.onnx``) runs on ONNX Runtime on this CPU
 (``base.threads`` threads): mIoU, pixel accuracy and per-class IoU on the val
 split, then the median latency of ``segment.eval.latency_runs`` batch-1 runs
-(after one warm-up) at each of ``segment.eval.latency_sizes``; params and
-MACs come from the float model of the checkpoint.  One JSON per variant,
+(after one warm-up), with their min-max, at each of ``segment.eval.latency_sizes``; params and
+MACs come from the float model of the checkpoint; mIoU and pixel accuracy
+again with the network seeing the val images at each of those sizes (resized,
+logits resized back to the labels: :func:`at_scale`).  One JSON per variant,
 ``<out>/<variant>.json``; the stage's metrics hold them all.  With a ``figures``
 path: ``per_class_iou.png`` (bars per class and variant) and, per variant,
 ``overlay_<net>-<variant>-<image>.png`` for the first val images (image,
-ground truth, prediction; greenpipe/recipes/segment/figures.py).
+ground truth, prediction; greenpipe/recipes/segment/figures.py) and
+``scales.md``, the reference's table (mIoU, pixel accuracy, ms / image per
+variant at each size).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from greenpipe.errors import GreenpipeError
-from greenpipe.io import write_json
+from greenpipe.io import atomic_write_bytes, write_json
 from greenpipe.params import Params
 from greenpipe.recipes.segment.data import split_samples
 from greenpipe.recipes.segment.figures import PALETTE, iou_bars, overlay
@@ -29,8 +33,9 @@ from greenpipe.recipes.segment.figures import PALETTE, iou_bars, overlay
 OVERLAYS = 3  # val images shown per variant
 
 
-def latency_ms(run, shape: tuple[int, ...], runs: int) -> float:
-    """Median wall time (ms) of ``runs`` calls of ``run`` on a fixed random input of ``shape``, after one warm-up."""
+def latency_ms(run, shape: tuple[int, ...], runs: int) -> tuple[float, list[float]]:
+    """Median and [min, max] wall time (ms) of ``runs`` calls of ``run`` on a fixed random input of ``shape``,
+    after one warm-up."""
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     run(x)
     times = []
@@ -38,7 +43,40 @@ def latency_ms(run, shape: tuple[int, ...], runs: int) -> float:
         t0 = time.perf_counter()
         run(x)
         times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+    return float(np.median(times)), [min(times), max(times)]
+
+
+def at_scale(run: Callable[[np.ndarray], np.ndarray], size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+    """``run`` seeing its input resized to ``size`` = (H, W) (bilinear), its logits resized back (bilinear).
+
+    The network sees the scene at the test scale; the score stays at the labels' own resolution.
+    """
+    import torch
+    from torch.nn.functional import interpolate
+
+    def scaled(x: np.ndarray) -> np.ndarray:  # (1, 3, h, w) -> (1, K, h, w)
+        big = interpolate(torch.from_numpy(x), size=tuple(size), mode="bilinear", align_corners=False)
+        logits = torch.from_numpy(run(np.ascontiguousarray(big.numpy())))  # (1, K, H, W)
+        return interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False).numpy()
+
+    return scaled
+
+
+def scales_table(net: str, rows: list[dict[str, Any]], host: str) -> str:
+    """The reference's table for one network: mIoU, pixel accuracy and ms / image per variant at each scale."""
+    lines = [f"# {net}: mIoU, pixel accuracy and latency at each test scale", "",
+             "| model | variant | scale (H x W) | mIoU | pixel acc. | ms / image (median, min-max) |",
+             "|---|---|---|---:|---:|---:|"]
+    for row in rows:
+        for size, score in row["scales"].items():
+            lo, hi = row["latency_spread_ms"][size]
+            lines.append(f"| {net} | {row['variant']} | {size} | {score['miou']:.3f} | {score['pixel_acc']:.3f} "
+                         f"| {row['latency_ms'][size]:.1f} ({lo:.1f}-{hi:.1f}) |")
+    lines += ["", f"Measured on {host}: each compiled artifact (ONNX Runtime, batch 1) on every val image resized "
+              "to the scale (bilinear), its logits resized back to the labels' resolution and scored there; "
+              "ms / image: wall time of a random image at that scale, median of the runs after one warm-up "
+              "(metrics/segment/<model>/<variant>.json, `latency_runs`).", ""]
+    return "\n".join(lines)
 
 
 def _overlays(data: Path, outputs: dict[str, np.ndarray], out: Path, tag: str, count: int) -> None:
@@ -68,7 +106,7 @@ def eval_stage(recipe: Any, params: Params, paths: dict[str, Path]) -> dict:
              "gmacs": {f"{h}x{w}": macs(model, (1, 3, h, w)) / 1e9 for h, w in sp.eval.latency_sizes},
              "model_args": ckpt["model_args"]}
     host = describe_host(params.base.threads)
-    results, per_class = {}, {}
+    results, per_class, rows = {}, {}, []
     for variant in sp.quantize:
         artifact = Path(paths["compiled"]) / variant / "cpu" / "model.onnx"
         if not artifact.exists():
@@ -78,19 +116,29 @@ def eval_stage(recipe: Any, params: Params, paths: dict[str, Path]) -> dict:
         evaluation = recipe.evaluate(runner.run, Path(paths["data"]), multiple=recipe.multiple(ckpt["model_args"]),
                                      outputs=outputs)
         check_quality(evaluation.quality, recipe, f"segment eval {net} {variant}")
-        latency = {f"{h}x{w}": latency_ms(runner.run, (1, 3, h, w), sp.eval.latency_runs)
-                   for h, w in sp.eval.latency_sizes}
+        timed = {f"{h}x{w}": latency_ms(runner.run, (1, 3, h, w), sp.eval.latency_runs)
+                 for h, w in sp.eval.latency_sizes}
+        scaled = {f"{h}x{w}": recipe.evaluate(at_scale(runner.run, (h, w)), Path(paths["data"]),
+                                              multiple=recipe.multiple(ckpt["model_args"])).summary()
+                  for h, w in sp.eval.latency_sizes}
         row = {"model": net, "variant": variant, "recipe": "segment", **evaluation.summary(),
-               "per_class_iou": evaluation.extra["per_class_iou"], "latency_ms": latency,
+               "per_class_iou": evaluation.extra["per_class_iou"],
+               "scales": {size: {k: score[k] for k in ("miou", "pixel_acc")} for size, score in scaled.items()},
+               "latency_ms": {size: t[0] for size, t in timed.items()},
+               "latency_spread_ms": {size: t[1] for size, t in timed.items()},
                "latency_runs": sp.eval.latency_runs, **facts,
-               "source": f"measured on {host}: ONNX Runtime, compiled artifact {artifact}, batch 1, "
-                         f"median of {sp.eval.latency_runs} runs; MACs counted on the float model (convolutions)"}
+               "source": f"measured on {host}: ONNX Runtime, compiled artifact {artifact}, batch 1, wall time "
+                         f"of each run, median of {sp.eval.latency_runs} runs after one warm-up (min-max in "
+                         "latency_spread_ms); scales: val images resized to each size, logits resized back "
+                         "to the labels; MACs counted on the float model (convolutions)"}
         write_json(Path(paths["out"]) / f"{variant}.json", row)
-        results[variant] = {k: row[k] for k in ("miou", "pixel_acc", "latency_ms")}
+        rows.append(row)
+        results[variant] = {k: row[k] for k in ("miou", "pixel_acc", "latency_ms", "scales")}
         per_class[variant] = row["per_class_iou"]
         if "figures" in paths:
             _overlays(Path(paths["data"]), outputs, Path(paths["figures"]), f"{net}-{variant}", OVERLAYS)
     if "figures" in paths:
+        atomic_write_bytes(Path(paths["figures"]) / "scales.md", scales_table(net, rows, host).encode())
         iou_bars(per_class, f"{net}: per-class IoU on val, compiled artifacts on ONNX Runtime ({host})",
                  Path(paths["figures"]) / "per_class_iou.png")
     return {"model": net, "variants": results, "params_m": facts["params_m"], "gmacs": facts["gmacs"]}

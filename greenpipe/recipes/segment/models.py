@@ -189,10 +189,7 @@ class HRNetV2(nn.Module):
             for s in range(3)
         )
         total = sum(w)
-        # The ReLU after each up-sampling is the identity on these post-ReLU maps; it keeps every input of
-        # the concat visibly non-negative, so the compiled int8 graph gives them one integer encoding.
-        self.ups = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2**i, mode="nearest"), nn.ReLU(inplace=False))
-                                 for i in range(1, 4))
+        self.ups = nn.ModuleList(nn.Upsample(scale_factor=2**i, mode="nearest") for i in range(1, 4))
         self.head = nn.Sequential(_conv(total, total, 1), nn.Conv2d(total, config.num_classes, 1))
         self.out_up = nn.Upsample(scale_factor=4, mode="nearest")
 

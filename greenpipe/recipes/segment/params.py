@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -66,7 +66,7 @@ class SegmentTrainParams(Section):
 
 class SegmentEvalParams(Section):
     latency_sizes: Listed[tuple[Listed[tuple[int, int]], ...]] = ((256, 512), (512, 1024), (1024, 2048))
-    latency_runs: int = Field(3, ge=1)  # timed runs per size after one warm-up (median reported)
+    latency_runs: int = Field(5, ge=1)  # timed runs per size after one warm-up (median and min-max reported)
 
 
 class SegmentParams(Section):
@@ -76,7 +76,18 @@ class SegmentParams(Section):
                                              "hrnet": SegmentModelParams(arch="hrnet", width="w18s")}
     train: SegmentTrainParams = SegmentTrainParams()
     calib_samples: int = Field(16, ge=1)
-    quantize: Listed[tuple[str, ...]] = ("fp32", "ptq8")  # keys of quantize.variants run on both models
+    # The recipe's own quantization variants (entries as under quantize.variants: the key or `method:` names
+    # the handler; each handler's config type checks the rest), and which of them run on both networks.
+    variants: dict[str, dict[str, Any]] = {"fp32": {}, "ptq8": {}}
+    quantize: Listed[tuple[str, ...]] = ("fp32", "ptq8")
     eval: SegmentEvalParams = SegmentEvalParams()
 
     model_config = Section.model_config | {"populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _quantize_known(self) -> "SegmentParams":
+        unknown = [v for v in self.quantize if v not in self.variants]
+        if unknown:
+            raise ValueError(f"quantize: {unknown} not keys of segment.variants (it has: {', '.join(self.variants)}); "
+                             "add them there")
+        return self

@@ -74,3 +74,20 @@ def test_a_constant_prediction_scores_the_share_of_its_class(prepared):
     # every other class that appears scores 0; one that appears nowhere and is never predicted is None
     present = {c for c, v in iou.items() if v is not None}
     assert evaluation.quality.value == pytest.approx(iou["road"] / len(present))
+
+
+def test_a_network_run_at_another_scale_is_scored_at_the_labels_resolution():
+    from greenpipe.recipes.segment.evaluate import at_scale
+
+    seen = []
+
+    def run(x):  # logits = the image's own channels (3 classes), recording the size the "network" saw
+        seen.append(x.shape)
+        return x.copy()
+
+    yy, xx = np.mgrid[0:32, 0:64] / 64.0
+    image = np.stack([np.sin(3 * xx), np.cos(4 * yy), xx * yy])[None].astype(np.float32)  # (1, 3, 32, 64), smooth
+    np.testing.assert_array_equal(at_scale(run, (32, 64))(image), image)  # its own size: unchanged
+    out = at_scale(run, (128, 256))(image)
+    assert seen[-1] == (1, 3, 128, 256) and out.shape == image.shape
+    assert (out.argmax(1) == image.argmax(1)).mean() > 0.97 and np.abs(out - image).max() < 0.05

@@ -22,7 +22,10 @@ from greenpipe.quant.stage import quantize_stage
 from tests.recipes.segment.fixtures import segment_params
 from tests.recipes.segment.test_data import photos  # noqa: F401  (fixture)
 
-PARAMS = segment_params()
+# The recipe's own variant table, its inc entry cut to one quick trial (the tiny networks barely train).
+INC = {"max_trials": 1, "calib_samples": 2, "act_algo": ["minmax"], "fp32_layers": [["head"]], "tolerable_loss": 0.5}
+PARAMS = segment_params(variants={**segment_params().recipe_section("segment").variants, "inc": INC})
+VARIANTS = PARAMS.recipe_section("segment").quantize
 
 
 @pytest.fixture(scope="module")
@@ -64,22 +67,28 @@ def test_each_network_goes_from_training_to_a_measured_json_per_variant(work, ne
     assert ckpt["recipe"] == "segment" and ckpt["model_args"]["arch"] == net
     calib = calib_dump(PARAMS, "segment", data, model, work / "calib" / net)
     assert calib["samples"] == 2
-    for variant in ("fp32", "ptq8"):
+    for variant in VARIANTS:
         quant = work / "quant" / net / variant
-        q = quantize_stage(PARAMS, variant, model, work / "calib" / net, data, quant)
+        q = quantize_stage(PARAMS, variant, model, work / "calib" / net, data, quant, "segment.variants")
         assert q["quality"]["primary"] == "miou"
         c = compile_stage(PARAMS, variant, "cpu", quant, data, work / "compile" / net / variant / "cpu")
         assert c["agreement"]["max_abs_diff"] <= c["agreement"]["tolerance"]
     figures = work / "reports" / net
     out = recipe_stage(PARAMS, "segment", "eval", {"model": model, "compiled": work / "compile" / net,
                                                    "data": data, "out": work / "metrics" / net, "figures": figures})
-    assert set(out["variants"]) == {"fp32", "ptq8"}
+    assert set(out["variants"]) == set(VARIANTS)
+    tuned = read_json(work / "quant" / net / "inc" / "quant_report.json")["tuning"]
+    assert tuned["tolerable_loss"] == 0.5 and [t["fp32_layers"] for t in tuned["trials"]] == [["head"]]
     row = read_json(work / "metrics" / net / "ptq8.json")
     assert (row["model"], row["variant"]) == (net, "ptq8")
     assert set(row["latency_ms"]) == {"64x128", "128x256"} and all(v > 0 for v in row["latency_ms"].values())
+    assert all(lo <= row["latency_ms"][size] <= hi for size, (lo, hi) in row["latency_spread_ms"].items())
+    assert set(row["scales"]) == set(row["latency_ms"]) and all(0 <= s["miou"] <= 1 for s in row["scales"].values())
+    table = (figures / "scales.md").read_text()
+    assert all(f"| {net} | {v} | {size} |" in table for v in VARIANTS for size in row["scales"])
     assert set(row["per_class_iou"]) == set(read_json(data / "manifest.json")["classes"])
     assert 0 <= row["miou"] <= 1 and 0 <= row["pixel_acc"] <= 1 and row["params_m"] > 0
     assert row["source"].startswith("measured on ")
     assert (figures / "per_class_iou.png").stat().st_size > 0
     overlays = sorted(p.name for p in figures.glob("overlay_*.png"))
-    assert overlays == [f"overlay_{net}-{v}_scene{k:04d}.png" for v in ("fp32", "ptq8") for k in range(2)]
+    assert overlays == sorted(f"overlay_{net}-{v}_scene{k:04d}.png" for v in VARIANTS for k in range(2))
