@@ -6,7 +6,8 @@ reference run's real outputs). Its rules:
 
 * a table row holding a figure has a ``source`` cell (``[1]``, ``[s2]``) naming a line of the report's
   source lists, and that line says ``measured on <device>, <runtime>`` (deploy) or ``soak on <device>,
-  <runtime>; power: <meter or ESTIMATE ...>`` (soak); a row of a ``method`` table (other methods on the
+  <runtime>; power: <meter or ESTIMATE ...>`` (soak) or ``scored on val by the <stage> stage ...
+  <metrics JSON>`` (a tuning trial's fake-quant score); a row of a ``method`` table (other methods on the
   same val data) has a ``- <method>: <source>`` line naming the metrics JSON it comes from;
 * a line outside tables and source lists that states a figure (the speed comparisons, the savings) is a
   bullet naming a row that has a source;
@@ -26,7 +27,8 @@ from tests.test_readme import NUMBER, SENTENCE, blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE_CELL = re.compile(r"^[+-]?\d+(?:\.\d+)?(?: \([^)]*\))?(?: \(est\.\))?$")  # 31.40, 20.63 (20.26–22.79)
-ROW_SOURCE = {"measured": re.compile(r"^measured on \S.*"), "soak": re.compile(r"^soak on \S.*; power: \S.*")}
+ROW_SOURCE = {"measured": re.compile(r"^measured on \S.*"), "soak": re.compile(r"^soak on \S.*; power: \S.*"),
+              "scored": re.compile(r"^scored on val by the \w+ stage .*\bmetrics/[\w/.-]+\.json$")}
 METRICS_FILE = re.compile(r"\bmetrics/[\w/.-]+\.json\b")
 LINE_FIGURE = re.compile(rf"(?<![\w.])\d+\.\d+(?![\w.])|(?<![\w.]){NUMBER}\s?(?:dB|%|ms|s|fps|W|mJ|kWh|x)(?!\w)")
 TIMING = re.compile(rf"(?<![\w.]){NUMBER}(?:\s?(?:-|to|\+-)\s?{NUMBER})?\s?"

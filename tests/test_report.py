@@ -163,8 +163,13 @@ def test_the_report_lists_every_tuning_trial_of_every_recipe(tmp_path):
     report(params, metrics, tmp_path / "out")
     md = (tmp_path / "out" / "summary.md").read_text()
     section = md[md.index("## Accuracy-aware tuning"):]
-    assert f"### hrnet inc (Intel x86 path (INC); {(metrics / 'segment/quantize/hrnet-inc.json').as_posix()})" in section
-    assert "fp32 val miou 0.4, tolerable relative loss 0.01, so a trial needs miou >= 0.396; chosen: trial 3." in section
-    assert "| 1 | minmax | per_channel | none | 0.37 | 0.075 | no | 2.5 |" in section
-    assert "| 3 | minmax | per_channel | `head` | 0.399 | 0.0025 | yes | 2.5 |" in section
-    assert "### denoise inc" in section and "| 1 | minmax | per_channel | none | 31.49 |" in section
+    assert "### hrnet inc (Intel x86 path (INC))" in section
+    assert "| fp32 | — | — | — | 0.4 | — | — | — | [q2] |" in section
+    assert "- tolerable relative loss 0.01: a trial passes at val miou >= 0.396 (fp32 x (1 - loss)); chosen: trial 3." \
+        in section
+    assert "| 1 | minmax | per_channel | none | 0.37 | 0.075 | no | 2.5 | [q2] |" in section
+    assert "| 3 | minmax | per_channel | `head` | 0.399 | 0.0025 | yes | 2.5 | [q2] |" in section
+    assert "### denoise inc" in section and "| 1 | minmax | per_channel | none | 31.49 | " in section
+    hrnet = (metrics / "segment/quantize/hrnet-inc.json").as_posix()
+    assert f"- [q2] scored on val by the quantize stage (the fp32 model, then each trial's fake-quant PyTorch " \
+        f"candidate): {hrnet}" in section

@@ -42,21 +42,25 @@ def tuning_markdown(runs: list[dict[str, Any]]) -> str:
              "PyTorch model (the candidate itself); it passes when (fp32 - trial) / fp32 <= the tolerable "
              "loss, and tuning stops at the first that does. Trial logs: the quantize stages' metrics files "
              "(`trials`) and `quant_report.json` (`tuning`).", ""]
-    for run in runs:
+    sources = []
+    for i, run in enumerate(runs, 1):
+        key = f"[q{i}]"
         quality = run.get("quality") if isinstance(run.get("quality"), dict) else {}
         metric = quality.get("primary", "score")
         fp32, tol = number(run, "fp32_score"), number(run, "tolerable_loss")
         target = None if fp32 is None or tol is None else fp32 * (1 - tol)
         model = Path(str(run.get("model", ""))).name
-        lines += [f"### {model} {run.get('variant')} ({run.get('numerics', 'tuned')}; {run['file']})", "",
-                  f"fp32 val {metric} {num(fp32, '.4g')}, tolerable relative loss {num(tol, '.4g')}, so a trial "
-                  f"needs {metric} >= {num(target, '.4g')}; chosen: trial {run.get('chosen_trial', '—')}.", "",
-                  f"| trial | activations | weights | kept float | val {metric} | relative loss | passed | s |",
-                  "|---:|---|---|---|---:|---:|:-:|---:|"]
+        lines += [f"### {model} {run.get('variant')} ({run.get('numerics', 'tuned')})", "",
+                  f"| trial | activations | weights | kept float | val {metric} | relative loss | passed | s | source |",
+                  "|---:|---|---|---|---:|---:|:-:|---:|---|",
+                  f"| fp32 | — | — | — | {num(fp32, '.4g')} | — | — | — | {key} |"]
         for t in run["trials"]:
             lines.append(f"| {t.get('trial')} {_settings(t)} | {num(number(t, 'score'), '.4g')} "
                          f"| {num(number(t, 'relative_loss'), '.4g')} | {'yes' if t.get('passed') else 'no'} "
-                         f"| {num(number(t, 'wall_s'), '.1f')} |")
-        lines.append("")
+                         f"| {num(number(t, 'wall_s'), '.1f')} | {key} |")
+        lines += ["", f"- tolerable relative loss {num(tol, '.4g')}: a trial passes at val {metric} >= "
+                      f"{num(target, '.4g')} (fp32 x (1 - loss)); chosen: trial {run.get('chosen_trial', '—')}.", ""]
+        sources.append(f"- {key} scored on val by the quantize stage (the fp32 model, then each trial's fake-quant "
+                       f"PyTorch candidate): {run['file']}")
+    lines += ["Where the tuning scores come from (a table row's source column names its line):", "", *sources, ""]
     return "\n".join(lines)
-
