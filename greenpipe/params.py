@@ -127,7 +127,7 @@ class PruneParams(Section):
     gate_steps: int = Field(200, ge=1)  # training steps with the gates and the sparsity term
     sparsity_weight: float = Field(1.0, ge=0)  # times the mean gate, added to the recipe's loss
     lr: float = Field(0.003, gt=0)  # gate training: the model's weights
-    gate_lr: float = Field(0.05, gt=0)  # gate training: the gates' own weights
+    gate_lr: float = Field(0.1, gt=0)  # gate training: the gates' own weights
     util_batches: int = Field(8, ge=1)  # training batches the utilisation is averaged over
     threshold: float = Field(0.05, ge=0, lt=1)  # kernels used less than this on average are removed
     finetune_steps: int = Field(200, ge=0)  # after removal, on the recipe's loss alone
