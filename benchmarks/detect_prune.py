@@ -91,14 +91,17 @@ def main(argv: list[str] | None = None) -> None:
         ("mAP@0.5 loss after fine-tune (fp32)", f"{pts('vgg-fp32') - pts('vgg_pruned-fp32'):+.2f} points", "<= 1 point",
          pts("vgg-fp32") - pts("vgg_pruned-fp32") <= 1, "eval JSONs"),
         ("int8 on pruned vs fp32 unpruned, mAP@0.5", f"{pts('vgg_pruned-ptq8') - pts('vgg-fp32'):+.2f} points",
-         "within 1.5 points", abs(pts("vgg_pruned-ptq8") - pts("vgg-fp32")) <= 1.5, "eval JSONs"),
+         "not below -1.5 points", pts("vgg_pruned-ptq8") - pts("vgg-fp32") >= -1.5, "eval JSONs"),
     ]
     lines += ["", f"{'goal':<46} {'measured':<36} {'target':<18} met  source"]
     lines += [f"{g:<46} {m:<36} {t:<18} {'yes' if ok else 'NO ':<4} {s}" for g, m, t, ok, s in goals]
     light = (f"light backbone (MobileNet SSD) vs VGG SSD, fp32: {med['mobilenet-fp32'] / med['vgg-fp32']:.2f}x the "
              f"fps, mAP@0.5 {pts('mobilenet-fp32') - pts('vgg-fp32'):+.2f} points, "
              f"{evals['mobilenet-fp32']['macs'] / evals['vgg-fp32']['macs']:.2f}x the MACs")
-    lines += ["", light]
+    lines += ["", light,
+              "the pruned model trained prune.gate_steps + prune.finetune_steps steps more than the unpruned one "
+              "(metrics/prune/vgg.json: val_map50_before / _removed_only / _after): a mAP gain after fine-tune is "
+              "that extra training as much as the pruning"]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
