@@ -29,7 +29,7 @@ from greenpipe.io import read_json
 from greenpipe.recipes.base import (
     RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files, write_sample_images,
 )
-from greenpipe.recipes.detect.boxes import feature_sizes, prior_boxes
+from greenpipe.recipes.detect.boxes import feature_sizes, prior_boxes, priors_per_location
 from greenpipe.recipes.detect.data import load, load_image
 from greenpipe.recipes.detect.metrics import Boxes, coco_map
 from greenpipe.recipes.detect.params import DetectParams
@@ -59,7 +59,8 @@ def prepared(data_root: Path) -> tuple[Path, str, tuple[str, ...], int | None]:
 
 def render(raw: np.ndarray) -> np.ndarray:
     """A picture of one image's raw head outputs (P, 4 + C): its detections above 0.3 as outlines on black."""
-    size = next(s for s in range(16, 4097, 16) if sum(f * f for f in feature_sizes(s)) * 6 == raw.shape[0])
+    per_cell = priors_per_location()
+    size = next(s for s in range(16, 4097, 16) if sum(f * f for f in feature_sizes(s)) * per_cell == raw.shape[0])
     (d,) = detections(raw[None], prior_boxes(feature_sizes(size)), 0.3)
     img = np.zeros((size, size, 3), np.float32)
     palette = np.array([[0.2, 1.0, 0.2], [1.0, 0.3, 0.3], [0.3, 0.5, 1.0], [1.0, 1.0, 0.2]], np.float32)
@@ -137,13 +138,16 @@ class DetectRecipe:
         input_size: int = 128,
         fmt: str = "auto",
         classes: tuple[str, ...] = (),
+        score_threshold: float = 0.01,
+        iou_threshold: float = 0.45,
     ) -> Evaluation:
         """Score ``run`` ((1, 3, S, S) -> (1, P, 4 + C) raw head outputs) on every val image.
 
         ``data_root`` is the ingest stage's layout (its ``val/`` split, classes and input size from
         its ``manifest.json``) or a VOC / COCO directory, validated first (``input_size``, ``fmt``,
         ``classes`` apply to it). Every image is resized to the input size; the shared post-process
-        (postprocess.detections: score > 0.01, NMS at IoU 0.45, 100 per image) runs on the raw outputs,
+        (postprocess.detections: softmax score > ``score_threshold``, NMS at IoU ``iou_threshold``,
+        100 per image; the stages keep the defaults) runs on the raw outputs,
         detections are mapped back to the image's pixels and scored by COCOeval. ``outputs`` gets each
         image's raw outputs (P, 4 + C) by id: fixed-shape, what the compile stage's agreement check
         compares. ``max_side`` and ``multiple`` are the protocol's (a fixed-size model ignores them).
@@ -155,7 +159,7 @@ class DetectRecipe:
         truth, found, sizes, rows = [], [], [], []
         for s in data.samples:
             raw = run(load_image(s.image, size)[None])
-            (d,) = detections(raw, priors)
+            (d,) = detections(raw, priors, score_threshold, iou_threshold)
             px = d.boxes * np.array([s.width, s.height, s.width, s.height], np.float32)
             truth.append(Boxes(s.boxes, data.labels(s)))
             found.append(Boxes(px, d.classes, d.scores))

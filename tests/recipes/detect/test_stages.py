@@ -157,3 +157,15 @@ def test_a_pruned_checkpoint_rebuilds_to_the_same_outputs(tmp_path):
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_samples_draw_a_confident_detection_as_an_outline(tmp_path):
+    from greenpipe.io import read_image
+    from greenpipe.recipes.detect.model import SSDConfig
+
+    raw = np.zeros((len(SSDConfig(num_classes=2, input_size=64).priors()), 4 + 3), np.float32)
+    raw[1:, 4] = 10.0  # background everywhere but the first prior, which is class 0
+    raw[0, 4 + 1] = 10.0
+    (path,) = get_recipe("detect").write_samples({"tile": raw}, tmp_path, 3)
+    img = read_image(path)
+    assert img.shape == (64, 64, 3) and img.max() > 0 and img[32, 32].max() == 0  # an outline, not a fill
