@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned to the CPU wheel, so no dependency can pull a CUDA build.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -e ".[dev]"
+	# the detect recipe's built-in data: the annotated images inside the deepforest wheel (MIT), not installed
+	$(BIN)/python -m pip download -q "deepforest==2.1.0" --no-deps --only-binary=:all: -d .whl
 	touch $@
 
 demo: setup

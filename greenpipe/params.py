@@ -121,6 +121,19 @@ class CalibDumpParams(Section):
     crop: int = Field(128, ge=16)
 
 
+class PruneParams(Section):
+    """The shared prune stage (greenpipe/prune/stage.py): LKAM gates, utilisation, static removal, fine-tune."""
+
+    gate_steps: int = Field(200, ge=1)  # training steps with the gates and the sparsity term
+    sparsity_weight: float = Field(1.0, ge=0)  # times the mean gate, added to the recipe's loss
+    lr: float = Field(0.003, gt=0)  # gate training: the model's weights
+    gate_lr: float = Field(0.1, gt=0)  # gate training: the gates' own weights
+    util_batches: int = Field(8, ge=1)  # training batches the utilisation is averaged over
+    threshold: float = Field(0.05, ge=0, lt=1)  # kernels used less than this on average are removed
+    finetune_steps: int = Field(200, ge=0)  # after removal, on the recipe's loss alone
+    finetune_lr: float = Field(0.001, gt=0)
+
+
 class BaselineParams(Section):
     methods: Listed[tuple[Literal["nlm", "wavelet"], ...]] = ("nlm", "wavelet")
     max_side: int = Field(192, ge=32)
@@ -365,6 +378,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     calib_dump: CalibDumpParams = CalibDumpParams()
     baseline: BaselineParams = BaselineParams()
+    prune: PruneParams = PruneParams()
     quantize: QuantizeParams
     compile: CompileParams
     deploy: DeployParams

@@ -49,6 +49,11 @@ def repo(tmp_path_factory) -> Path:
     _run([sys.executable, "-m", "dvc", "init", "-q"], work)
     _run([sys.executable, "-m", "greenpipe.cli", "data", "builtin", "data"], work)
     _run([sys.executable, "-m", "dvc", "add", "-q", "data"], work)
+    # the detect recipe's built-in data: the deepforest wheel `make setup` downloads (pip download --no-deps)
+    wheel = ROOT / ".whl" / "deepforest-2.1.0-py3-none-any.whl"
+    if wheel.is_file():
+        (work / ".whl").mkdir()
+        shutil.copy(wheel, work / ".whl" / wheel.name)
     return work
 
 
@@ -113,8 +118,12 @@ def test_ptq8_param_change_reruns_only_its_chain(repo):
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     segment = [f"segment_{stage}@{net}-ptq8{suffix}" for net in ("unet", "hrnet")
                for stage, suffix in (("quantize", ""), ("compile", "-cpu"), ("deploy", "-local"), ("soak", "-local"))]
+    chains = params["detect"]["chains"]
+    detect = [f"detect_{stage}@{chain}-ptq8{suffix}" for chain in chains
+              for stage, suffix in (("quantize", ""), ("compile", "-cpu"), ("deploy", "-local"), ("soak", "-local"))]
     assert ran == sorted(["compile@ptq8-cpu", "deploy@ptq8-local", "quantize@ptq8", "report", "soak@ptq8-local",
-                          *segment, "segment_eval@unet", "segment_eval@hrnet"])
+                          *segment, "segment_eval@unet", "segment_eval@hrnet",
+                          *detect, *[f"detect_eval@{chain}" for chain in chains]])
 
 
 def test_prefect_flow_runs_every_stage_through_dvc(repo):

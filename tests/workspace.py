@@ -82,6 +82,15 @@ TINY_PARAMS_OVERRIDES = {
         "calib_samples": 2,
         "eval": {"latency_sizes": [[64, 128], [128, 256]], "latency_runs": 1},
     },
+    # builtin data tiled at 1024 px (about 15 tiles of the deepforest images), 32 px models
+    "detect": {
+        "data": {"tile": 1024, "input_size": 32, "val_fraction": 0.2},
+        "models": {"vgg": {"backbone": "vgg", "width": 4}, "mobilenet": {"backbone": "mobilenet", "width": 4}},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2},
+        "calib_samples": 2,
+        "eval": {"latency_s": 0.2, "repeats": 2},
+    },
+    "prune": {"gate_steps": 2, "util_batches": 1, "finetune_steps": 2},
 }
 
 

@@ -118,26 +118,49 @@ def prune(model: nn.Module, units: Sequence[Unit], util: Sequence[np.ndarray], t
     model.eval()
     kept = {}
     for unit, u in zip(units, util):
-        conv, bn = unit.block[0], unit.block[1]
         keep = np.flatnonzero(u >= threshold)
         if keep.size == 0:
             keep = np.array([int(np.argmax(u))])
-        idx = torch.from_numpy(keep)
-        scale = torch.from_numpy(np.asarray(u, np.float32))[idx]
-        # in place: another unit may list this conv as a consumer, before or after this one
-        conv.weight = nn.Parameter(conv.weight[idx].clone())
-        if conv.bias is not None:
-            conv.bias = nn.Parameter(conv.bias[idx].clone())
-        conv.out_channels = len(keep)
-        bn.weight = nn.Parameter(bn.weight[idx] * scale)
-        bn.bias = nn.Parameter(bn.bias[idx] * scale)
-        bn.running_mean = bn.running_mean[idx].clone()
-        bn.running_var = bn.running_var[idx].clone()
-        bn.num_features = len(keep)
-        for consumer in unit.consumers:
-            _narrow_in_place(consumer, idx)
+        bn = _keep_kernels(unit, keep)
+        scale = torch.from_numpy(np.asarray(u, np.float32)[keep])
+        bn.weight = nn.Parameter(bn.weight * scale)
+        bn.bias = nn.Parameter(bn.bias * scale)
         kept[unit.name] = keep.tolist()
     return kept
+
+
+@torch.no_grad()
+def narrow(units: Sequence[Unit], kept: dict[str, Sequence[int]]) -> None:
+    """Give a freshly built model the widths a pruned one has (``kept``: what :func:`prune` returned).
+
+    Its weights are those of the kernels kept, unscaled; loading the pruned model's state dict then
+    restores it exactly. A checkpoint of a pruned model stores ``kept`` so that it rebuilds itself.
+    """
+    unknown = sorted(set(kept) - {u.name for u in units})
+    if unknown:
+        raise ValueError(f"kept kernels for units {unknown}, which this model does not have")
+    for unit in units:
+        if unit.name in kept:
+            _keep_kernels(unit, np.asarray(kept[unit.name], np.int64))
+
+
+def _keep_kernels(unit: Unit, keep: np.ndarray) -> nn.BatchNorm2d:
+    """Keep only output kernels ``keep`` of ``unit``'s conv and BN, and those input channels of its consumers."""
+    conv, bn = unit.block[0], unit.block[1]
+    idx = torch.from_numpy(keep)
+    # in place: another unit may list this conv as a consumer, before or after this one
+    conv.weight = nn.Parameter(conv.weight[idx].clone())
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(conv.bias[idx].clone())
+    conv.out_channels = len(keep)
+    bn.weight = nn.Parameter(bn.weight[idx].clone())
+    bn.bias = nn.Parameter(bn.bias[idx].clone())
+    bn.running_mean = bn.running_mean[idx].clone()
+    bn.running_var = bn.running_var[idx].clone()
+    bn.num_features = len(keep)
+    for consumer in unit.consumers:
+        _narrow_in_place(consumer, idx)
+    return bn
 
 
 def _narrow_in_place(conv: nn.Conv2d, in_idx: torch.Tensor) -> None:

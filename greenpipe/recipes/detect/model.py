@@ -91,6 +91,7 @@ class SSD(nn.Module):
             nn.Sequential(conv_bn(c16, c16 // 2, 1), conv_bn(c16 // 2, c16, 3, 2)) for _ in range(n_extra))
         self.per_prior = 4 + cfg.num_classes + 1
         b = priors_per_location()
+        self.priors = b * sum(f * f for f in cfg.feature_sizes())  # P
         self.heads = nn.ModuleList(nn.Conv2d(c, b * self.per_prior, 3, padding=1)
                                    for c in [c8] + [c16] * (n_extra + 1))
 
@@ -127,10 +128,11 @@ class SSD(nn.Module):
         return units
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, P, 4 + C)
-        n = x.shape[0]
-        out = [head(f).permute(0, 2, 3, 1).reshape(n, -1, self.per_prior)  # (N, f*f*B, 4 + C)
+        # No x.shape lookups: a graph quantizer would put a quantizer on the batch size, and constant
+        # shapes export to a plain Reshape.
+        out = [head(f).permute(0, 2, 3, 1).flatten(1)  # (N, f*f*B*(4 + C))
                for head, f in zip(self.heads, self.features(x))]
-        return torch.cat(out, 1)
+        return torch.cat(out, 1).reshape(-1, self.priors, self.per_prior)
 
 
 def _blocks(seq: nn.Module) -> list[nn.Sequential]:

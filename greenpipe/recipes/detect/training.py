@@ -9,12 +9,16 @@ flips each left-right with probability 1/2, then matches its boxes to the priors
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from greenpipe.recipes.detect.boxes import match
-from greenpipe.recipes.detect.data import DetectionSet, load_image, normalised
+from greenpipe.errors import ParamsError
+from greenpipe.io import read_json
+from greenpipe.recipes.detect.data import DetectionSet, load, load_image, normalised
 from greenpipe.recipes.detect.loss import multibox_loss
 from greenpipe.recipes.detect.model import SSDConfig
 
@@ -29,12 +33,13 @@ def fingerprint(data: DetectionSet) -> str:
 
 
 class DetectTraining:
-    def __init__(self, data: DetectionSet, cfg: SSDConfig, batch_size: int = 8):
+    def __init__(self, data: DetectionSet, cfg: SSDConfig, batch_size: int = 8, train_params: Any = None):
         if cfg.num_classes != len(data.classes):
             raise ValueError(f"model has {cfg.num_classes} classes, data {len(data.classes)} ({data.classes})")
         self.model_args = cfg.to_dict()
         self.data_fingerprint = fingerprint(data)
         self.batch_size = batch_size
+        self.train_params = train_params  # the shared trainer's settings (detect.train); None: params.train
         self.priors = cfg.priors()
         self.images = np.stack([load_image(s.image, cfg.input_size) for s in data.samples])  # (N, 3, S, S)
         self.boxes = [normalised(s) for s in data.samples]
@@ -59,3 +64,15 @@ class DetectTraining:
 
     def loss(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return multibox_loss(outputs, batch[1], batch[2])
+
+
+def task_for(sp: Any, data: Path, net: str) -> DetectTraining:
+    """The training task of ``detect.models.<net>`` on the ingest stage's ``train/`` split under ``data``."""
+    if net not in sp.models:
+        raise ParamsError(f"--net {net}: not in detect.models (params.yaml has: {', '.join(sp.models)})")
+    manifest = read_json(Path(data) / "manifest.json")
+    train = load(Path(data) / "train", "voc", tuple(manifest["classes"]))
+    m = sp.models[net]
+    cfg = SSDConfig(num_classes=len(train.classes), backbone=m.backbone, width=m.width,
+                    input_size=int(manifest["input_size"]))
+    return DetectTraining(train, cfg, sp.train.batch_size, sp.train)
