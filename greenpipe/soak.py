@@ -16,7 +16,7 @@ again.  On completion the time series moves into ``--out``.
 ``device_run`` job (``stage: soak``) through the same farm machinery as
 ``deploy@V-D`` (greenpipe/farm/client.py: checks, upload, ``run_deployment``,
 watch, retries).  The host (:func:`soak_on_host`) puts every finished window in
-the farm's S3 store under ``results/<flow-run-id>/soak/`` as it closes, so a
+the farm's S3 store under ``hosts/<host>/results/<flow-run-id>/soak/`` as it closes, so a
 host killed mid-soak loses at most the window in progress; a retried attempt,
 or the stage run again, resumes from the windows stored (same soak key).  The
 flow run ids are written down in ``<checkpoint>/remote.json`` as runs start.
@@ -371,12 +371,12 @@ def _soak_remote(job: SoakJob, dev: DeviceParams, artifact: Path, checkpoint_dir
         metrics = run_on_host("soak", job, dev, upload, lambda farm, run_id: fetch_results(farm, run_id, job, dev, out),
                               earlier, remember, planned_s=planned_seconds(SoakPlan(**job.plan)))  # fmt: skip
     except FarmError as err:
-        raise FarmError(f"{err} {_kept(job, checkpoint_dir)}") from None
+        raise FarmError(f"{err} {_kept(job, dev, checkpoint_dir)}") from None
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics
 
 
-def _kept(job: SoakJob, checkpoint_dir: Path) -> str:
+def _kept(job: SoakJob, dev: DeviceParams, checkpoint_dir: Path) -> str:
     """What a failed remote soak left in the store, and how to report or resume it (for the error)."""
     pointer = checkpoint_dir / POINTER_FILE
     written = read_json(pointer) if pointer.is_file() else {}
@@ -386,7 +386,7 @@ def _kept(job: SoakJob, checkpoint_dir: Path) -> str:
 
     runs = written["runs"]
     try:
-        store = Farm.resolve().store
+        store = Farm.resolve().store.host_area(dev.host)
         run_id, records = stored_soak(store, runs)
     except GreenpipeError as err:
         return f"The windows its runs stored could not be read back ({err}); flow runs: {', '.join(runs)}."
@@ -421,7 +421,7 @@ def _report_partial(params: Params, device: str, dev: DeviceParams, checkpoint_d
                 f"progress or failed here; nothing to report (a completed soak's series and metrics are in {out})"
             )
         runs = read_json(pointer)["runs"]
-        store = Farm.resolve().store
+        store = Farm.resolve().store.host_area(dev.host)
         run_id, records = stored_soak(store, runs)
         if run_id is None:
             raise GreenpipeError(

@@ -9,7 +9,9 @@
 Layout in the bucket, below ``prefix``::
 
     <prefix>/cas/sha256/<ab>/<sha256>   every file and every directory manifest, named by its content
-    <prefix>/results/<job-id>/...       per-job JSON that device hosts write back (put_json / get_json)
+    <prefix>/results/<job-id>/...       per-job JSON (put_json / get_json)
+    <prefix>/hosts/<host>/...           what device host <host> writes back: the same two trees below it
+                                        (``host_area``); a host may write there and nowhere else
 
 Credentials come from boto3's normal chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or
 ``profile=``, instance roles); the loopback stack's random keys come from its ``s3.json`` via
@@ -18,6 +20,7 @@ Credentials come from boto3's normal chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCES
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 MANIFEST_FORMAT = "greenpipe.dir/1"
+HOSTS_DIR = "hosts"  # <prefix>/hosts/<host>/: one device host's writable area
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -248,6 +252,15 @@ class ArtifactStore:
     def result_key(self, job_id: str, name: str) -> str:
         """Key (relative to the prefix) of a per-job result file: ``results/<job_id>/<name>``."""
         return _check_relative_key(f"results/{job_id}/{name}")
+
+    def host_area(self, host: str) -> ArtifactStore:
+        """This store below ``hosts/<host>/``: where device host ``host`` writes its outputs and results
+        (same client, same transfer counts). The farm lets a host write nowhere else."""
+        if not host or "/" in host or host in (".", ".."):
+            raise StoreError(f"Host name {host!r} cannot name a store folder: use a name without '/'.")
+        area = copy.copy(self)
+        area.prefix = self.key(_check_relative_key(f"{HOSTS_DIR}/{host}"))
+        return area
 
     def cas_key(self, sha256: str) -> str:
         """Full object key under which content with this sha256 is stored."""

@@ -29,6 +29,7 @@ the machine died) is marked Crashed and submitted again, up to ``retries`` times
 ends Crashed or Failed. A run that outlives its time, or whose stage is interrupted, is cancelled
 through Prefect's Cancelling state (:func:`stop_run`): the host's worker kills the job's process group,
 so nothing runs or uploads after. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
+read from the host's own area of the store (``hosts/<host>/``, the only place its key may write),
 and only when it carries the host's signature and passes its checks (:mod:`greenpipe.farm.results`):
 then its outputs are streamed, size-capped and checksum-verified, into a temporary directory that
 replaces ``out`` only when complete. A rejected result raises FarmError naming host and reason.
@@ -432,7 +433,7 @@ def fetch_results(farm: Farm, run_id: str, job: Job, dev: DeviceParams, out: Pat
     """
     from greenpipe.store import StoreError
 
-    store = farm.store
+    store = farm.store.host_area(dev.host)  # the only place the host's key may write
     key = store.result_key(run_id, "summary.json")
     try:
         envelope = store.get_json(key, max_bytes=SUMMARY_MAX_BYTES)

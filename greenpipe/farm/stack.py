@@ -9,7 +9,9 @@ Everything listens on 127.0.0.1 only. ``farm up`` starts a supervisor process
 install) the farm's secrets in ``state_dir/secrets.json`` (0600: the Prefect API's basic-auth string and
 one result-signing key per host, :mod:`greenpipe.farm.auth`), starts
 :class:`~greenpipe.farm.prefect_server.LocalPrefect` (SQLite, basic auth and CSRF protection on),
-:class:`~greenpipe.farm.s3server.LocalS3` (``rclone serve s3``), creates the bucket, the ``process`` work
+:class:`~greenpipe.farm.s3server.LocalS3` (``rclone serve s3``) for the controller and one more per
+host, each with its own key, through which that host may write below ``hosts/<host>/`` only
+(:class:`~greenpipe.farm.s3server.HostView`), creates the bucket, the ``process`` work
 pool with a locked job template (:func:`locked_job_template`) and one queue per host, the
 ``device-run/<pool>`` deployment, and one ``prefect worker start --pool P --work-queue Q`` per host, then
 waits for SIGTERM (``farm down``) and stops them all. Secrets reach the children through their
@@ -36,7 +38,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.farm.auth import AGENT_KEY_ENV, API_AUTH_ENV, FarmSecrets, api_settings
 from greenpipe.farm.deployment import JOB_COMMAND, ensure_deployment
 from greenpipe.farm.prefect_server import LocalPrefect
-from greenpipe.farm.s3server import KEYS_FILE, LocalS3, S3Endpoint, _pid_alive, _write_private_json
+from greenpipe.farm.s3server import KEYS_FILE, HostView, LocalS3, S3Endpoint, _pid_alive, _write_private_json
 from greenpipe.store import ArtifactStore
 
 STATE_FILE = "farm.json"
@@ -44,6 +46,7 @@ SUPERVISOR_LOG = "farm.log"
 DEFAULT_POOL = "cpu-hosts"
 DEFAULT_HOSTS = ("cpu-host-1", "cpu-host-2")
 DEFAULT_BUCKET = "greenpipe"
+PREFIX = "greenpipe"  # the store's prefix in the bucket (what ``store()`` and the hosts' views use)
 # Worker poll interval (s): Prefect's default is 10; 1 keeps a job's pick-up delay about a second.
 QUERY_S = 1.0
 HEARTBEAT_S = 5.0  # worker heartbeat to the server (s); Prefect's default is 30
@@ -246,6 +249,10 @@ class LocalStack:
     def s3_dir(self) -> Path:
         return self.state_dir / "s3"
 
+    def host_s3_dir(self, host: str) -> Path:
+        """State dir (keys, log, view) of ``host``'s own S3 server."""
+        return self.s3_dir / "hosts" / host
+
     def info(self) -> dict[str, Any] | None:
         """What the supervisor wrote in ``farm.json`` (None when the stack is not up)."""
         try:
@@ -267,7 +274,7 @@ class LocalStack:
     def store(self) -> ArtifactStore:
         """The artifact store on the stack's S3 server (keys from its ``s3.json``)."""
         info = self.info() or {}
-        return ArtifactStore.from_endpoint(S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET))
+        return ArtifactStore.from_endpoint(S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET), PREFIX)
 
     # -- up / down ---------------------------------------------------------------------------------
 
@@ -324,7 +331,9 @@ class LocalStack:
         if not info:
             return {}
         out = {"supervisor": _pid_alive(int(info.get("pid", 0)))}
-        for name, path in (("prefect server", self.prefect_dir / "prefect.json"), ("s3 server", self.s3_dir / KEYS_FILE)):
+        servers = [("prefect server", self.prefect_dir / "prefect.json"), ("s3 server", self.s3_dir / KEYS_FILE),
+                   *((f"s3 server {h}", self.host_s3_dir(h) / KEYS_FILE) for h in info.get("hosts", []))]  # fmt: skip
+        for name, path in servers:
             try:
                 out[name] = _pid_alive(int(json.loads(path.read_text())["pid"]))
             except (FileNotFoundError, ValueError, KeyError):
@@ -362,6 +371,9 @@ class LocalStack:
         secrets = FarmSecrets.load_or_create(self.state_dir, hosts)
         prefect = LocalPrefect(self.prefect_dir, api_auth=secrets.api_auth)
         s3 = LocalS3(self.state_dir / "s3-root", self.s3_dir)
+        # One server per host, with its own key, that lets it write below hosts/<host>/ only.
+        host_s3 = {h: LocalS3(self.state_dir / "s3-root", self.host_s3_dir(h),
+                              host_view=HostView(DEFAULT_BUCKET, PREFIX, h)) for h in hosts}  # fmt: skip
         workers: list[Worker] = []
         try:
             t0 = time.monotonic()
@@ -374,7 +386,9 @@ class LocalStack:
             with api_settings(api_url, secrets.api_auth), get_client(sync_client=True) as c:
                 ensure_deployment(c, pool)
             for host in hosts:
-                workers.append(start_worker(api_url, endpoint, pool, host, host, self.state_dir, secrets=secrets))
+                host_endpoint = host_s3[host].start()
+                workers.append(start_worker(api_url, host_endpoint, pool, host, host, self.state_dir,
+                                            secrets=secrets))  # fmt: skip
             wait_polled(api_url, pool, list(hosts), workers=workers, api_auth=secrets.api_auth)
             _write_private_json(
                 self.state_dir / STATE_FILE,
@@ -389,6 +403,8 @@ class LocalStack:
         finally:
             for w in workers:
                 w.stop()
+            for server in host_s3.values():
+                server.stop()
             s3.stop()
             prefect.stop()
             print("farm down", flush=True)

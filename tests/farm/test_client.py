@@ -38,8 +38,10 @@ KEYS = {"cpu-host-1": "11" * 32, "cpu-host-2": "22" * 32}
 
 
 def stored_run(store: ArtifactStore, tmp_path: Path, run_id: str, signer: str = "cpu-host-1",
-               key: str | None = None, **summary) -> dict:  # fmt: skip
-    """Put a result set for ``run_id`` in ``store`` as host ``signer`` would (signed with ``key``)."""
+               key: str | None = None, area: str | None = None, **summary) -> dict:  # fmt: skip
+    """Put a result set for ``run_id`` in ``store`` as host ``signer`` would (signed with ``key``), in the
+    area of host ``area`` (default: the signer's own)."""
+    store = store.host_area(area or signer)
     outputs = tmp_path / f"outputs-{run_id}"
     (outputs / "samples").mkdir(parents=True, exist_ok=True)
     (outputs / "eval.json").write_text('{"summary": {}}\n')
@@ -82,7 +84,7 @@ def test_only_a_whole_result_of_this_job_is_taken(local_s3, tmp_path):
     body = stored_run(store, tmp_path, "run-damaged")
     manifest = store.get_json(body["outputs"]["key"].split("/", 1)[1])
     png_sha = manifest["files"]["samples/img3.png"]["sha256"]
-    store.client.put_object(Bucket=bucket, Key=store.cas_key(png_sha), Body=b"damaged")
+    store.client.put_object(Bucket=bucket, Key=store.host_area("cpu-host-1").cas_key(png_sha), Body=b"damaged")
     with pytest.raises(FarmError) as err:
         fetch_results(farm, "run-damaged", JOB, DEV, out)
     assert isinstance(err.value.__cause__, ChecksumMismatch) and "host 'cpu-host-1'" in str(err.value)

@@ -91,7 +91,7 @@ def test_remote_soak_has_a_local_soaks_shape_and_names_its_host(farm, compiled, 
     assert remote["artifact"] == local["artifact"]  # the build host's path of what was soaked
 
     # Every record went to the farm's store as it closed, under the run's result prefix.
-    store = farm_store(farm)
+    store = farm_store(farm, host)
     run_id = remote["store"]["run_id"]
     assert remote["store"]["results"] == f"results/{run_id}/soak/" and remote["store"]["errors"] == 0
     stored = StoreSeries.read(store, run_id, "soak/")
@@ -112,7 +112,7 @@ def test_a_soak_killed_on_its_host_keeps_its_windows_and_resumes(farm, compiled,
     plan = {**SOAK, "duration_s": 6.0, "window_s": 1.0}
     params = soak_params(tmp_path / "params.yaml", device, host, plan, retries=0)
     art, ckpt, out = compiled_dir(compiled, "ptq8"), tmp_path / "ckpt", tmp_path / "out"
-    store = farm_store(farm)
+    store = farm_store(farm, host)
     result: dict = {}
 
     def run() -> None:

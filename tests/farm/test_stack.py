@@ -56,7 +56,7 @@ def test_farm_up_status_down(tmp_path):
         st = _farm(tmp_path, "status", "--json")
         processes = json.loads(st.stdout)["processes"]
         assert processes == {"supervisor": True, "prefect server": True, "s3 server": True,
-                             "worker cpu-host-1": False}, processes  # fmt: skip
+                             "s3 server cpu-host-1": True, "worker cpu-host-1": False}, processes  # fmt: skip
         plain = _farm(tmp_path, "status")
         assert plain.returncode == 1 and "dead: worker cpu-host-1" in plain.stdout, plain.stdout
     finally:
