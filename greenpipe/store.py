@@ -74,6 +74,18 @@ class ArtifactNotFound(StoreError):
     """The object a reference or key names is not in the bucket."""
 
 
+class LocalWriteError(StoreError):
+    """A download could not be written where it was going (disk full, read-only, ...); nothing of it kept."""
+
+
+def _local_write_error(dest: Path, what: str, e: OSError) -> LocalWriteError:
+    return LocalWriteError(
+        f"Cannot write {what} into {dest.parent}: {e.strerror or e} (errno {e.errno}). The partial download "
+        f"was discarded and {dest.name} is as it was. Free space in (or fix the permissions of) "
+        f"{dest.parent} and retry."
+    )
+
+
 class ChecksumMismatch(StoreError):
     """A downloaded object's bytes differ from the sha256/size its reference promises."""
 
@@ -385,16 +397,20 @@ class ArtifactStore:
         if dest.is_file() and dest.stat().st_size == ref.size and sha256_file(dest)[0] == ref.sha256:
             self.stats.reused += 1
             return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        what = f"s3://{self.bucket}/{ref.key}"
         self._check_stored_size(ref)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        except OSError as e:
+            raise _local_write_error(dest, what, e) from None
         try:
             with os.fdopen(fd, "w+b") as f:
                 with (
                     self._errors("download", ref.key),
                     self._progress_cb(f"get {dest.name}", ref.size, progress) as cb,
                 ):
-                    capped = _CappedWriter(f, ref.size, f"s3://{self.bucket}/{ref.key}")
+                    capped = _CappedWriter(f, ref.size, what, dest)
                     self.client.download_fileobj(self.bucket, ref.key, capped, Config=self._transfer, Callback=cb)
                 f.seek(0)
                 sha, size = _digest(f)
@@ -402,6 +418,9 @@ class ArtifactStore:
                 raise ChecksumMismatch(self.bucket, ref.key, ref.sha256, sha, ref.size, size)
             os.chmod(tmp, 0o644)  # mkstemp made it 0600; artifacts are ordinary readable files
             os.replace(tmp, dest)
+        except OSError as e:  # closing (flushing) the file or renaming it
+            Path(tmp).unlink(missing_ok=True)
+            raise _local_write_error(dest, what, e) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -613,8 +632,8 @@ class ArtifactStore:
 class _CappedWriter:
     """A file object for download_fileobj that refuses bytes past ``limit`` (a lying size, a swapped object)."""
 
-    def __init__(self, f: IO[bytes], limit: int, what: str) -> None:
-        self._f, self._limit, self._what, self._n = f, limit, what, 0
+    def __init__(self, f: IO[bytes], limit: int, what: str, dest: Path) -> None:
+        self._f, self._limit, self._what, self._dest, self._n = f, limit, what, dest, 0
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> int:
@@ -623,7 +642,10 @@ class _CappedWriter:
             if self._n > self._limit:
                 raise TooLarge(f"{self._what} sent more than the {self._limit} bytes its reference gives; "
                                "the download was stopped and discarded.")  # fmt: skip
-        return self._f.write(data)
+        try:
+            return self._f.write(data)
+        except OSError as e:  # a full disk, a file size limit: say where, not a bare errno from s3transfer
+            raise _local_write_error(self._dest, self._what, e) from None
 
     def seek(self, *args: Any) -> int:
         return self._f.seek(*args)

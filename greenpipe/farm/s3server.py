@@ -298,6 +298,9 @@ class LocalS3:
             # boto3's concurrent multipart uploads complete; early parts are buffered, bounded by
             # --multipart-streaming-buffer-limit) and makes a 200 mean the bytes are on disk.
             "--vfs-cache-mode", "off",
+            # Several servers share the folder (the controller's and one per device host): list folders
+            # afresh at every request, or a key another server wrote stays unseen for the default 5 min.
+            "--dir-cache-time", "0s",
         ]  # fmt: skip
         log_path = state_dir / LOG_FILE
         self._log_fh = open(log_path, "wb")  # noqa: SIM115 - closed in stop()

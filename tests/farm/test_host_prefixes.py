@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from greenpipe.farm.s3server import HostView, LocalS3
-from greenpipe.store import ArtifactStore, StoreError
+from greenpipe.store import ArtifactNotFound, ArtifactStore, StoreError
 from tests.s3fixture import BUCKET
 
 PREFIX = "prefix-tests"
@@ -54,6 +54,10 @@ def test_a_hosts_key_writes_only_below_its_own_prefix(local_s3, local_s3_server,
 
     # What a host must do: read the shared content store, write (and re-read) in its own area.
     assert a.get_file(art, tmp_path / "got.onnx").read_bytes() == b"the controller's artifact"
+    # The controller looks before B writes: another server's later write must still be seen (no stale
+    # folder listing in the controller's server).
+    with pytest.raises(ArtifactNotFound):
+        controller.host_area("cpu-host-2").get_json("results/run-b/summary.json")
     b_summary = b.host_area("cpu-host-2").put_json("results/run-b/summary.json", {"psnr": 30.0})
     a_area = a.host_area("cpu-host-1")
     out = tmp_path / "out"

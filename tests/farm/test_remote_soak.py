@@ -172,3 +172,53 @@ def test_a_soak_killed_on_its_host_keeps_its_windows_and_resumes(farm, compiled,
     assert [t["index"] for t in m["timeline"] if t["phase"] == "measure"] == list(range(6))
     assert m["store"]["run_id"] != run_id and not ckpt.exists()
     assert _measured(_series(out / SERIES_FILE))[:kept] == windows  # the killed run's windows, as stored
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_soak_fails_clearly_counts_nothing_and_a_rerun_completes(farm, compiled, tmp_path):
+    """The whole host goes (its worker and the job, SIGKILL) after two windows: once its queue is unpolled
+    for lost_after_s the stage fails naming the device and the lost host, writes no metrics (nothing partial
+    counted), and with the worker back the stage run again completes, resuming after the stored windows."""
+    device, host = "soak-host-1", "cpu-host-1"
+    plan = {**SOAK, "duration_s": 6.0, "window_s": 1.0}
+    params = soak_params(tmp_path / "params.yaml", device, host, plan, retries=0, lost_after_s=6)
+    art, ckpt, out = compiled_dir(compiled, "ptq8"), tmp_path / "ckpt", tmp_path / "out"
+    store = farm_store(farm, host)
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["metrics"] = soak_stage(params, "ptq8", device, art, ckpt, out)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            result["error"] = e
+
+    stage = threading.Thread(target=run)
+    stage.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not (ckpt / POINTER_FILE).is_file():
+            assert time.monotonic() < deadline and stage.is_alive(), result
+            time.sleep(0.1)
+        run_id = read_json(ckpt / POINTER_FILE)["runs"][-1]
+        while len(_measured(StoreSeries.read(store, run_id, "soak/"))) < 2:
+            assert time.monotonic() < deadline and stage.is_alive(), result
+            time.sleep(0.1)
+        farm.workers[host].kill()  # the worker's process group: worker and job at once
+        stage.join(timeout=120)
+        assert not stage.is_alive()
+    finally:
+        farm.start(host)  # the host comes back (also for the tests after this one)
+
+    err = result.get("error")
+    assert isinstance(err, GreenpipeError), result
+    msg = str(err)
+    assert f"device {device!r}" in msg and f"queue {host!r}" in msg and "host lost" in msg, msg
+    assert "retries = 0" in msg and "--report-partial" in msg
+    assert not out.exists()  # no metrics, no series: nothing of the lost run counted
+    kept = len(_measured(StoreSeries.read(store, run_id, "soak/")))
+    assert kept >= 2 and f"{kept} of 6 measured windows" in msg
+
+    m = soak_stage(params, "ptq8", device, art, ckpt, out)
+    assert m["partial"] is False and m["resumed"] is True and m["windows_done"] == 6
+    assert m["resumes"][0]["after_window"] == kept
+    assert m["store"]["run_id"] != run_id and not ckpt.exists()
