@@ -398,9 +398,12 @@ class ArtifactStore:
             self.stats.reused += 1
             return dest
         what = f"s3://{self.bucket}/{ref.key}"
-        self._check_stored_size(ref)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _local_write_error(dest, what, e) from None
+        self._check_stored_size(ref)
+        try:
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         except OSError as e:
             raise _local_write_error(dest, what, e) from None

@@ -300,7 +300,8 @@ class LocalS3:
             "--vfs-cache-mode", "off",
             # Several servers share the folder (the controller's and one per device host): list folders
             # afresh at every request, or a key another server wrote stays unseen for the default 5 min.
-            "--dir-cache-time", "0s",
+            # Not "0s": with rclone 1.75 that hung a recursive listing (tests/test_store.py).
+            "--dir-cache-time", "1ms",
         ]  # fmt: skip
         log_path = state_dir / LOG_FILE
         self._log_fh = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
