@@ -38,14 +38,17 @@ KEYS = {"cpu-host-1": "11" * 32, "cpu-host-2": "22" * 32}
 
 
 def stored_run(store: ArtifactStore, tmp_path: Path, run_id: str, signer: str = "cpu-host-1",
-               key: str | None = None, area: str | None = None, **summary) -> dict:  # fmt: skip
+               key: str | None = None, area: str | None = None, files: dict[str, bytes] | None = None,
+               **summary) -> dict:  # fmt: skip
     """Put a result set for ``run_id`` in ``store`` as host ``signer`` would (signed with ``key``), in the
-    area of host ``area`` (default: the signer's own)."""
+    area of host ``area`` (default: the signer's own); ``files`` (relative path: bytes) join its outputs."""
     store = store.host_area(area or signer)
     outputs = tmp_path / f"outputs-{run_id}"
     (outputs / "samples").mkdir(parents=True, exist_ok=True)
     (outputs / "eval.json").write_text('{"summary": {}}\n')
     (outputs / "samples" / "img3.png").write_bytes(b"png bytes " + run_id.encode())
+    for rel, data in (files or {}).items():
+        (outputs / rel).write_bytes(data)
     body = {"flow_run_id": run_id, "job": JOB.to_dict(), "metrics": {"psnr": 30.0},
             "outputs": store.put_dir(outputs).to_dict(), "complete": True, **summary}  # fmt: skip
     envelope = sign_summary(body, signer, run_id, key or KEYS[signer])

@@ -120,16 +120,9 @@ def test_an_output_disk_that_fills_mid_download_keeps_the_earlier_outputs_and_a_
     out = small_disk / "metrics-out"
     out.mkdir()
     (out / "eval.json").write_text("earlier outputs")
-    body = stored_run(store, tmp_path, "run-full")
-    # Outputs of 600 kB (plus the two small files), beside a 500 kB filler: more than the disk holds.
-    extra = tmp_path / "outputs-run-big"
-    (extra / "samples").mkdir(parents=True)
-    (extra / "eval.json").write_text('{"summary": {}}\n')
-    (extra / "samples" / "big.bin").write_bytes(os.urandom(600_000))
-    area = store.host_area(HOST)
-    ref = area.put_dir(extra)
-    body = {**body, "flow_run_id": "run-big", "outputs": ref.to_dict()}
-    area.put_json(area.result_key("run-big", "summary.json"), sign_summary(body, HOST, "run-big", KEYS[HOST]))
+    # Outputs of 600 kB (plus two small files), beside a 500 kB filler: more than the disk holds.
+    big = os.urandom(600_000)
+    stored_run(store, tmp_path, "run-big", files={"samples/big.bin": big})
     (small_disk / "filler").write_bytes(b"\0" * 500_000)
 
     with pytest.raises(FarmError) as err:
@@ -143,4 +136,4 @@ def test_an_output_disk_that_fills_mid_download_keeps_the_earlier_outputs_and_a_
 
     (small_disk / "filler").unlink()
     assert fetch_results(farm, "run-big", JOB, DEV, out) == {"psnr": 30.0}
-    assert (out / "samples" / "big.bin").read_bytes() == (extra / "samples" / "big.bin").read_bytes()
+    assert (out / "samples" / "big.bin").read_bytes() == big
