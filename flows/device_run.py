@@ -12,8 +12,9 @@ The ``stage`` parameter says which job it is (one flow, one deployment per pool,
   durations in the job, with LoadGen's verdict: VALID only for a run to the rules' 600 s) and record the host's facts.
 * ``soak``: pull the artifact and run :func:`greenpipe.soak.soak_on_host`: the same soak loop as a local
   soak, with the device's runtime and this host's meter, putting every finished window in the result
-  store under ``hosts/<host>/results/<flow-run-id>/soak/`` as it closes, and resuming from the windows that
-  ``earlier_runs`` (failed attempts of the same soak) stored.
+  store under ``hosts/<host>/results/<flow-run-id>/soak/`` as it closes, each signed with this host's
+  key, and resuming from the windows that ``earlier_runs`` (failed attempts of the same soak) stored,
+  taking only those that carry this host's signature.
 
 Either way it then uploads the outputs and, last, a ``summary.json`` under
 ``hosts/<host>/results/<flow-run-id>/`` (a host writes nowhere but below ``hosts/<host>/``),
@@ -98,7 +99,8 @@ def device_run(
 
             spec = SoakJob.from_dict(job)
             log.info("pulled %s (%d bytes); soaking it on %s", model.name, art_ref.size, spec.device)
-            metrics = soak_on_host(spec, model, own, run_id, list(earlier_runs or []), Path(tmp) / "ckpt", out)
+            metrics = soak_on_host(spec, model, own, run_id, list(earlier_runs or []), Path(tmp) / "ckpt", out,
+                                   signer=(host_name(), key))  # fmt: skip
             facts = metrics["host"]
         else:
             from greenpipe.deploy import DeployJob, load_artifact, measure

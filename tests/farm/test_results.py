@@ -15,7 +15,8 @@ from dataclasses import replace
 import pytest
 
 from greenpipe.farm.client import FarmError, fetch_results
-from greenpipe.farm.results import sign_summary
+from greenpipe.farm.results import ResultRejected, sign_summary
+from greenpipe.soak import StoreSeries, stored_soak
 from greenpipe.store import MiB, ArtifactStore
 from tests.farm.test_client import DEV, JOB, KEYS, farm_on, stored_run
 
@@ -167,3 +168,29 @@ def test_multipart_uploads_and_ranged_downloads_round_trip(local_s3, tmp_path):
     assert whole.get_file(ref, tmp_path / "a.bin").read_bytes() == src.read_bytes()
     ref = whole.put_file(src, force=True)  # one PUT, then ranged GETs
     assert parts.get_file(ref, tmp_path / "b.bin").read_bytes() == src.read_bytes()
+
+
+def test_soak_windows_are_taken_only_with_the_hosts_signature(store):
+    """A soak's stored windows (what a retry resumes from and --report-partial reports) are signed one by
+    one, bound to run and name: edited, unsigned, moved or another host's records reject the series."""
+    area = _area(store)
+    signed = StoreSeries(area, "run-soak", "soak/", strict=True, signer=("cpu-host-1", KEYS["cpu-host-1"]))
+    header = {"kind": "header", "context": {"variant": "ptq8"}}
+    window = {"kind": "window", "phase": "measure", "index": 0, "fps": 100.0}
+    signed(header)
+    signed(window)
+    verify = ("cpu-host-1", dict(KEYS))
+    assert stored_soak(area, ["run-soak"], verify) == ("run-soak", [header, window])
+    key = area.result_key("run-soak", "soak/00001-window.json")
+    genuine = area.get_json(key)
+
+    edited = {**genuine, "body": {**window, "fps": 9999.0}}
+    unsigned = window
+    moved = area.get_json(area.result_key("run-soak", "soak/00000-header.json"))  # a genuine record, wrong name
+    other_host = sign_summary(window, "cpu-host-2", "run-soak/soak/00001-window.json", KEYS["cpu-host-2"])
+    for forged, why in ((edited, "bad or missing signature"), (unsigned, "is not a signed result set"),
+                        (moved, "bad or missing signature"), (other_host, "bad or missing signature")):  # fmt: skip
+        area.put_json(key, forged)
+        with pytest.raises(ResultRejected, match=why) as err:
+            stored_soak(area, ["run-soak"], verify)
+        assert "host 'cpu-host-1'" in str(err.value) and "soak record soak/00001-window.json" in str(err.value)
