@@ -12,10 +12,12 @@ The ``stage`` parameter says which job it is (one flow, one deployment per pool,
   durations in the job, with LoadGen's verdict: VALID only for a run to the rules' 600 s) and record the host's facts.
 * ``soak``: pull the artifact and run :func:`greenpipe.soak.soak_on_host`: the same soak loop as a local
   soak, with the device's runtime and this host's meter, putting every finished window in the result
-  store under ``results/<flow-run-id>/soak/`` as it closes, and resuming from the windows that
-  ``earlier_runs`` (failed attempts of the same soak) stored.
+  store under ``hosts/<host>/results/<flow-run-id>/soak/`` as it closes, each signed with this host's
+  key, and resuming from the windows that ``earlier_runs`` (failed attempts of the same soak) stored,
+  taking only those that carry this host's signature.
 
-Either way it then uploads the outputs and, last, a ``summary.json`` under ``results/<flow-run-id>/``,
+Either way it then uploads the outputs and, last, a ``summary.json`` under
+``hosts/<host>/results/<flow-run-id>/`` (a host writes nowhere but below ``hosts/<host>/``),
 signed with this host's key (``GREENPIPE_AGENT_KEY_FILE``; :mod:`greenpipe.farm.results`). The stage
 takes a result only from a COMPLETED run whose signed summary names that run, so a host that dies
 half-way never passes a partial result off as a full one, and nobody without the host's key passes
@@ -23,8 +25,8 @@ anything off as its result.
 
 The device side is light: nothing imported here imports torch, TensorFlow or DVC (tests check it). A
 host needs greenpipe's ``board`` extra (``pip install 'greenpipe[board]'``) plus its runtime's library.
-S3 credentials come from the worker's environment (boto3's chain); the job names only bucket, prefix
-and endpoint. The host's name is ``GREENPIPE_AGENT_HOST`` from the same environment.
+S3 credentials come from the worker's environment (boto3's chain); the job names bucket, prefix and
+endpoint, and ``AWS_ENDPOINT_URL_S3`` in the worker's environment overrides that endpoint. The host's name is ``GREENPIPE_AGENT_HOST`` from the same environment.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from prefect import flow, get_run_logger
 
 from greenpipe.bench.loadgen import status
 from greenpipe.report.text import num
-from greenpipe.runtime.base import host_facts
+from greenpipe.runtime.base import host_facts, host_name
 
 # Where a host keeps downloaded artifacts between jobs (content-addressed: a verified copy is reused).
 CACHE_ENV = "GREENPIPE_AGENT_CACHE"
@@ -76,9 +78,12 @@ def device_run(
     key = agent_key()  # before any work: a host that cannot sign would only waste the run
     log = get_run_logger()
     run_id = str(flow_run.id)
-    s3 = ArtifactStore(
-        store["bucket"], store["prefix"], endpoint_url=store.get("endpoint_url"), region=store.get("region")
-    )
+    # This host's own S3 endpoint, where it has one (each loopback host has a server of its own), wins
+    # over the one the job names: a host talks to the store it was set up with.
+    endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or store.get("endpoint_url")
+    s3 = ArtifactStore(store["bucket"], store["prefix"], endpoint_url=endpoint_url, region=store.get("region"))
+    # Everything this host writes goes below hosts/<host>/, the only place its key may write.
+    own = s3.host_area(host_name())
     art_ref = ArtifactRef.from_dict(artifact)
     cache = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "greenpipe-agent")
     # Named by content: a second job with the same artifact reuses the verified local copy. A kernel
@@ -94,7 +99,8 @@ def device_run(
 
             spec = SoakJob.from_dict(job)
             log.info("pulled %s (%d bytes); soaking it on %s", model.name, art_ref.size, spec.device)
-            metrics = soak_on_host(spec, model, s3, run_id, list(earlier_runs or []), Path(tmp) / "ckpt", out)
+            metrics = soak_on_host(spec, model, own, run_id, list(earlier_runs or []), Path(tmp) / "ckpt", out,
+                                   signer=(host_name(), key))  # fmt: skip
             facts = metrics["host"]
         else:
             from greenpipe.deploy import DeployJob, load_artifact, measure
@@ -106,7 +112,7 @@ def device_run(
             runner = load_artifact(spec.recipe, spec.runtime, model, spec.threads, spec.batch)
             facts = host_facts(spec.threads, runner.describe().get("label"))
             metrics = measure(spec, runner, val, out, host=facts)
-        outputs = s3.put_dir(out)
+        outputs = own.put_dir(out)
     # This job process's own high-water mark (Linux reports KiB): what a 2 GB board must hold.
     peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     summary = {
@@ -123,7 +129,7 @@ def device_run(
     }
     # Written last: its presence is what makes the result whole; its signature, what makes it this host's.
     # facts["name"] is $GREENPIPE_AGENT_HOST: this host's name as the controller knows it (devices.<d>.host).
-    s3.put_json(s3.result_key(run_id, "summary.json"), sign_summary(summary, facts["name"], run_id, key))
+    own.put_json(own.result_key(run_id, "summary.json"), sign_summary(summary, facts["name"], run_id, key))
     if stage == "soak":
         log.info(
             "soak of %s on %s: %d windows, %.1f fps, %s W (%s)", spec.variant, facts["name"],

@@ -46,10 +46,18 @@ def up(
     """Start the Prefect server, the S3 server and one worker per host, in the background."""
     from greenpipe.farm.stack import DEFAULT_HOSTS
 
+    stack = _stack()
+    before = stack.processes()
     try:
-        running = _stack().up(hosts=tuple(host or DEFAULT_HOSTS), pool=pool)
+        running = stack.up(hosts=tuple(host or DEFAULT_HOSTS), pool=pool)
     except GreenpipeError as exc:
         _fail(exc)
+    if before:
+        dead = [name for name, alive in before.items() if not alive]
+        left = [name for name, alive in before.items() if alive]
+        how = f"had failed (dead: {', '.join(dead)})" if dead else "never came up"
+        console.print(f"an earlier farm in {stack.state_dir} {how}; stopped what was left of it "
+                      f"({', '.join(left) or 'nothing'}) and started clean")  # fmt: skip
     info = running.info
     console.print(f"farm up in {info['startup_s']} s (state in {_stack().state_dir})")
     console.print(f"  Prefect API  {running.api_url}  (basic auth; string and host keys in "
@@ -84,7 +92,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the status 
         console.print(f"farm is down (state dir {st['state_dir']}); start it with `greenpipe farm up`")
         if left:
             console.print(f"  still running: {', '.join(left)}; dead: {', '.join(dead)}. "
-                          "`greenpipe farm down` stops what is left.")  # fmt: skip
+                          "`greenpipe farm down` stops what is left; `greenpipe farm up` also starts clean.")  # fmt: skip
         raise typer.Exit(1)
     console.print(f"farm is up (state dir {st['state_dir']})")
     console.print(f"  Prefect API  {st['prefect']}")
@@ -96,6 +104,6 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the status 
         polled = "never polled" if q["last_polled_s"] is None else f"polled {q['last_polled_s']:.0f} s ago"
         console.print(f"    queue {name:<14} {polled:<20} {worker}")
     if dead:
-        console.print(f"  dead: {', '.join(dead)} (see the logs in {st['state_dir']}); `greenpipe farm down` "
-                      "and `greenpipe farm up` start it clean")  # fmt: skip
+        console.print(f"  dead: {', '.join(dead)} (see the logs in {st['state_dir']}); `greenpipe farm up` "
+                      "stops the rest and starts the farm clean")  # fmt: skip
         raise typer.Exit(1)

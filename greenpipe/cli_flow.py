@@ -28,13 +28,14 @@ def flow_command(flow: str, *args: str, hint: str = "") -> list[str]:
     return [sys.executable, "-m", f"flows.{flow}", *args]
 
 
-def run_flow(command: list[str]) -> int:
+def run_flow(command: list[str], env: dict[str, str] | None = None) -> int:
     """Run ``command`` (from :func:`flow_command`) until it ends; return its exit status (128 + N for signal N).
+    ``env`` replaces the inherited environment (None: this process's).
 
     Ctrl-C reaches the flow itself (same process group), which stops as it does on its own; a second
     Ctrl-C, or SIGTERM sent to this process, terminates it.
     """
-    proc = subprocess.Popen(command)
+    proc = subprocess.Popen(command, env=env)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate()) if main else None
     interrupted = False

@@ -4,14 +4,19 @@
     greenpipe nightly serve            # serve it here at nightly.cron in nightly.timezone (params.yaml)
 
 Run from the repository root: both start flows/nightly.py as its own process (``python -m
-flows.nightly``). Without PREFECT_API_URL, ``run`` starts a temporary Prefect server on 127.0.0.1 for
-the run; ``serve`` needs a server that stays up (``prefect server start``, or the local stack) so that
-its schedule has somewhere to live.
+flows.nightly``). Without PREFECT_API_URL, both use the loopback farm's Prefect server when ``greenpipe
+farm up`` runs; otherwise ``run`` starts a temporary one on 127.0.0.1 for the run. Either way the server
+requires the install's one basic-auth string (``secrets.json`` in the farm's state dir, 0600, made on
+first use), which the flow's process gets in its environment. ``serve`` needs a server that stays up
+(the farm's, or ``PREFECT_API_URL``) so that its schedule has somewhere to live.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -32,6 +37,44 @@ STYLE = {"ran": "green", "restored": "cyan", "up to date": "dim", "failed": "bol
 def _fail(exc: GreenpipeError) -> None:
     err.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(2)
+
+
+@contextmanager
+def _prefect_env(tmp: Path | None) -> Iterator[dict[str, str] | None]:
+    """The flow process's environment: None (inherit) with PREFECT_API_URL set or in the Prefect profile;
+    else the running loopback farm's server, else (given ``tmp``) a temporary server started for this
+    run, each with the install's auth string. Prints which."""
+    from greenpipe.farm.auth import API_AUTH_ENV, FarmSecrets, api_auth_from_env
+    from greenpipe.farm.client import farm_dir
+    from greenpipe.farm.prefect_server import LocalPrefect
+    from greenpipe.farm.stack import LocalStack
+
+    from prefect.settings import PREFECT_API_URL
+
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+        auth = "with" if api_auth_from_env() else "without"
+        console.print(f"Prefect server: PREFECT_API_URL ({auth} an auth string, PREFECT_API_AUTH_STRING)")
+        yield None
+        return
+    running = LocalStack(farm_dir()).running()
+    if running is not None or tmp is None:
+        if running is None:
+            raise GreenpipeError(
+                "No Prefect server to serve the schedule on: start the loopback farm (`greenpipe farm up`) or "
+                "set PREFECT_API_URL (and PREFECT_API_AUTH_STRING) to a server that stays up."
+            )
+        console.print(f"Prefect server: the loopback farm's, {running.api_url} (basic auth)")
+        yield {**os.environ, "PREFECT_API_URL": running.api_url, API_AUTH_ENV: running.secrets.api_auth}
+        return
+    secrets = FarmSecrets.load_or_create(farm_dir())
+    server = LocalPrefect(tmp / "prefect", api_auth=secrets.api_auth)
+    url = server.start()
+    console.print(f"Prefect server: temporary, {url} (basic auth: the install's string in "
+                  f"{farm_dir() / 'secrets.json'})")  # fmt: skip
+    try:
+        yield {**os.environ, "PREFECT_API_URL": url, API_AUTH_ENV: secrets.api_auth}
+    finally:
+        server.stop()
 
 
 def _command(*args: str) -> list[str]:
@@ -95,9 +138,10 @@ def run(
         try:
             load_params(root / params)  # a bad value fails here, naming the key, before Prefect starts
             command = _command("--root", str(root), "--params", params, "--ending", str(ending))
+            with _prefect_env(Path(tmp)) as env:
+                status = run_flow(command, env)
         except GreenpipeError as exc:
             _fail(exc)
-        status = run_flow(command)
         outcome = read_json(ending) if ending.is_file() else None
     if outcome is None:  # the process ended before the flow did; what it printed says why
         err.print(f"[bold red]the nightly flow ended without a result (exit status {status})[/]")
@@ -144,6 +188,10 @@ def serve(
     except ValueError as exc:  # Prefect's own cron / timezone check
         _fail(GreenpipeError(f"{root / params}: nightly.cron / nightly.timezone rejected by Prefect: {exc}"))
     console.print(f"serving greenpipe-nightly/{name}: cron '{p.cron}' ({p.timezone}) in {root.resolve()}")
-    status = run_flow(command)
+    try:
+        with _prefect_env(None) as env:
+            status = run_flow(command, env)
+    except GreenpipeError as exc:
+        _fail(exc)
     if status:
         raise typer.Exit(status)

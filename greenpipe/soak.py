@@ -16,7 +16,7 @@ again.  On completion the time series moves into ``--out``.
 ``device_run`` job (``stage: soak``) through the same farm machinery as
 ``deploy@V-D`` (greenpipe/farm/client.py: checks, upload, ``run_deployment``,
 watch, retries).  The host (:func:`soak_on_host`) puts every finished window in
-the farm's S3 store under ``results/<flow-run-id>/soak/`` as it closes, so a
+the farm's S3 store under ``hosts/<host>/results/<flow-run-id>/soak/`` as it closes, so a
 host killed mid-soak loses at most the window in progress; a retried attempt,
 or the stage run again, resumes from the windows stored (same soak key).  The
 flow run ids are written down in ``<checkpoint>/remote.json`` as runs start.
@@ -172,17 +172,27 @@ class StoreSeries:
 
     ``strict``: a failed put raises (on a device host the store is the only durable copy); otherwise it
     is counted in :attr:`status` and the soak goes on (locally the checkpoint file is the record).
+    ``signer`` ``(host, key)``: each record goes up as an envelope signed with the host's key, bound to
+    the run id and the record's name (:func:`greenpipe.farm.results.sign_summary`), as a device host
+    stores its windows; :meth:`read` with that host's key takes only such records.
     """
 
-    def __init__(self, store: ArtifactStore, run_id: str, sub: str = "", strict: bool = False):
-        self.store, self.run_id, self.sub, self.strict = store, run_id, sub, strict
+    def __init__(self, store: ArtifactStore, run_id: str, sub: str = "", strict: bool = False,
+                 signer: tuple[str, str] | None = None):  # fmt: skip
+        self.store, self.run_id, self.sub, self.strict, self.signer = store, run_id, sub, strict, signer
         self.count = 0
         self.status = {"bucket": store.bucket, "prefix": store.prefix, "run_id": run_id,
-                       "results": f"results/{run_id}/{sub}", "put": 0, "errors": 0, "first_error": None}
+                       "results": f"results/{run_id}/{sub}", "put": 0, "errors": 0, "first_error": None,
+                       "signed": signer is not None}  # fmt: skip
 
     def __call__(self, record: dict) -> None:
         name = f"{self.sub}{self.count:05d}-{record['kind']}.json"
         self.count += 1
+        if self.signer is not None:
+            from greenpipe.farm.results import sign_summary
+
+            host, key = self.signer
+            record = sign_summary(record, host, f"{self.run_id}/{name}", key)
         try:
             self.store.put_json(self.store.result_key(self.run_id, name), record)
             self.status["put"] += 1
@@ -193,22 +203,37 @@ class StoreSeries:
             self.status["first_error"] = self.status["first_error"] or str(err)
 
     @staticmethod
-    def read(store: ArtifactStore, run_id: str, sub: str = "") -> list[dict]:
-        """The checkpoint records stored under ``results/<run_id>/<sub>``, in order."""
-        keys = [k for k in store.list(f"results/{run_id}/{sub}") if k.endswith(".json")]
-        records = [store.get_json(k) for k in keys if "/" not in k[len(f"results/{run_id}/{sub}"):]]
-        return [r for r in records if r.get("kind") in RECORD_KINDS]
+    def read(store: ArtifactStore, run_id: str, sub: str = "", verify: tuple[str, dict[str, str]] | None = None
+             ) -> list[dict]:  # fmt: skip
+        """The checkpoint records stored under ``results/<run_id>/<sub>``, in order. With ``verify``
+        ``(host, {host: key})`` every record must carry that host's signature for its run and name, else
+        ResultRejected names the host, the record and the reason (nothing of the series is taken)."""
+        from greenpipe.farm.results import SUMMARY_MAX_BYTES, verify_summary
+
+        base = f"results/{run_id}/"
+        keys = [k for k in store.list(f"{base}{sub}") if k.endswith(".json") and "/" not in k[len(f"{base}{sub}"):]]
+        records = []
+        for k in keys:
+            record = store.get_json(k, max_bytes=SUMMARY_MAX_BYTES)
+            if verify is not None:
+                host, host_keys = verify
+                name = k[len(base):]
+                record = verify_summary(record, host, f"{run_id}/{name}", host_keys, what=f"soak record {name}")
+            records.append(record)
+        return [r for r in records if isinstance(r, dict) and r.get("kind") in RECORD_KINDS]
 
 
-def stored_soak(store: ArtifactStore, runs: list[str]) -> tuple[str | None, list[dict]]:
+def stored_soak(store: ArtifactStore, runs: list[str], verify: tuple[str, dict[str, str]] | None = None
+                ) -> tuple[str | None, list[dict]]:  # fmt: skip
     """``(run id, records)`` of the run among ``runs`` whose stored series has the most measured windows.
 
     Each run starts by storing again what it resumed from, so that run holds the whole series so far;
-    the latest wins a tie. ``(None, [])`` when no run stored a header.
+    the latest wins a tie. ``(None, [])`` when no run stored a header. ``verify`` as in
+    :meth:`StoreSeries.read`: a record without the host's signature rejects the lot.
     """
     best: tuple[int, str | None, list[dict]] = (-1, None, [])
     for run_id in runs:
-        records = StoreSeries.read(store, run_id, "soak/")
+        records = StoreSeries.read(store, run_id, "soak/", verify)
         if not records or records[0].get("kind") != "header":
             continue
         done = sum(1 for r in records if r.get("kind") == "window" and r.get("phase") == "measure")
@@ -307,15 +332,17 @@ def _finish(checkpoint: Checkpoint, metrics: dict, publish: Publish | None, out:
 
 
 def soak_on_host(job: SoakJob, artifact: Path, store: ArtifactStore, run_id: str, earlier_runs: list[str],
-                 checkpoint_dir: Path, out: Path) -> dict:
+                 checkpoint_dir: Path, out: Path, signer: tuple[str, str]) -> dict:
     """The device-host side of a remote soak (flows/device_run.py): soak, storing every window as it closes.
 
     Records go to ``results/<run_id>/soak/`` in ``store`` (a failed put fails the run: the store is what
-    survives the host); the best series ``earlier_runs`` stored is resumed from (:func:`stored_soak`).
+    survives the host), each signed with ``signer`` ``(host, key)``; the best series ``earlier_runs``
+    stored is resumed from (:func:`stored_soak`), taking only records with this host's signature.
     Writes ``out/timeseries.jsonl`` and ``out/soak.json``; returns the metrics.
     """
-    series = StoreSeries(store, run_id, "soak/", strict=True)
-    _, earlier = stored_soak(store, earlier_runs) if earlier_runs else (None, [])
+    series = StoreSeries(store, run_id, "soak/", strict=True, signer=signer)
+    host, key = signer
+    _, earlier = stored_soak(store, earlier_runs, (host, {host: key})) if earlier_runs else (None, [])
     checkpoint = Checkpoint(Path(checkpoint_dir) / SERIES_FILE)
     metrics = soak(job, artifact, checkpoint, series, remote=True, earlier=earlier)
     metrics["store"] = series.status
@@ -371,12 +398,12 @@ def _soak_remote(job: SoakJob, dev: DeviceParams, artifact: Path, checkpoint_dir
         metrics = run_on_host("soak", job, dev, upload, lambda farm, run_id: fetch_results(farm, run_id, job, dev, out),
                               earlier, remember, planned_s=planned_seconds(SoakPlan(**job.plan)))  # fmt: skip
     except FarmError as err:
-        raise FarmError(f"{err} {_kept(job, checkpoint_dir)}") from None
+        raise FarmError(f"{err} {_kept(job, dev, checkpoint_dir)}") from None
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics
 
 
-def _kept(job: SoakJob, checkpoint_dir: Path) -> str:
+def _kept(job: SoakJob, dev: DeviceParams, checkpoint_dir: Path) -> str:
     """What a failed remote soak left in the store, and how to report or resume it (for the error)."""
     pointer = checkpoint_dir / POINTER_FILE
     written = read_json(pointer) if pointer.is_file() else {}
@@ -386,8 +413,9 @@ def _kept(job: SoakJob, checkpoint_dir: Path) -> str:
 
     runs = written["runs"]
     try:
-        store = Farm.resolve().store
-        run_id, records = stored_soak(store, runs)
+        farm = Farm.resolve()
+        store = farm.store.host_area(dev.host)
+        run_id, records = stored_soak(store, runs, (dev.host, farm.host_keys))
     except GreenpipeError as err:
         return f"The windows its runs stored could not be read back ({err}); flow runs: {', '.join(runs)}."
     if run_id is None:
@@ -421,8 +449,9 @@ def _report_partial(params: Params, device: str, dev: DeviceParams, checkpoint_d
                 f"progress or failed here; nothing to report (a completed soak's series and metrics are in {out})"
             )
         runs = read_json(pointer)["runs"]
-        store = Farm.resolve().store
-        run_id, records = stored_soak(store, runs)
+        farm = Farm.resolve()
+        store = farm.store.host_area(dev.host)
+        run_id, records = stored_soak(store, runs, (dev.host, farm.host_keys))  # signed by that host only
         if run_id is None:
             raise GreenpipeError(
                 f"--report-partial: the flow runs of this soak on {dev.host} ({', '.join(runs)}) stored no "

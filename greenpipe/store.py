@@ -9,7 +9,9 @@
 Layout in the bucket, below ``prefix``::
 
     <prefix>/cas/sha256/<ab>/<sha256>   every file and every directory manifest, named by its content
-    <prefix>/results/<job-id>/...       per-job JSON that device hosts write back (put_json / get_json)
+    <prefix>/results/<job-id>/...       per-job JSON (put_json / get_json)
+    <prefix>/hosts/<host>/...           what device host <host> writes back: the same two trees below it
+                                        (``host_area``); a host may write there and nowhere else
 
 Credentials come from boto3's normal chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or
 ``profile=``, instance roles); the loopback stack's random keys come from its ``s3.json`` via
@@ -18,6 +20,7 @@ Credentials come from boto3's normal chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCES
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 MANIFEST_FORMAT = "greenpipe.dir/1"
+HOSTS_DIR = "hosts"  # <prefix>/hosts/<host>/: one device host's writable area
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -68,6 +72,18 @@ class TooLarge(StoreError):
 
 class ArtifactNotFound(StoreError):
     """The object a reference or key names is not in the bucket."""
+
+
+class LocalWriteError(StoreError):
+    """A download could not be written where it was going (disk full, read-only, ...); nothing of it kept."""
+
+
+def _local_write_error(dest: Path, what: str, e: OSError) -> LocalWriteError:
+    return LocalWriteError(
+        f"Cannot write {what} into {dest.parent}: {e.strerror or e} (errno {e.errno}). The partial download "
+        f"was discarded and {dest.name} is as it was. Free space in (or fix the permissions of) "
+        f"{dest.parent} and retry."
+    )
 
 
 class ChecksumMismatch(StoreError):
@@ -249,6 +265,15 @@ class ArtifactStore:
         """Key (relative to the prefix) of a per-job result file: ``results/<job_id>/<name>``."""
         return _check_relative_key(f"results/{job_id}/{name}")
 
+    def host_area(self, host: str) -> ArtifactStore:
+        """This store below ``hosts/<host>/``: where device host ``host`` writes its outputs and results
+        (same client, same transfer counts). The farm lets a host write nowhere else."""
+        if not host or "/" in host or host in (".", ".."):
+            raise StoreError(f"Host name {host!r} cannot name a store folder: use a name without '/'.")
+        area = copy.copy(self)
+        area.prefix = self.key(_check_relative_key(f"{HOSTS_DIR}/{host}"))
+        return area
+
     def cas_key(self, sha256: str) -> str:
         """Full object key under which content with this sha256 is stored."""
         return self.key(f"cas/sha256/{sha256[:2]}/{sha256}")
@@ -372,16 +397,23 @@ class ArtifactStore:
         if dest.is_file() and dest.stat().st_size == ref.size and sha256_file(dest)[0] == ref.sha256:
             self.stats.reused += 1
             return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        what = f"s3://{self.bucket}/{ref.key}"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _local_write_error(dest, what, e) from None
         self._check_stored_size(ref)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        except OSError as e:
+            raise _local_write_error(dest, what, e) from None
         try:
             with os.fdopen(fd, "w+b") as f:
                 with (
                     self._errors("download", ref.key),
                     self._progress_cb(f"get {dest.name}", ref.size, progress) as cb,
                 ):
-                    capped = _CappedWriter(f, ref.size, f"s3://{self.bucket}/{ref.key}")
+                    capped = _CappedWriter(f, ref.size, what, dest)
                     self.client.download_fileobj(self.bucket, ref.key, capped, Config=self._transfer, Callback=cb)
                 f.seek(0)
                 sha, size = _digest(f)
@@ -389,6 +421,9 @@ class ArtifactStore:
                 raise ChecksumMismatch(self.bucket, ref.key, ref.sha256, sha, ref.size, size)
             os.chmod(tmp, 0o644)  # mkstemp made it 0600; artifacts are ordinary readable files
             os.replace(tmp, dest)
+        except OSError as e:  # closing (flushing) the file or renaming it
+            Path(tmp).unlink(missing_ok=True)
+            raise _local_write_error(dest, what, e) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -600,8 +635,8 @@ class ArtifactStore:
 class _CappedWriter:
     """A file object for download_fileobj that refuses bytes past ``limit`` (a lying size, a swapped object)."""
 
-    def __init__(self, f: IO[bytes], limit: int, what: str) -> None:
-        self._f, self._limit, self._what, self._n = f, limit, what, 0
+    def __init__(self, f: IO[bytes], limit: int, what: str, dest: Path) -> None:
+        self._f, self._limit, self._what, self._dest, self._n = f, limit, what, dest, 0
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> int:
@@ -610,7 +645,10 @@ class _CappedWriter:
             if self._n > self._limit:
                 raise TooLarge(f"{self._what} sent more than the {self._limit} bytes its reference gives; "
                                "the download was stopped and discarded.")  # fmt: skip
-        return self._f.write(data)
+        try:
+            return self._f.write(data)
+        except OSError as e:  # a full disk, a file size limit: say where, not a bare errno from s3transfer
+            raise _local_write_error(self._dest, self._what, e) from None
 
     def seek(self, *args: Any) -> int:
         return self._f.seek(*args)

@@ -1,4 +1,4 @@
-"""Shared pytest set-up: the loopback S3 server fixtures, telemetry off, a private Prefect home."""
+"""Shared pytest set-up: the loopback S3 server fixtures, a small tmpfs, telemetry off, a private Prefect home."""
 
 import os
 
@@ -6,7 +6,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-pytest_plugins = ["tests.s3fixture", "tests.prefectfixture", "tests.skipcheck"]
+pytest_plugins = ["tests.s3fixture", "tests.prefectfixture", "tests.skipcheck", "tests.diskfixture"]
 
 
 def _has_nvidia_gpu() -> bool:

@@ -105,6 +105,8 @@ class FarmSecrets:
     def load_or_create(cls, state_dir: str | Path, hosts: list[str] | tuple[str, ...] = ()) -> FarmSecrets:
         """The install's secrets, created on first use; a key is added for each host that has none."""
         path = Path(state_dir) / SECRETS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
         have = cls.load(state_dir) if path.exists() else cls(new_api_auth())
         keys = {**have.host_keys, **{h: new_host_key() for h in hosts if h not in have.host_keys}}
         out = cls(have.api_auth, keys)

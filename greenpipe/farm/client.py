@@ -29,6 +29,7 @@ the machine died) is marked Crashed and submitted again, up to ``retries`` times
 ends Crashed or Failed. A run that outlives its time, or whose stage is interrupted, is cancelled
 through Prefect's Cancelling state (:func:`stop_run`): the host's worker kills the job's process group,
 so nothing runs or uploads after. Only a COMPLETED run's ``summary.json`` (written last by the host) is taken,
+read from the host's own area of the store (``hosts/<host>/``, the only place its key may write),
 and only when it carries the host's signature and passes its checks (:mod:`greenpipe.farm.results`):
 then its outputs are streamed, size-capped and checksum-verified, into a temporary directory that
 replaces ``out`` only when complete. A rejected result raises FarmError naming host and reason.
@@ -421,6 +422,14 @@ def stop_run(client: Any, run_id: Any, why: str) -> None:
     client.set_flow_run_state(run_id, Cancelling(message=why) if taken else Cancelled(message=why), force=True)
 
 
+def _cannot_write(job: Job, dev: DeviceParams, run_id: str, out: Path, why: str) -> FarmError:
+    return FarmError(
+        f"{_where(job, dev)}: the outputs of flow run {run_id} from host {dev.host!r} passed their checks but "
+        f"could not be written beside {out}: {why} Nothing of them was kept and {out} is as it was. Make room "
+        f"(free space in {out.parent}) and run the stage again."
+    )
+
+
 def fetch_results(farm: Farm, run_id: str, job: Job, dev: DeviceParams, out: Path) -> dict:
     """Check a completed run's signed result set from ``dev.host``, download its outputs into ``out``
     (replaced whole) and return its metrics; FarmError naming host and reason when anything is off.
@@ -430,9 +439,9 @@ def fetch_results(farm: Farm, run_id: str, job: Job, dev: DeviceParams, out: Pat
     OUTPUTS_MAX_BYTES, all before any output file is downloaded; each file then streams with a cap at its
     signed size and is checked against its sha256. ``out`` is untouched unless everything passes.
     """
-    from greenpipe.store import StoreError
+    from greenpipe.store import LocalWriteError, StoreError
 
-    store = farm.store
+    store = farm.store.host_area(dev.host)  # the only place the host's key may write
     key = store.result_key(run_id, "summary.json")
     try:
         envelope = store.get_json(key, max_bytes=SUMMARY_MAX_BYTES)
@@ -442,11 +451,16 @@ def fetch_results(farm: Farm, run_id: str, job: Job, dev: DeviceParams, out: Pat
         why = e if isinstance(e, ResultRejected) else f"result of flow run {run_id} from host {dev.host!r}: {e}"
         raise FarmError(f"{_where(job, dev)}: {key} in {store}: {why} Nothing of it was taken.") from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    incoming = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        incoming = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
+    except OSError as e:
+        raise _cannot_write(job, dev, run_id, out, f"{e.strerror or e} (errno {e.errno})") from None
     try:
         try:
             store.get_dir(summary["outputs"], incoming, max_total_bytes=OUTPUTS_MAX_BYTES)
+        except LocalWriteError as e:
+            raise _cannot_write(job, dev, run_id, out, str(e)) from e
         except StoreError as e:
             raise FarmError(
                 f"{_where(job, dev)}: the outputs of flow run {run_id} from host {dev.host!r} were rejected: {e}"

@@ -141,6 +141,11 @@ class LocalPrefect:
         )
         return url
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's pid (it leads a session and process group of its own), None when not started."""
+        return self._proc.pid if self._proc is not None else None
+
     def _fail(self, log_path: Path, why: str) -> None:
         self.stop()
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:]) or "(empty)"

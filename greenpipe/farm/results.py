@@ -74,8 +74,10 @@ def sign_summary(summary: dict[str, Any], host: str, run_id: str, key_hex: str) 
             "hmac_sha256": _mac(key_hex, host, run_id, body)}  # fmt: skip
 
 
-def verify_summary(envelope: Any, host: str, run_id: str, keys: dict[str, str]) -> dict[str, Any]:
-    """The signed summary of ``run_id`` as ``host`` wrote it; ResultRejected naming host and reason else."""
+def verify_summary(envelope: Any, host: str, run_id: str, keys: dict[str, str],
+                   what: str = "summary.json") -> dict[str, Any]:  # fmt: skip
+    """The signed summary of ``run_id`` as ``host`` wrote it; ResultRejected naming host and reason else.
+    ``what`` names the object in messages (a soak window signs ``<run-id>/<its name>`` as its run)."""
     where = f"result of flow run {run_id} from host {host!r}"
     if host not in keys:
         raise ResultRejected(
@@ -84,12 +86,12 @@ def verify_summary(envelope: Any, host: str, run_id: str, keys: dict[str, str]) 
             "stack's secrets.json) and run the stage again."
         )
     if not isinstance(envelope, dict) or envelope.get("format") != RESULT_FORMAT:
-        raise ResultRejected(f"{where}: summary.json is not a signed result set ({RESULT_FORMAT}); rejected.")
+        raise ResultRejected(f"{where}: {what} is not a signed result set ({RESULT_FORMAT}); rejected.")
     signature = envelope.get("hmac_sha256")
     good = _mac(keys[host], host, run_id, envelope.get("body"))
     if not isinstance(signature, str) or not hmac.compare_digest(signature, good):
         raise ResultRejected(
-            f"{where}: bad or missing signature on summary.json (not signed with this host's key, or "
+            f"{where}: bad or missing signature on {what} (not signed with this host's key, or "
             "altered after signing); rejected, nothing downloaded. If the host's key was replaced, give "
             "the controller the new one; otherwise treat the host or the bucket as compromised."
         )

@@ -11,6 +11,11 @@ Every start generates a fresh random key pair and writes it with the URL to ``st
 0600; ``root`` and ``state_dir`` are made 0700), so other processes on this machine (Prefect workers,
 DVC) can reach the server with ``S3Endpoint.load(state_dir)``; ``stop()`` removes that file again. Top-level folders of ``root`` are the
 buckets, and each object is a plain file under ``root/<bucket>/<key>``. The server binds 127.0.0.1 only.
+
+A device host's server (``LocalS3(root, state_dir, host_view=HostView(bucket, prefix, host))``) serves
+the same folder through a view with its own key: ``<bucket>/<prefix>/cas/`` read-only and
+``<bucket>/<prefix>/hosts/<host>/`` writable, nothing else. ``rclone serve s3`` has no per-key policy, so
+the loopback farm gives every host a server of its own; see :class:`HostView`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import shutil
 import socket
 import subprocess
 import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
+from greenpipe.farm.auth import write_private
 
 KEYS_FILE = "s3.json"
 LOG_FILE = "s3.log"
+CONFIG_FILE = "rclone.conf"  # a host view's remotes (paths only, no secret)
 DEFAULT_REGION = "us-east-1"
 
 # rclone prints this NOTICE once its listener is bound; the port in it is the real one (also for ":0").
@@ -78,6 +84,50 @@ class S3Endpoint:
                 f"The S3 keys file {path} is unreadable ({e!r}). Stop the loopback S3 server, delete the "
                 "file and start the server again: it writes a fresh one."
             ) from None
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What one device host's S3 server shows of the store folder: the shared content store below
+    ``<bucket>/<prefix>/cas/`` read-only, the host's own area ``<bucket>/<prefix>/hosts/<host>/``
+    writable (``ArtifactStore.host_area``), nothing else.
+
+    Built from rclone remotes: a ``union`` whose upstreams are all ``:ro`` (rclone refuses every write to
+    it) and nested ``combine`` remotes that place it and the host's folder at their keys (a combine
+    remote maps one path segment per level). A write anywhere else has no folder to land in; rclone
+    answers it with an error (HTTP 500) and nothing is written.
+    """
+
+    bucket: str
+    prefix: str
+    host: str
+
+    def folders(self, root: Path) -> tuple[Path, Path]:
+        """(the shared content store, the host's own area) below ``root``."""
+        base = root / self.bucket / self.prefix if self.prefix else root / self.bucket
+        return base / "cas", base / "hosts" / self.host
+
+    def rclone_config(self, root: Path) -> str:
+        """The rclone config whose remote ``view:`` is this host's view of ``root``."""
+        shared, own = self.folders(root)
+        for path in (shared, own):
+            if any(c.isspace() or c in "\"'=:" for c in str(path)):
+                raise GreenpipeError(
+                    f"The S3 folder {path} has a space, quote, '=' or ':' in its path, which rclone's remote "
+                    "lists cannot hold: put the farm's state dir (GREENPIPE_FARM_DIR) on a plainer path."
+                )
+        # union needs two upstreams: the same folder twice, both read-only.
+        sections = [("shared", {"type": "union", "upstreams": f"{shared}:ro {shared}:ro"}),
+                    ("hosts", {"type": "combine", "upstreams": f'"{self.host}={own}"'})]  # fmt: skip
+        inner = {"type": "combine", "upstreams": '"cas=shared:" "hosts=hosts:"'}
+        segments = [self.bucket, *[p for p in self.prefix.split("/") if p]]
+        for i, segment in reversed(list(enumerate(segments))):
+            sections.append((f"level{i + 1}", inner))
+            inner = {"type": "combine", "upstreams": f'"{segment}=level{i + 1}:"'}
+        sections.append(("view", inner))
+        return "".join(
+            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in body.items()) + "\n" for name, body in sections
+        )
 
 
 @dataclass(frozen=True)
@@ -162,16 +212,7 @@ def terminate(proc: subprocess.Popen, timeout_s: float) -> int:
 
 def _write_private_json(path: Path, obj: dict[str, Any]) -> None:
     """Write ``obj`` to ``path`` atomically with mode 0600 (it holds a secret key)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)  # mkstemp already uses 0600; say so rather than rely on it
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(obj, indent=2) + "\n")
 
 
 class LocalS3:
@@ -191,12 +232,14 @@ class LocalS3:
         *,
         region: str = DEFAULT_REGION,
         startup_timeout_s: float = 15.0,
+        host_view: HostView | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else None
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.port = port
         self.region = region
         self.startup_timeout_s = startup_timeout_s
+        self.host_view = host_view
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_fh: Any = None
         self._endpoint: S3Endpoint | None = None
@@ -238,15 +281,27 @@ class LocalS3:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_")}
         env["RCLONE_AUTH_KEY"] = f'"{access_key},{secret_key}"'  # CSV-quoted: the pair contains a comma
         addr = f"127.0.0.1:{self.port or 0}"
+        # Hermetic either way: never the user's rclone.conf; a host view's own remotes, or none.
+        remote, config = f":local:{root}", ""
+        if self.host_view is not None:
+            for folder in self.host_view.folders(root):
+                folder.mkdir(parents=True, exist_ok=True)
+            config = str(state_dir / CONFIG_FILE)
+            write_private(Path(config), self.host_view.rclone_config(root))
+            remote = "view:"
         args = [
-            str(binary), "serve", "s3", f":local:{root}",
+            str(binary), "serve", "s3", remote,
             "--addr", addr,
-            "--config", "",  # hermetic: never read the user's rclone.conf
+            "--config", config,
             "--cache-dir", str(state_dir / "rclone-cache"),
             # "off" streams multipart uploads in part order straight to disk (verified with rclone 1.75:
             # boto3's concurrent multipart uploads complete; early parts are buffered, bounded by
             # --multipart-streaming-buffer-limit) and makes a 200 mean the bytes are on disk.
             "--vfs-cache-mode", "off",
+            # Several servers share the folder (the controller's and one per device host): list folders
+            # afresh at every request, or a key another server wrote stays unseen for the default 5 min.
+            # Not "0s": with rclone 1.75 that hung a recursive listing (tests/test_store.py).
+            "--dir-cache-time", "1ms",
         ]  # fmt: skip
         log_path = state_dir / LOG_FILE
         self._log_fh = open(log_path, "wb")  # noqa: SIM115 - closed in stop()

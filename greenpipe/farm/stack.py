@@ -9,7 +9,9 @@ Everything listens on 127.0.0.1 only. ``farm up`` starts a supervisor process
 install) the farm's secrets in ``state_dir/secrets.json`` (0600: the Prefect API's basic-auth string and
 one result-signing key per host, :mod:`greenpipe.farm.auth`), starts
 :class:`~greenpipe.farm.prefect_server.LocalPrefect` (SQLite, basic auth and CSRF protection on),
-:class:`~greenpipe.farm.s3server.LocalS3` (``rclone serve s3``), creates the bucket, the ``process`` work
+:class:`~greenpipe.farm.s3server.LocalS3` (``rclone serve s3``) for the controller and one more per
+host, each with its own key, through which that host may write below ``hosts/<host>/`` only
+(:class:`~greenpipe.farm.s3server.HostView`), creates the bucket, the ``process`` work
 pool with a locked job template (:func:`locked_job_template`) and one queue per host, the
 ``device-run/<pool>`` deployment, and one ``prefect worker start --pool P --work-queue Q`` per host, then
 waits for SIGTERM (``farm down``) and stops them all. Secrets reach the children through their
@@ -27,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.farm.auth import AGENT_KEY_ENV, API_AUTH_ENV, FarmSecrets, api_settings
 from greenpipe.farm.deployment import JOB_COMMAND, ensure_deployment
 from greenpipe.farm.prefect_server import LocalPrefect
-from greenpipe.farm.s3server import KEYS_FILE, LocalS3, S3Endpoint, _pid_alive, _write_private_json
+from greenpipe.farm.s3server import KEYS_FILE, HostView, LocalS3, S3Endpoint, _pid_alive, _write_private_json
 from greenpipe.store import ArtifactStore
 
 STATE_FILE = "farm.json"
@@ -44,6 +46,7 @@ SUPERVISOR_LOG = "farm.log"
 DEFAULT_POOL = "cpu-hosts"
 DEFAULT_HOSTS = ("cpu-host-1", "cpu-host-2")
 DEFAULT_BUCKET = "greenpipe"
+PREFIX = "greenpipe"  # the store's prefix in the bucket (what ``store()`` and the hosts' views use)
 # Worker poll interval (s): Prefect's default is 10; 1 keeps a job's pick-up delay about a second.
 QUERY_S = 1.0
 HEARTBEAT_S = 5.0  # worker heartbeat to the server (s); Prefect's default is 30
@@ -97,6 +100,69 @@ def _stop_group(pgid: int, timeout_s: float, proc: subprocess.Popen[bytes] | Non
         pass
     if proc is not None:
         proc.wait()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, field 22 of /proc/<pid>/stat); None when it is gone.
+    With the pid it names one process for good: a pid the kernel hands out again starts later."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (a worker and the jobs it started)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    members.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return members
+
+
+@dataclass(frozen=True)
+class ProcRecord:
+    """One process the supervisor started, as ``farm.json`` keeps it: pid, start time, own group or not."""
+
+    pid: int
+    start: int | None
+    group: bool  # it leads a process group (its children are in it): stop the whole group
+
+    @classmethod
+    def of(cls, pid: int, group: bool) -> ProcRecord:
+        return cls(pid, _start_ticks(pid), group)
+
+    def alive(self) -> bool:
+        """The very process recorded runs (not a zombie, not a later process with the same pid)."""
+        return _pid_alive(self.pid) and _start_ticks(self.pid) == self.start
+
+    def pids(self) -> list[int]:
+        """What is left of it: itself if alive, and for a group leader every member of its group that
+        started after it (a job its worker left behind when the worker was killed)."""
+        out = [self.pid] if self.alive() else []
+        if self.group and self.start is not None:
+            out += [p for p in _group_members(self.pid) if p not in out and (_start_ticks(p) or 0) >= self.start]
+        return out
+
+    def stop(self, timeout_s: float) -> bool:
+        """SIGTERM what is left of it, SIGKILL after ``timeout_s`` s; False when nothing was left."""
+        pids = left = self.pids()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + (timeout_s if sig == signal.SIGTERM else 5.0)
+            while (pids := [p for p in pids if _pid_alive(p)]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not pids:
+                break
+        return bool(left)
 
 
 def worker_env(
@@ -246,6 +312,10 @@ class LocalStack:
     def s3_dir(self) -> Path:
         return self.state_dir / "s3"
 
+    def host_s3_dir(self, host: str) -> Path:
+        """State dir (keys, log, view) of ``host``'s own S3 server."""
+        return self.s3_dir / "hosts" / host
+
     def info(self) -> dict[str, Any] | None:
         """What the supervisor wrote in ``farm.json`` (None when the stack is not up)."""
         try:
@@ -267,20 +337,25 @@ class LocalStack:
     def store(self) -> ArtifactStore:
         """The artifact store on the stack's S3 server (keys from its ``s3.json``)."""
         info = self.info() or {}
-        return ArtifactStore.from_endpoint(S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET))
+        return ArtifactStore.from_endpoint(S3Endpoint.load(self.s3_dir), info.get("bucket", DEFAULT_BUCKET), PREFIX)
 
     # -- up / down ---------------------------------------------------------------------------------
 
     def up(self, hosts: tuple[str, ...] = DEFAULT_HOSTS, pool: str = DEFAULT_POOL,
            timeout_s: float = 180.0) -> StackInfo:  # fmt: skip
-        """Start the supervisor in the background and return once servers and workers answer."""
-        if self.running() is not None:
+        """Start the supervisor in the background and return once servers and workers answer.
+
+        A farm of this state dir that runs whole is refused; what a partly failed one left (a dead
+        supervisor's children, the rest of a farm with a dead worker or server) is stopped first
+        (:meth:`clean_up`), so the new farm starts clean."""
+        processes = self.processes()
+        if self.running() is not None and all(processes.values()):
             raise GreenpipeError(
                 f"The loopback farm already runs from {self.state_dir}: `greenpipe farm status` shows it, "
                 "`greenpipe farm down` stops it."
             )
+        self.clean_up()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
         log = self.state_dir / SUPERVISOR_LOG
         args = [sys.executable, "-m", "greenpipe.farm.stack", "--pool", pool, str(self.state_dir), *hosts]
         with open(log, "wb") as fh:
@@ -307,30 +382,33 @@ class LocalStack:
             time.sleep(0.3)
 
     def down(self, timeout_s: float = 60.0) -> bool:
-        """Stop the supervisor (which stops workers and servers); False when nothing was running."""
-        info = self.info()
-        if not info or not _pid_alive(int(info.get("pid", 0))):
-            (self.state_dir / STATE_FILE).unlink(missing_ok=True)
-            return False
-        _stop_group(int(info["pid"]), timeout_s)
+        """Stop the supervisor (which stops workers and servers) and whatever it left; False when nothing
+        was running."""
+        return any(self.clean_up(timeout_s).values())
+
+    def clean_up(self, timeout_s: float = 60.0) -> dict[str, bool]:
+        """Stop every process ``farm.json`` records that still runs, the supervisor first (it stops its
+        children in order), then what is left (a dead supervisor's servers and workers, a killed
+        worker's job); remove ``farm.json``. Returns, by name, whether each was still running."""
+        procs = self._records()
+        left = {name: bool(rec.pids()) for name, rec in procs.items()}
+        for name in sorted(procs, key=lambda n: n != "supervisor"):
+            procs[name].stop(timeout_s)
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
-        return True
+        return left
 
     # -- status ------------------------------------------------------------------------------------
 
+    def _records(self) -> dict[str, ProcRecord]:
+        info = self.info() or {}
+        return {name: ProcRecord(int(r["pid"]), r.get("start"), bool(r.get("group")))
+                for name, r in info.get("procs", {}).items()}  # fmt: skip
+
     def processes(self) -> dict[str, bool]:
-        """Whether each process the supervisor started still runs (exited or zombie = False), by name."""
-        info = self.info()
-        if not info:
-            return {}
-        out = {"supervisor": _pid_alive(int(info.get("pid", 0)))}
-        for name, path in (("prefect server", self.prefect_dir / "prefect.json"), ("s3 server", self.s3_dir / KEYS_FILE)):
-            try:
-                out[name] = _pid_alive(int(json.loads(path.read_text())["pid"]))
-            except (FileNotFoundError, ValueError, KeyError):
-                out[name] = False
-        out.update({f"worker {h}": _pid_alive(pid) for h, pid in info.get("worker_pids", {}).items()})
-        return out
+        """Whether each process the supervisor started still runs, by name (``supervisor``, ``prefect
+        server``, ``s3 server``, ``s3 server <host>``, ``worker <host>``): the very process recorded,
+        not a zombie (exited, not yet reaped) nor a later one with its pid."""
+        return {name: rec.alive() for name, rec in self._records().items()}
 
     def status(self) -> dict[str, Any]:
         """Servers, pool, queues (seconds since last polled) and workers, as a plain dict; ``processes``
@@ -343,7 +421,7 @@ class LocalStack:
             return out
         out.update(prefect=running.api_url, s3=running.endpoint.url, bucket=running.bucket,
                    pool=running.info["pool"], hosts=running.info["hosts"])  # fmt: skip
-        out["workers_alive"] = {h: _pid_alive(pid) for h, pid in running.info["worker_pids"].items()}
+        out["workers_alive"] = {h: out["processes"].get(f"worker {h}", False) for h in running.info["hosts"]}
         out["queues"] = queue_status(running.api_url, running.info["pool"], running.secrets.api_auth)
         return out
 
@@ -359,14 +437,28 @@ class LocalStack:
         signal.signal(signal.SIGTERM, _term)
         signal.signal(signal.SIGINT, _term)
         os.chmod(self.state_dir, 0o700)
+        state: dict[str, Any] = {"pid": os.getpid(), "ready": False, "procs": {}}
+
+        def record(name: str, pid: int | None, group: bool) -> None:
+            # Written as each process starts: a supervisor killed half-way still leaves their names.
+            if pid is not None:
+                state["procs"][name] = asdict(ProcRecord.of(pid, group))
+                _write_private_json(self.state_dir / STATE_FILE, state)
+
+        record("supervisor", os.getpid(), os.getpgid(0) == os.getpid())
         secrets = FarmSecrets.load_or_create(self.state_dir, hosts)
         prefect = LocalPrefect(self.prefect_dir, api_auth=secrets.api_auth)
         s3 = LocalS3(self.state_dir / "s3-root", self.s3_dir)
+        # One server per host, with its own key, that lets it write below hosts/<host>/ only.
+        host_s3 = {h: LocalS3(self.state_dir / "s3-root", self.host_s3_dir(h),
+                              host_view=HostView(DEFAULT_BUCKET, PREFIX, h)) for h in hosts}  # fmt: skip
         workers: list[Worker] = []
         try:
             t0 = time.monotonic()
             api_url = prefect.start()
+            record("prefect server", prefect.pid, True)
             endpoint = s3.start()
+            record("s3 server", s3.status().pid, False)
             ArtifactStore.from_endpoint(endpoint, DEFAULT_BUCKET).ensure_bucket()
             ensure_pool(api_url, pool, hosts, secrets.api_auth)
             from prefect.client.orchestration import get_client
@@ -374,21 +466,30 @@ class LocalStack:
             with api_settings(api_url, secrets.api_auth), get_client(sync_client=True) as c:
                 ensure_deployment(c, pool)
             for host in hosts:
-                workers.append(start_worker(api_url, endpoint, pool, host, host, self.state_dir, secrets=secrets))
+                host_endpoint = host_s3[host].start()
+                record(f"s3 server {host}", host_s3[host].status().pid, False)
+                workers.append(start_worker(api_url, host_endpoint, pool, host, host, self.state_dir,
+                                            secrets=secrets))  # fmt: skip
+                record(f"worker {host}", workers[-1].pid, True)
             wait_polled(api_url, pool, list(hosts), workers=workers, api_auth=secrets.api_auth)
-            _write_private_json(
-                self.state_dir / STATE_FILE,
-                {"pid": os.getpid(), "ready": True, "api_url": api_url, "s3": endpoint.url,
-                 "bucket": DEFAULT_BUCKET, "pool": pool, "hosts": list(hosts),
-                 "worker_pids": {w.host: w.pid for w in workers},
-                 "startup_s": round(time.monotonic() - t0, 2), "started_at": time.time()},
-            )  # fmt: skip
+            state.update(ready=True, api_url=api_url, s3=endpoint.url, bucket=DEFAULT_BUCKET, pool=pool,
+                         hosts=list(hosts), worker_pids={w.host: w.pid for w in workers},
+                         startup_s=round(time.monotonic() - t0, 2), started_at=time.time())  # fmt: skip
+            _write_private_json(self.state_dir / STATE_FILE, state)
             print(f"farm up in {time.monotonic() - t0:.1f} s: {api_url}, {endpoint.url}", flush=True)
+            dead: set[str] = set()
             while not stop["now"]:
+                for name, rec in state["procs"].items():
+                    if name not in dead and not ProcRecord(**rec).alive():
+                        dead.add(name)
+                        print(f"{name} (pid {rec['pid']}) died; `greenpipe farm up` starts the farm again "
+                              "clean", flush=True)  # fmt: skip
                 time.sleep(0.5)
         finally:
             for w in workers:
                 w.stop()
+            for server in host_s3.values():
+                server.stop()
             s3.stop()
             prefect.stop()
             print("farm down", flush=True)

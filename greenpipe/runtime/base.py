@@ -80,13 +80,19 @@ def _mem_total_mb() -> float | None:
     return None
 
 
+def host_name() -> str:
+    """This host's name as the controller knows it: ``$GREENPIPE_AGENT_HOST`` on a device host's worker,
+    else the hostname."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
 def host_facts(threads: int, runtime: str | None) -> dict[str, Any]:
     """What this host is: its name, CPU, memory, OS, and the XRT / DPU fingerprint where there is one.
 
     ``name`` is ``$GREENPIPE_AGENT_HOST`` on a device host's worker, else the hostname; ``runtime`` is
     the runner's one-line label (``describe()["label"]``) or the runtime's name.
     """
-    name = os.environ.get(HOST_ENV) or socket.gethostname()
+    name = host_name()
     cpu = cpu_model()
     return {
         "name": name,

@@ -38,12 +38,17 @@ KEYS = {"cpu-host-1": "11" * 32, "cpu-host-2": "22" * 32}
 
 
 def stored_run(store: ArtifactStore, tmp_path: Path, run_id: str, signer: str = "cpu-host-1",
-               key: str | None = None, **summary) -> dict:  # fmt: skip
-    """Put a result set for ``run_id`` in ``store`` as host ``signer`` would (signed with ``key``)."""
+               key: str | None = None, area: str | None = None, files: dict[str, bytes] | None = None,
+               **summary) -> dict:  # fmt: skip
+    """Put a result set for ``run_id`` in ``store`` as host ``signer`` would (signed with ``key``), in the
+    area of host ``area`` (default: the signer's own); ``files`` (relative path: bytes) join its outputs."""
+    store = store.host_area(area or signer)
     outputs = tmp_path / f"outputs-{run_id}"
     (outputs / "samples").mkdir(parents=True, exist_ok=True)
     (outputs / "eval.json").write_text('{"summary": {}}\n')
     (outputs / "samples" / "img3.png").write_bytes(b"png bytes " + run_id.encode())
+    for rel, data in (files or {}).items():
+        (outputs / rel).write_bytes(data)
     body = {"flow_run_id": run_id, "job": JOB.to_dict(), "metrics": {"psnr": 30.0},
             "outputs": store.put_dir(outputs).to_dict(), "complete": True, **summary}  # fmt: skip
     envelope = sign_summary(body, signer, run_id, key or KEYS[signer])
@@ -82,7 +87,7 @@ def test_only_a_whole_result_of_this_job_is_taken(local_s3, tmp_path):
     body = stored_run(store, tmp_path, "run-damaged")
     manifest = store.get_json(body["outputs"]["key"].split("/", 1)[1])
     png_sha = manifest["files"]["samples/img3.png"]["sha256"]
-    store.client.put_object(Bucket=bucket, Key=store.cas_key(png_sha), Body=b"damaged")
+    store.client.put_object(Bucket=bucket, Key=store.host_area("cpu-host-1").cas_key(png_sha), Body=b"damaged")
     with pytest.raises(FarmError) as err:
         fetch_results(farm, "run-damaged", JOB, DEV, out)
     assert isinstance(err.value.__cause__, ChecksumMismatch) and "host 'cpu-host-1'" in str(err.value)

@@ -17,7 +17,7 @@ import pytest
 from greenpipe.errors import GreenpipeError
 from greenpipe.io import read_json
 from tasks.deploy import deploy_stage
-from tests.farm.conftest import POOL, compiled_dir, remote_params
+from tests.farm.conftest import POOL, PREFIX, compiled_dir, remote_params
 
 
 def _files(root: Path) -> list[str]:
@@ -63,7 +63,7 @@ def test_remote_run_equals_the_in_process_eval(farm, compiled, tmp_path, variant
         bench["source"] == remote["source"] and bench["single_stream"]["settings"]["min_duration_ms"] == 300
     )
     # The job process on the host never imported torch, TensorFlow or DVC.
-    store = farm_store(farm)
+    store = farm_store(farm, host)
     summaries = [store.get_json(k)["body"] for k in store.list("results/") if k.endswith("summary.json")]
     mine = [s for s in summaries if s["host"]["name"] == host and s["job"]["variant"] == variant]
     assert mine and all(s["heavy_modules"] == [] for s in mine)
@@ -160,15 +160,16 @@ def test_a_host_killed_mid_job_is_rerun_when_its_worker_returns(farm, compiled, 
     _same_quality(result["metrics"], local)
     assert _files(tmp_path / "remote") == _files(tmp_path / "local")
     # The outputs are the completed run's, checksum-verified; nothing of the killed run was taken.
-    store_summary = farm_store(farm).get_json(f"results/{second.id}/summary.json")["body"]
+    store_summary = farm_store(farm, host).get_json(f"results/{second.id}/summary.json")["body"]
     assert store_summary["metrics"]["psnr"] == result["metrics"]["psnr"]
-    assert f"results/{first.id}/summary.json" not in farm_store(farm).list("results/")
+    assert f"results/{first.id}/summary.json" not in farm_store(farm, host).list("results/")
 
 
-def farm_store(farm):
+def farm_store(farm, host):
+    """The controller's view of what ``host`` wrote (its own area of the tests' store)."""
     from greenpipe.store import ArtifactStore
 
-    return ArtifactStore.from_endpoint(farm.endpoint, farm.bucket, "farm-tests")
+    return ArtifactStore.from_endpoint(farm.endpoint, farm.bucket, PREFIX).host_area(host)
 
 
 @pytest.mark.slow
@@ -210,7 +211,7 @@ def test_a_timed_out_run_is_stopped_on_the_host_and_uploads_nothing(farm, compil
         time.sleep(0.5)
     time.sleep(3)  # had the job gone on, it would upload now
     run_id = str(mine().id)
-    assert [k for k in farm_store(farm).list(f"results/{run_id}/")] == []
+    assert [k for k in farm_store(farm, host).list(f"results/{run_id}/")] == []
     assert not (tmp_path / "out").exists()
 
 

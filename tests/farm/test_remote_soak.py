@@ -91,10 +91,11 @@ def test_remote_soak_has_a_local_soaks_shape_and_names_its_host(farm, compiled, 
     assert remote["artifact"] == local["artifact"]  # the build host's path of what was soaked
 
     # Every record went to the farm's store as it closed, under the run's result prefix.
-    store = farm_store(farm)
+    store = farm_store(farm, host)
     run_id = remote["store"]["run_id"]
     assert remote["store"]["results"] == f"results/{run_id}/soak/" and remote["store"]["errors"] == 0
-    stored = StoreSeries.read(store, run_id, "soak/")
+    assert remote["store"]["signed"] is True
+    stored = StoreSeries.read(store, run_id, "soak/", (host, farm.secrets.host_keys))
     assert stored == lines  # the stored series is the returned one
     summary = store.get_json(f"results/{run_id}/summary.json")["body"]
     assert summary["stage"] == "soak" and summary["complete"] and summary["heavy_modules"] == []
@@ -112,25 +113,8 @@ def test_a_soak_killed_on_its_host_keeps_its_windows_and_resumes(farm, compiled,
     plan = {**SOAK, "duration_s": 6.0, "window_s": 1.0}
     params = soak_params(tmp_path / "params.yaml", device, host, plan, retries=0)
     art, ckpt, out = compiled_dir(compiled, "ptq8"), tmp_path / "ckpt", tmp_path / "out"
-    store = farm_store(farm)
-    result: dict = {}
-
-    def run() -> None:
-        try:
-            result["metrics"] = soak_stage(params, "ptq8", device, art, ckpt, out)
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            result["error"] = e
-
-    stage = threading.Thread(target=run)
-    stage.start()
-    deadline = time.monotonic() + 300  # job start-up (spawn, imports, pull) is slow on a loaded machine
-    while not (ckpt / POINTER_FILE).is_file():
-        assert time.monotonic() < deadline and stage.is_alive(), result
-        time.sleep(0.1)
-    run_id = read_json(ckpt / POINTER_FILE)["runs"][-1]
-    while len(_measured(StoreSeries.read(store, run_id, "soak/"))) < 2:
-        assert time.monotonic() < deadline and stage.is_alive(), result
-        time.sleep(0.1)
+    store = farm_store(farm, host)
+    stage, result, run_id = _soak_until_two_windows(farm, params, device, host, art, ckpt, out)
     with farm.api(), get_client(sync_client=True) as client:
         job_pid = int(str(client.read_flow_run(run_id).infrastructure_pid).rsplit(":", 1)[-1])
     os.kill(job_pid, signal.SIGKILL)  # the job dies with its window open; the worker lives on
@@ -147,7 +131,7 @@ def test_a_soak_killed_on_its_host_keeps_its_windows_and_resumes(farm, compiled,
     assert not out.exists()
 
     # At most one window lost: every window closed up to the last second before the kill is in the store.
-    stored = StoreSeries.read(store, run_id, "soak/")
+    stored = StoreSeries.read(store, run_id, "soak/", (host, farm.secrets.host_keys))
     windows = _measured(stored)
     kept = len(windows)
     assert kept >= 2 and [w["index"] for w in windows] == list(range(kept))
@@ -172,3 +156,61 @@ def test_a_soak_killed_on_its_host_keeps_its_windows_and_resumes(farm, compiled,
     assert [t["index"] for t in m["timeline"] if t["phase"] == "measure"] == list(range(6))
     assert m["store"]["run_id"] != run_id and not ckpt.exists()
     assert _measured(_series(out / SERIES_FILE))[:kept] == windows  # the killed run's windows, as stored
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_soak_fails_clearly_counts_nothing_and_a_rerun_completes(farm, compiled, tmp_path):
+    """The whole host goes (its worker and the job, SIGKILL) after two windows: once its queue is unpolled
+    for lost_after_s the stage fails naming the device and the lost host, writes no metrics (nothing partial
+    counted), and with the worker back the stage run again completes, resuming after the stored windows."""
+    device, host = "soak-host-1", "cpu-host-1"
+    plan = {**SOAK, "duration_s": 6.0, "window_s": 1.0}
+    params = soak_params(tmp_path / "params.yaml", device, host, plan, retries=0, lost_after_s=6)
+    art, ckpt, out = compiled_dir(compiled, "ptq8"), tmp_path / "ckpt", tmp_path / "out"
+    store = farm_store(farm, host)
+    try:
+        stage, result, run_id = _soak_until_two_windows(farm, params, device, host, art, ckpt, out)
+        farm.workers[host].kill()  # the worker's process group: worker and job at once
+        stage.join(timeout=120)
+        assert not stage.is_alive()
+    finally:
+        farm.start(host)  # the host comes back (also for the tests after this one)
+
+    err = result.get("error")
+    assert isinstance(err, GreenpipeError), result
+    msg = str(err)
+    assert f"device {device!r}" in msg and f"queue {host!r}" in msg and "host lost" in msg, msg
+    assert "retries = 0" in msg and "--report-partial" in msg
+    assert not out.exists()  # no metrics, no series: nothing of the lost run counted
+    kept = len(_measured(StoreSeries.read(store, run_id, "soak/", (host, farm.secrets.host_keys))))
+    assert kept >= 2 and f"{kept} of 6 measured windows" in msg
+
+    m = soak_stage(params, "ptq8", device, art, ckpt, out)
+    assert m["partial"] is False and m["resumed"] is True and m["windows_done"] == 6
+    assert m["resumes"][0]["after_window"] == kept
+    assert m["store"]["run_id"] != run_id and not ckpt.exists()
+
+
+def _soak_until_two_windows(farm, params, device: str, host: str, art, ckpt, out):
+    """The ptq8 soak stage on ``device`` in a thread, returned once its run has stored two measured
+    windows: ``(thread, result dict that gets its error or metrics, flow run id)``."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["metrics"] = soak_stage(params, "ptq8", device, art, ckpt, out)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            result["error"] = e
+
+    stage = threading.Thread(target=run)
+    stage.start()
+    deadline = time.monotonic() + 300  # job start-up (spawn, imports, pull) is slow on a loaded machine
+    while not (ckpt / POINTER_FILE).is_file():
+        assert time.monotonic() < deadline and stage.is_alive(), result
+        time.sleep(0.1)
+    run_id = read_json(ckpt / POINTER_FILE)["runs"][-1]
+    store = farm_store(farm, host)
+    while len(_measured(StoreSeries.read(store, run_id, "soak/", (host, farm.secrets.host_keys)))) < 2:
+        assert time.monotonic() < deadline and stage.is_alive(), result
+        time.sleep(0.1)
+    return stage, result, run_id

@@ -15,7 +15,8 @@ from dataclasses import replace
 import pytest
 
 from greenpipe.farm.client import FarmError, fetch_results
-from greenpipe.farm.results import sign_summary
+from greenpipe.farm.results import ResultRejected, sign_summary
+from greenpipe.soak import StoreSeries, stored_soak
 from greenpipe.store import MiB, ArtifactStore
 from tests.farm.test_client import DEV, JOB, KEYS, farm_on, stored_run
 
@@ -26,6 +27,12 @@ DEV_B = DEV.model_copy(update={"host": "cpu-host-2", "queue": "cpu-host-2"})
 def store(local_s3, request) -> ArtifactStore:
     endpoint, bucket = local_s3
     return ArtifactStore.from_endpoint(endpoint, bucket, f"results-tests/{request.node.name}")
+
+
+def _area(store: ArtifactStore, host: str = "cpu-host-1") -> ArtifactStore:
+    """Where the controller reads ``host``'s results (what the bucket's admin key, unlike a host's, can
+    write into for any host: these tests play an attacker who has it)."""
+    return store.host_area(host)
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def test_a_forged_summary_without_the_hosts_key_is_rejected(store, tmp_path, out
     farm = farm_on(store)
     # Unsigned (as a host wrote results before signing existed), primary metric 99 dB.
     body = stored_run(store, tmp_path, "run-forged", metrics={"psnr": 99.0})
-    store.put_json(store.result_key("run-forged", "summary.json"), body)
+    _area(store).put_json(store.result_key("run-forged", "summary.json"), body)
     with pytest.raises(FarmError, match="summary.json is not a signed result set") as err:
         fetch_results(farm, "run-forged", JOB, DEV, out)
     assert "host 'cpu-host-1'" in str(err.value)
@@ -57,9 +64,9 @@ def test_a_forged_summary_without_the_hosts_key_is_rejected(store, tmp_path, out
     assert "host 'cpu-host-1'" in str(err.value)
     # A genuine envelope whose figure was edited after signing.
     stored_run(store, tmp_path, "run-edited")
-    env = store.get_json(store.result_key("run-edited", "summary.json"))
+    env = _area(store).get_json(store.result_key("run-edited", "summary.json"))
     env["body"]["metrics"]["psnr"] = 99.0
-    store.put_json(store.result_key("run-edited", "summary.json"), env)
+    _area(store).put_json(store.result_key("run-edited", "summary.json"), env)
     with pytest.raises(FarmError, match="bad or missing signature"):
         fetch_results(farm, "run-edited", JOB, DEV, out)
     _untouched(out)
@@ -69,21 +76,23 @@ def test_host_a_cannot_pass_off_results_as_host_bs(store, tmp_path, out):
     farm = farm_on(store)
     stored_run(store, tmp_path, "run-of-b", signer="cpu-host-2")
     assert fetch_results(farm, "run-of-b", JOB, DEV_B, tmp_path / "b-ok")["psnr"] == 30.0
-    # Host A overwrites B's summary with one it signed itself (its own key: all it has).
-    stored_run(store, tmp_path, "run-of-b", signer="cpu-host-1", metrics={"psnr": 40.0})
+    # Host A's key cannot write in B's area (test_host_prefixes.py); with the bucket's admin key, an
+    # attacker overwrites B's summary with one A signed (A's key: all a compromised host has).
+    stored_run(store, tmp_path, "run-of-b", signer="cpu-host-1", area="cpu-host-2", metrics={"psnr": 40.0})
     with pytest.raises(FarmError, match="bad or missing signature") as err:
         fetch_results(farm, "run-of-b", JOB, DEV_B, out)
     assert "host 'cpu-host-2'" in str(err.value)
     # ... or claims to be B in the envelope, still signing with its own key.
-    env = store.get_json(store.result_key("run-of-b", "summary.json"))
+    b = _area(store, "cpu-host-2")
+    env = b.get_json(store.result_key("run-of-b", "summary.json"))
     forged = sign_summary(env["body"], "cpu-host-2", "run-of-b", KEYS["cpu-host-1"])
-    store.put_json(store.result_key("run-of-b", "summary.json"), forged)
+    b.put_json(store.result_key("run-of-b", "summary.json"), forged)
     with pytest.raises(FarmError, match="bad or missing signature"):
         fetch_results(farm, "run-of-b", JOB, DEV_B, out)
     # A's genuine run replayed as another run id of B's is refused too (the run id is signed).
     stored_run(store, tmp_path, "run-of-a", signer="cpu-host-1")
-    env = store.get_json(store.result_key("run-of-a", "summary.json"))
-    store.put_json(store.result_key("run-b-2", "summary.json"), env)
+    env = _area(store).get_json(store.result_key("run-of-a", "summary.json"))
+    b.put_json(store.result_key("run-b-2", "summary.json"), env)
     with pytest.raises(FarmError, match="bad or missing signature"):
         fetch_results(farm, "run-b-2", JOB, DEV_B, out)
     _untouched(out)
@@ -97,7 +106,8 @@ def _signed_outputs(store: ArtifactStore, run_id: str, files: dict, body_bytes: 
     outputs = replace(store.put_bytes(manifest.encode()), kind="dir")
     body = {"flow_run_id": run_id, "job": JOB.to_dict(), "metrics": {"psnr": 30.0},
             "outputs": outputs.to_dict(), "complete": True}  # fmt: skip
-    store.put_json(store.result_key(run_id, "summary.json"), sign_summary(body, "cpu-host-1", run_id, KEYS["cpu-host-1"]))
+    _area(store).put_json(store.result_key(run_id, "summary.json"),
+                          sign_summary(body, "cpu-host-1", run_id, KEYS["cpu-host-1"]))  # fmt: skip
 
 
 def test_a_manifest_that_lies_about_sizes_is_caught_before_the_download(store, tmp_path, out):
@@ -118,7 +128,7 @@ def test_oversize_results_are_refused_before_download(store, tmp_path, out, monk
     farm = farm_on(store)
     # A summary.json past the limit: read up to the limit, not whole.
     monkeypatch.setattr("greenpipe.farm.client.SUMMARY_MAX_BYTES", 64 * 1024)
-    store.client.put_object(Bucket=store.bucket, Key=store.key(store.result_key("run-huge", "summary.json")),
+    store.client.put_object(Bucket=store.bucket, Key=_area(store).key(store.result_key("run-huge", "summary.json")),
                             Body=b"{" + b" " * (4 * MiB) + b"}")  # fmt: skip
     before = farm.store.stats.bytes_down
     with pytest.raises(FarmError, match="larger than the 65536 bytes allowed") as err:
@@ -158,3 +168,29 @@ def test_multipart_uploads_and_ranged_downloads_round_trip(local_s3, tmp_path):
     assert whole.get_file(ref, tmp_path / "a.bin").read_bytes() == src.read_bytes()
     ref = whole.put_file(src, force=True)  # one PUT, then ranged GETs
     assert parts.get_file(ref, tmp_path / "b.bin").read_bytes() == src.read_bytes()
+
+
+def test_soak_windows_are_taken_only_with_the_hosts_signature(store):
+    """A soak's stored windows (what a retry resumes from and --report-partial reports) are signed one by
+    one, bound to run and name: edited, unsigned, moved or another host's records reject the series."""
+    area = _area(store)
+    signed = StoreSeries(area, "run-soak", "soak/", strict=True, signer=("cpu-host-1", KEYS["cpu-host-1"]))
+    header = {"kind": "header", "context": {"variant": "ptq8"}}
+    window = {"kind": "window", "phase": "measure", "index": 0, "fps": 100.0}
+    signed(header)
+    signed(window)
+    verify = ("cpu-host-1", dict(KEYS))
+    assert stored_soak(area, ["run-soak"], verify) == ("run-soak", [header, window])
+    key = area.result_key("run-soak", "soak/00001-window.json")
+    genuine = area.get_json(key)
+
+    edited = {**genuine, "body": {**window, "fps": 9999.0}}
+    unsigned = window
+    moved = area.get_json(area.result_key("run-soak", "soak/00000-header.json"))  # a genuine record, wrong name
+    other_host = sign_summary(window, "cpu-host-2", "run-soak/soak/00001-window.json", KEYS["cpu-host-2"])
+    for forged, why in ((edited, "bad or missing signature"), (unsigned, "is not a signed result set"),
+                        (moved, "bad or missing signature"), (other_host, "bad or missing signature")):  # fmt: skip
+        area.put_json(key, forged)
+        with pytest.raises(ResultRejected, match=why) as err:
+            stored_soak(area, ["run-soak"], verify)
+        assert "host 'cpu-host-1'" in str(err.value) and "soak record soak/00001-window.json" in str(err.value)

@@ -56,7 +56,7 @@ def test_farm_up_status_down(tmp_path):
         st = _farm(tmp_path, "status", "--json")
         processes = json.loads(st.stdout)["processes"]
         assert processes == {"supervisor": True, "prefect server": True, "s3 server": True,
-                             "worker cpu-host-1": False}, processes  # fmt: skip
+                             "s3 server cpu-host-1": True, "worker cpu-host-1": False}, processes  # fmt: skip
         plain = _farm(tmp_path, "status")
         assert plain.returncode == 1 and "dead: worker cpu-host-1" in plain.stdout, plain.stdout
     finally:
@@ -94,3 +94,56 @@ def _session(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
     except (FileNotFoundError, IndexError, ValueError):
         return -1
+
+
+@pytest.mark.slow
+def test_farm_up_after_a_partial_failure_cleans_up_and_starts_clean(tmp_path):
+    """A child dies (status names it; up stops the rest and starts clean); then the supervisor itself is
+    SIGKILLed, leaving its servers and worker running (status sees them; up stops them and starts clean);
+    down leaves no process of any of the three farms behind."""
+    state = tmp_path / "farm"
+    assert _farm(tmp_path, "up", "--host", "cpu-host-1").returncode == 0
+    every_pid: set[int] = set()
+    try:
+        first = _procs(state)
+        every_pid |= set(first.values())
+        assert set(first) == {"supervisor", "prefect server", "s3 server", "s3 server cpu-host-1",
+                              "worker cpu-host-1"}  # fmt: skip
+        os.kill(first["s3 server cpu-host-1"], signal.SIGKILL)  # a child of the supervisor, left unreaped
+        time.sleep(1)
+        st = _farm(tmp_path, "status")
+        assert st.returncode == 1 and "dead: s3 server cpu-host-1" in st.stdout, st.stdout
+        assert json.loads(_farm(tmp_path, "status", "--json").stdout)["processes"] == {
+            **{name: True for name in first}, "s3 server cpu-host-1": False}
+
+        again = _farm(tmp_path, "up", "--host", "cpu-host-1")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "had failed (dead: s3 server cpu-host-1)" in again.stdout and "started clean" in again.stdout
+        assert not any(_pid_alive(p) for p in first.values())
+        second = _procs(state)
+        every_pid |= set(second.values())
+        assert not set(second.values()) & set(first.values())
+        st = _farm(tmp_path, "status", "--json")
+        assert st.returncode == 0 and all(json.loads(st.stdout)["processes"].values()), st.stdout
+
+        os.kill(second["supervisor"], signal.SIGKILL)  # its children live on, orphaned
+        time.sleep(1)
+        st = _farm(tmp_path, "status")
+        assert st.returncode == 1 and "farm is down" in st.stdout and "dead: supervisor" in st.stdout, st.stdout
+        assert "still running: prefect server, s3 server, s3 server cpu-host-1, worker cpu-host-1" in st.stdout
+        third_up = _farm(tmp_path, "up", "--host", "cpu-host-1")
+        assert third_up.returncode == 0, third_up.stdout + third_up.stderr
+        assert "had failed (dead: supervisor)" in third_up.stdout
+        assert not any(_pid_alive(p) for p in second.values())
+        every_pid |= set(_procs(state).values())
+    finally:
+        down = _farm(tmp_path, "down")
+    assert down.returncode == 0 and "farm stopped" in down.stdout, down.stdout + down.stderr
+    assert not any(_pid_alive(p) for p in every_pid)
+    # Nothing alive in their sessions either (a zombie whose parent is gone waits for init, not for us).
+    assert not [p for p in (int(d) for d in os.listdir("/proc") if d.isdigit())
+                if _session(p) in every_pid and _pid_alive(p)]  # fmt: skip
+
+
+def _procs(state: Path) -> dict[str, int]:
+    return {name: r["pid"] for name, r in json.loads((state / "farm.json").read_text())["procs"].items()}

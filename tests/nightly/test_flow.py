@@ -197,3 +197,38 @@ def test_cli_run_shows_ran_and_cached_stages_with_durations(project):
     lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
     assert "ran" in lines["quantize@b"] and "up to date" in lines["quantize@a"]
     assert "stage command(s) ran" in out
+
+
+def test_cli_run_without_a_server_starts_one_that_requires_the_installs_auth_string(project, tmp_path):
+    """No PREFECT_API_URL and no farm: the run's temporary server requires the install's one auth string
+    (made on first use, 0600 in a 0700 farm dir, the same the farm uses), and the flow's process has it."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from greenpipe.cli_nightly import _prefect_env
+    from greenpipe.farm.auth import API_AUTH_ENV, FarmSecrets
+
+    farm = tmp_path / "farm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "PREFECT_API_AUTH"))}
+    env.update(COLUMNS="200", GREENPIPE_FARM_DIR=str(farm))
+    proc = subprocess.run([sys.executable, "-m", "greenpipe.cli", "nightly", "run", "--root", str(project["ws"])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Prefect server: temporary, http://127.0.0.1:" in proc.stdout and "nightly stages" in proc.stdout
+    secrets = FarmSecrets.load(farm)  # refuses a file others could read
+    assert (farm.stat().st_mode & 0o777) == 0o700 and secrets.api_auth.startswith("greenpipe:")
+
+    # The same server, held open: refused without the string, answered with what the flow gets.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GREENPIPE_FARM_DIR", str(farm))
+        mp.delenv("PREFECT_API_URL", raising=False)
+        with temporary_settings({PREFECT_API_URL: None}), _prefect_env(tmp_path) as flow_env:
+            url = flow_env["PREFECT_API_URL"]
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{url}/admin/version", timeout=10)
+            assert refused.value.code == 401 and flow_env[API_AUTH_ENV] == secrets.api_auth
+            token = base64.b64encode(secrets.api_auth.encode()).decode()
+            request = urllib.request.Request(f"{url}/admin/version", headers={"Authorization": f"Basic {token}"})
+            with urllib.request.urlopen(request, timeout=10) as answered:
+                assert answered.status == 200

@@ -224,18 +224,6 @@ def test_an_output_that_cannot_be_written_stops_the_run_leaves_nothing_partial_a
     assert read_native(out / "b_big.png").shape == (300, 300, 3)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 1 MiB tmpfs at tmp_path/disk (needs the right to mount; skipped where there is none)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN)")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
-
-
 def test_too_little_free_space_is_refused_before_work(model, tmp_path, small_disk):
     src = tmp_path / "in"
     src.mkdir()
