@@ -39,7 +39,9 @@ from greenpipe.runtime.base import Runner
 SCENARIOS = ("SingleStream", "Offline")
 QSL_SIZE = 8  # distinct input tensors LoadGen draws from
 OFFLINE_QPS_MARGIN = 1.25  # LoadGen sizes the Offline query as expected_qps * duration: overshoot a little
-OFFLINE_RESIZES = 2  # times an Offline query that ended before min_duration is sized again from the measured rate
+# Times an Offline query that ended before min_duration is sized again from the measured rate. A tiny first query
+# measures mostly LoadGen's per-query overhead, so the rate it gives is low: each resize at least doubles the size.
+OFFLINE_RESIZES = 6
 # SingleStream runs at least this many queries, the fewest for which LoadGen's early-stopping estimate of
 # the p90 latency exists: below it LoadGen judges the run INVALID whatever the duration.
 EARLY_STOPPING_MIN_QUERIES = 64

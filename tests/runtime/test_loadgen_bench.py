@@ -78,17 +78,18 @@ def test_a_slow_model_runs_the_queries_early_stopping_needs_instead_of_ending_in
 
 
 class _Fast:
-    """A model far faster than its warm-up suggested."""
+    """A model (0.2 ms per call) far faster than its warm-up suggested."""
 
     def run(self, x):
+        time.sleep(0.0002)
         return x
 
     def describe(self):
-        return {"label": "identity", "host": "test"}
+        return {"label": "sleep 0.2 ms", "host": "test"}
 
 
 def test_an_offline_query_sized_too_small_is_sized_again_from_the_measured_rate(tmp_path):
-    # A 1 s warm-up estimate for a model that takes microseconds: LoadGen's first query is one sample, done long
+    # A 1 s warm-up estimate for a model that takes 0.2 ms: LoadGen's first query is one sample, done long
     # before min_duration, which LoadGen judges INVALID; the rerun sized from the measured rate is VALID.
     result = run_scenario(_Fast(), make_samples((1, 3, 8, 8), 4), "Offline", 0.1, tmp_path, expected_latency_s=1.0)
     assert result["loadgen_validity"] == "VALID" and result["invalid_reason"] is None
