@@ -165,7 +165,7 @@ def test_a_worker_killed_mid_soak_fails_clearly_counts_nothing_and_a_rerun_compl
     counted), and with the worker back the stage run again completes, resuming after the stored windows."""
     device, host = "soak-host-1", "cpu-host-1"
     plan = {**SOAK, "duration_s": 6.0, "window_s": 1.0}
-    params = soak_params(tmp_path / "params.yaml", device, host, plan, retries=0, lost_after_s=6)
+    params = soak_params(tmp_path / "params.yaml", device, host, plan, retries=0, lost_after_s=20)
     art, ckpt, out = compiled_dir(compiled, "ptq8"), tmp_path / "ckpt", tmp_path / "out"
     store = farm_store(farm, host)
     try:
