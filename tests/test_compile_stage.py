@@ -83,3 +83,13 @@ def test_qat4_with_4bit_activations_compiles_exactly(ws, tmp_path):
     report = read_json(tmp_path / "compiled" / "compile_report.json")
     assert report["rewrite"]["clips_to_uint8"] > 0
     assert metrics["ort_int8_convs"] + report["rewrite"]["bias_kept_float"] == metrics["convs"]
+
+
+def test_the_stored_reference_keeps_float_outputs_exactly(tmp_path):
+    """A detector's logits reach 30: stored as float16 they moved by up to 2**-7, the whole tolerance."""
+    from greenpipe.quant.artifact import QuantArtifact
+
+    logits = np.random.default_rng(0).uniform(-32, 32, (50, 8)).astype(np.float32)
+    write_reference(tmp_path / REFERENCE_FILE, {"tile": logits})
+    stored = QuantArtifact(tmp_path, {"variant": "fp32"}).reference()["tile"]
+    assert stored.dtype == np.float32 and np.array_equal(stored, logits)

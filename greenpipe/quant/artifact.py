@@ -6,7 +6,7 @@ Layout (written by :func:`greenpipe.quant.stage.quantize_stage`)::
     <quant_dir>/model.qdq.onnx       # inc: QDQ export of INC's PT2E graph (dynamo exporter)
     <quant_dir>/model.onnx           # float variants: plain ONNX
     <quant_dir>/quant_report.json    # variant, bits, numerics, per-tensor scales, recipe + model_args, ...
-    <quant_dir>/reference_val.npz    # the fake-quant PyTorch model's outputs on val, by pair name (float16)
+    <quant_dir>/reference_val.npz    # the fake-quant PyTorch model's outputs on val, by pair name (float32)
 """
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ def read_quant_artifact(quant_dir: str | Path) -> QuantArtifact:
 
 
 def write_reference(path: str | Path, outputs: Mapping[str, np.ndarray]) -> None:
-    """Store outputs by name as float16 (exact for int8 outputs on a 2**-k grid, ~2**-12 for float ones)."""
+    """Store outputs by name as float32: exactly what the model computed.
+
+    float16 would halve the file but round a float output of magnitude 16-32 by up to 2**-7, as
+    much as the compile stage's agreement tolerance: a detector's logits failed it by storage alone.
+    """
     buf = BytesIO()
-    np.savez_compressed(buf, **{name: np.asarray(a, dtype=np.float16) for name, a in outputs.items()})
+    np.savez_compressed(buf, **{name: np.asarray(a, dtype=np.float32) for name, a in outputs.items()})
     atomic_write_bytes(path, buf.getvalue())

@@ -121,7 +121,7 @@ def tuning_space(config: IncConfig, model: nn.Module) -> list[dict[str, Any]]:
         if unknown:
             layers = ", ".join(n for n, m in modules.items() if isinstance(m, _WEIGHTED))
             raise ParamsError(
-                f"quantize.variants.inc.fp32_layers: {unknown} not a layer of the model; "
+                f"{config.key}.fp32_layers: {unknown} not a layer of the model; "
                 f"use module names such as: {layers}"
             )
     space: list[dict[str, Any]] = []
@@ -252,7 +252,7 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
         raise GreenpipeError(
             f"inc: no tuning trial within tolerable_loss {config.tolerable_loss} of fp32 "
             f"({metric.name} {baseline['score']:.4g} {metric.unit}, target {tuning['target_score']:.4g}):\n{lines}\n"
-            "raise quantize.variants.inc.max_trials, widen its tuning space (act_algo, w_granularity, "
+            f"raise {config.key}.max_trials, widen its tuning space (act_algo, w_granularity, "
             "fp32_layers) or loosen tolerable_loss"
         )
     chosen = passed[0]  # INC stops at the first trial that meets the goal

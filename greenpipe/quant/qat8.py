@@ -130,7 +130,7 @@ def train_qat(
 
     if config.crop % ctx.multiple:
         raise GreenpipeError(
-            f"quantize.variants.{name}.crop = {config.crop}: must be a multiple of {ctx.multiple} (the model's 2**depth)"
+            f"{config.key}.crop = {config.crop}: must be a multiple of {ctx.multiple} (the model's 2**depth)"
         )
     pairs = _train_pairs(ctx, config.crop)
     noise = ctx.noise if config.fresh_noise else None

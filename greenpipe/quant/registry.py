@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from greenpipe.errors import ParamsError
 from greenpipe.errors import UNKNOWN_VARIANT_KEY, invalid_params
@@ -63,6 +63,15 @@ class VariantConfig(BaseModel):
     method: str | None = None  # registered handler to run; default: the variant's own name
     # Another entry this one refines; model variants only (greenpipe.quant.base.quantize_variant).
     start_from: str | None = None
+    _key: str = PrivateAttr(default="")  # set by parse_variant
+
+    @property
+    def key(self) -> str:
+        """Where the entry is in params.yaml (``quantize.variants.inc``, ``segment.variants.inc``): errors name it.
+
+        Set by :func:`parse_variant`; a config built in code names its method under ``quantize.variants``.
+        """
+        return self._key or f"quantize.variants.{self.method or '<variant>'}"
 
 
 @dataclass(frozen=True)
@@ -135,4 +144,5 @@ def parse_variant(name: str, raw: Mapping[str, Any] | None, key_prefix: str = "q
     if config.start_from is not None and takes != "model":
         raise ParamsError(f"{key}.start_from = {config.start_from!r}: only variants that take "
                           f"{TAKES['model']} start from another variant's output; remove the key")
+    config._key = key
     return variant, config

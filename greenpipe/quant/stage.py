@@ -126,7 +126,7 @@ def quantize_stage(
         **{k: v for k, v in result.report.items() if k != "calibration"},
         "reference": {
             "file": REFERENCE_FILE,
-            "what": "fake-quant PyTorch model's post-processed val outputs (whole samples), float16, by sample name",
+            "what": "fake-quant PyTorch model's post-processed val outputs (whole samples), float32, by sample name",
         },
         "quantize_s": quant_s,
         "wall_s": time.perf_counter() - t0,

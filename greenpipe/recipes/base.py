@@ -258,17 +258,27 @@ def write_sample_images(outputs: Mapping[str, np.ndarray], out_dir: Path, count:
     return [out_dir / f"{name}.png" for name in names]
 
 
-def val_split_files(data_root: Path) -> list[Path]:
-    """``manifest.json`` and every file under ``val/``: ``eval_files`` of a recipe whose layout has them."""
-    data_root = Path(data_root)
-    return [data_root / "manifest.json", *sorted(p for p in (data_root / "val").rglob("*") if p.is_file())]
+class OneKernelRecipe:
+    """The defaults of a recipe whose model is one kernel and whose prepared data has ``manifest.json``
+    and a ``val/`` folder: ``evaluate`` needs nothing besides the data, a remote host is sent that val
+    split, and a manifest of several kernels is not its artifact. Subclass it and define the rest.
+    """
 
+    name: str
 
-def one_kernel_only(recipe: str, manifest: Path) -> Any:
-    """``pipeline`` of a recipe whose model is one kernel: a manifest of several is not its artifact."""
-    from greenpipe.errors import GreenpipeError
+    def eval_options(self, params: Params, model_args: dict[str, Any]) -> dict[str, Any]:
+        return {}
 
-    raise GreenpipeError(f"{manifest}: the {recipe} model is one kernel; a manifest of several is not its artifact")
+    def eval_files(self, data_root: Path) -> list[Path]:
+        """``manifest.json`` and every file under ``val/``."""
+        data_root = Path(data_root)
+        return [data_root / "manifest.json", *sorted(p for p in (data_root / "val").rglob("*") if p.is_file())]
+
+    def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
+        from greenpipe.errors import GreenpipeError
+
+        raise GreenpipeError(f"{manifest}: the {self.name} model is one kernel; "
+                             "a manifest of several is not its artifact")
 
 
 def metric_of(recipe: Recipe, name: str, key: str = "") -> Metric:

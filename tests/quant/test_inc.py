@@ -88,7 +88,11 @@ def test_bad_inc_keys_fail_naming_them():
     assert "quantize.variants.inc.act_algo.0 = 'entropy'" in msg and "'kl'" in msg
     assert "quantize.variants.inc.tolerable_loss = 1.5" in msg and "quantize.variants.inc.max_trials = 0" in msg
     with pytest.raises(ParamsError, match=r"quantize.variants.inc.fp32_layers: \['incc.0'\] not a layer"):
-        tuning_space(IncConfig(fp32_layers=[[], ["incc.0"]]), tiny_unet())
+        tuning_space(IncConfig(method="inc", fp32_layers=[[], ["incc.0"]]), tiny_unet())
+    # a recipe's own variant table: the error names where the entry is
+    _, config = parse_variant("inc", {"fp32_layers": [[], ["incc.0"]]}, "segment.variants")
+    with pytest.raises(ParamsError, match=r"^segment.variants.inc.fp32_layers: \['incc.0'\] not a layer"):
+        tuning_space(config, tiny_unet())
 
 
 def test_tuning_space_order_and_stage_context():

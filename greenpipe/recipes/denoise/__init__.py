@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from greenpipe.data.prepared import center_crop, load_split
-from greenpipe.recipes.base import RECIPES, Evaluation, Metric, Quality, Reference, write_sample_images, one_kernel_only, val_split_files
+from greenpipe.recipes.base import RECIPES, Evaluation, Metric, OneKernelRecipe, Quality, Reference, write_sample_images
 from greenpipe.recipes.denoise.metrics import psnr, ssim
 from greenpipe.recipes.denoise.validate import DenoiseValidateParams
 
@@ -146,7 +146,7 @@ def calibration_crops(data_root: Path, count: int, crop: int,
         yield f"{pair.name}@{top},{left}+{c}", to_nchw(noisy[top : top + c, left : left + c])
 
 
-class DenoiseRecipe:
+class DenoiseRecipe(OneKernelRecipe):
     name = "denoise"
     self_ensemble = True  # flips / rotations of an image denoise alike: their mean is a better estimate
     validate_params = DenoiseValidateParams
@@ -242,16 +242,6 @@ class DenoiseRecipe:
     def bench_input(self, model_args: dict[str, Any], input_size: int) -> tuple[int, ...]:
         """One ``1 x C x N x N`` image, N = ``deploy.input_size``."""
         return (1, int(model_args.get("in_channels", 3)), input_size, input_size)
-
-    def eval_options(self, params: Params, model_args: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def eval_files(self, data_root: Path) -> list[Path]:
-        """The prepared manifest and the val split (clean and noisy images)."""
-        return val_split_files(data_root)
-
-    def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
-        return one_kernel_only(self.name, manifest)
 
     def training(self, params: Params, data_root: Path) -> DenoiseTraining:
         """Random crops of the train split (fresh noise, dead leaves per ``train``) and the pixel loss."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from greenpipe.io import read_json
 from greenpipe.recipes.base import (
-    RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files, write_sample_images,
+    RECIPES, Evaluation, Metric, OneKernelRecipe, Quality, Reference, write_sample_images,
 )
 from greenpipe.recipes.detect.boxes import feature_sizes, prior_boxes, priors_per_location
 from greenpipe.recipes.detect.data import load, load_image
@@ -72,7 +72,7 @@ def render(raw: np.ndarray) -> np.ndarray:
     return img
 
 
-class DetectRecipe:
+class DetectRecipe(OneKernelRecipe):
     name = "detect"
     metrics = METRICS
     self_ensemble = False  # flipping an image moves its boxes: averaging outputs is meaningless
@@ -186,15 +186,6 @@ class DetectRecipe:
                                   {"map50": train["val_map50"], "map50_95": train["val_map50_95"]},
                                   f"metrics/detect/{path.name} (float model, val tiles)", "tab:green"))
         return refs
-
-    def eval_options(self, params: Params, model_args: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def eval_files(self, data_root: Path) -> list[Path]:
-        return val_split_files(data_root)
-
-    def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
-        return one_kernel_only(self.name, manifest)
 
     def training(self, params: Params, data_root: Path, net: str = "vgg") -> Any:
         """Random train tiles for network ``net`` (a key of ``detect.models``), multibox loss."""

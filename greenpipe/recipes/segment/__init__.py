@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from greenpipe.recipes.base import (
-    RECIPES, Evaluation, Metric, Quality, Reference, one_kernel_only, val_split_files, write_sample_images,
+    RECIPES, Evaluation, Metric, OneKernelRecipe, Quality, Reference, write_sample_images,
 )
 from greenpipe.recipes.segment.data import IGNORE, classes_of, split_samples
 from greenpipe.recipes.segment.figures import PALETTE, colour
@@ -62,7 +62,7 @@ def scores(confusion: np.ndarray) -> dict[str, Any]:
             "pixel_acc": float(tp.sum() / total) if total else 0.0, "per_class_iou": iou}
 
 
-class SegmentRecipe:
+class SegmentRecipe(OneKernelRecipe):
     name = "segment"
     self_ensemble = False  # a rotated street scene is not a street scene
     validate_params = None  # its checks live in its own section (segment.validate), run by its own stage
@@ -168,15 +168,6 @@ class SegmentRecipe:
     def bench_input(self, model_args: dict[str, Any], input_size: int) -> tuple[int, ...]:
         """One ``1 x 3 x N x 2N`` street image (the Cityscapes aspect), N = ``deploy.input_size``."""
         return (1, 3, input_size, 2 * input_size)
-
-    def eval_options(self, params: Params, model_args: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def eval_files(self, data_root: Path) -> list[Path]:
-        return val_split_files(data_root)
-
-    def pipeline(self, manifest: Path, threads: int, batch: int, load: Callable[..., Any]) -> Any:
-        return one_kernel_only(self.name, manifest)
 
     def training(self, params: Params, data_root: Path, net: str = "unet") -> Any:
         """Random crops of the train split for network ``net`` (a key of ``segment.models``), cross-entropy."""
