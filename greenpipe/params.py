@@ -130,6 +130,7 @@ class PruneParams(Section):
     gate_lr: float = Field(0.1, gt=0)  # gate training: the gates' own weights
     util_batches: int = Field(8, ge=1)  # training batches the utilisation is averaged over
     threshold: float = Field(0.05, ge=0, lt=1)  # kernels used less than this on average are removed
+    channel_multiple: int = Field(1, ge=1)  # each layer keeps a multiple of this many kernels (the most used)
     finetune_steps: int = Field(200, ge=0)  # after removal, on the recipe's loss alone
     finetune_lr: float = Field(0.001, gt=0)
 

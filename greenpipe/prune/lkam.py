@@ -106,21 +106,37 @@ def detach_gates(model: nn.Module) -> None:
         del model.lkam
 
 
+def kernels_to_keep(u: np.ndarray, threshold: float, multiple: int = 1) -> np.ndarray:
+    """Indices (ascending) of the kernels a unit keeps: those used at least ``threshold``, at least one.
+
+    With ``multiple`` > 1 the count goes to the nearest multiple of it (halves up; at least one
+    multiple, at most the unit's width): the most used kernels below the threshold come back, or the
+    least used above it go too. CPU convolutions vectorise over 8 or 16 channels, and a width just
+    past a multiple runs about as slowly as the next multiple (benchmarks/detect_prune.py).
+    """
+    u = np.asarray(u)
+    n = max(1, int(np.count_nonzero(u >= threshold)))
+    if multiple > 1:
+        n = min(len(u), max(multiple, (n + multiple // 2) // multiple * multiple))
+    order = np.argsort(-u, kind="stable")  # most used first; ties keep the lower index
+    return np.sort(order[:n])
+
+
 @torch.no_grad()
-def prune(model: nn.Module, units: Sequence[Unit], util: Sequence[np.ndarray], threshold: float) -> dict[str, list[int]]:
+def prune(model: nn.Module, units: Sequence[Unit], util: Sequence[np.ndarray], threshold: float,
+          multiple: int = 1) -> dict[str, list[int]]:
     """Remove kernels with utilisation below ``threshold``, fold the rest's into BN, narrow consumers.
 
     ``model`` loses its gates and is narrowed in place (its BatchNorms must be in eval mode for the
-    fold to be exact, which this sets). At least one kernel per unit is kept (the most used).
+    fold to be exact, which this sets). At least one kernel per unit is kept (the most used), and
+    with ``multiple`` each unit keeps a multiple of that many (:func:`kernels_to_keep`).
     Returns the kept kernel indices per unit name.
     """
     detach_gates(model)
     model.eval()
     kept = {}
     for unit, u in zip(units, util):
-        keep = np.flatnonzero(u >= threshold)
-        if keep.size == 0:
-            keep = np.array([int(np.argmax(u))])
+        keep = kernels_to_keep(u, threshold, multiple)
         bn = _keep_kernels(unit, keep)
         scale = torch.from_numpy(np.asarray(u, np.float32)[keep])
         bn.weight = nn.Parameter(bn.weight * scale)

@@ -12,9 +12,10 @@ with it). The stage does not know the recipe: it takes the batches and the loss 
    takes a larger rate than the model's).
 2. Utilisation: each kernel's mean gate over ``prune.util_batches`` training batches, saved
    (``utilisation.json``) and plotted per layer, kernels sorted, the threshold drawn.
-3. Static removal: kernels below ``prune.threshold`` go with the input channels of their readers;
-   the kept kernels' utilisation is folded into their BatchNorm (the static-gated net, without
-   the removed kernels); the gates go.
+3. Static removal: kernels below ``prune.threshold`` go with the input channels of their readers,
+   except that each layer keeps a multiple of ``prune.channel_multiple`` kernels (the most used:
+   CPU convolutions vectorise over 8 or 16 channels); the kept kernels' utilisation is folded into
+   their BatchNorm (the static-gated net, without the removed kernels); the gates go.
 4. Fine-tune: ``prune.finetune_steps`` steps of the recipe's loss alone (cosine from
    ``prune.finetune_lr``).
 
@@ -129,7 +130,7 @@ def prune_stage(params: Params, model_dir: Path, data: Path, out: Path, figures:
     util = utilisation(model, gates, [task.batch(rng)[0] for _ in range(pp.util_batches)])
     by_unit = {u.name: x for u, x in zip(units, util)}
     kernels_before = {u.name: u.kernels for u in units}
-    kept = prune(model, units, util, pp.threshold)
+    kept = prune(model, units, util, pp.threshold, pp.channel_multiple)
     removed_only = _score(recipe, model, Path(data), multiple)
     finetune_loss = _fit(model, task, rng, pp.finetune_steps, pp.finetune_lr)
     after = _score(recipe, model, Path(data), multiple)
@@ -153,6 +154,7 @@ def prune_stage(params: Params, model_dir: Path, data: Path, out: Path, figures:
         "macs_removed_pct": 100.0 * (1 - macs_after / macs_before),
         "params_before": params_before, "params_after": params_after,
         "threshold": pp.threshold,
+        "channel_multiple": pp.channel_multiple,
         "kernels_before": kernels_before,
         "kept_kernels": {k: len(v) for k, v in kept.items()},
         **{f"val_{k}_before": v for k, v in before.values.items()},

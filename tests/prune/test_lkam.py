@@ -98,3 +98,16 @@ def test_a_unit_keeps_its_most_used_kernel_when_all_are_below_the_threshold():
     kept = prune(model, units, util, threshold=0.5)
     assert kept["block0"] == [3] and all(len(k) == 1 for k in kept.values())
     assert model(torch.rand(1, 3, 32, 32)).shape[-1] == 4 + 3
+
+
+def test_kernels_kept_are_the_most_used_rounded_to_the_nearest_multiple():
+    from greenpipe.prune.lkam import kernels_to_keep
+
+    u = np.array([0.9, 0.01, 0.5, 0.04, 0.2, 0.0, 0.03, 0.6, 0.02, 0.7])
+    assert kernels_to_keep(u, 0.05).tolist() == [0, 2, 4, 7, 9]
+    # 5 above the threshold: to 4 the least used of them goes (0.2), to 8 the three most used below come back
+    assert kernels_to_keep(u, 0.05, multiple=4).tolist() == [0, 2, 7, 9]
+    assert kernels_to_keep(u, 0.05, multiple=8).tolist() == [0, 2, 3, 4, 6, 7, 8, 9]
+    assert kernels_to_keep(u, 0.05, multiple=16).tolist() == list(range(10))  # at least one multiple, capped
+    assert kernels_to_keep(u, 0.95, multiple=4).tolist() == [0, 2, 7, 9]  # none above: one multiple of the most used
+    assert kernels_to_keep(u, 0.05, multiple=2).tolist() == [0, 2, 3, 4, 7, 9]  # halves round up: 5 -> 6

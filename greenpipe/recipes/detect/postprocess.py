@@ -30,15 +30,17 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression: indices of kept boxes, highest score first.
 
     A box is kept when its IoU with every already-kept box is <= ``iou_threshold``. Ties in score
-    keep the lower index first (stable sort), so the result is deterministic.
+    keep the lower index first (stable sort), so the result is deterministic. With ``limit`` it
+    stops after that many: they are the first ``limit`` of the whole result, as boxes are kept in
+    score order.
     """
     order = np.argsort(-scores, kind="stable")
     keep = []
-    while order.size:
+    while order.size and (limit is None or len(keep) < limit):
         i = order[0]
         keep.append(i)
         rest = order[1:]
@@ -61,7 +63,7 @@ def detections(raw: np.ndarray, priors: np.ndarray, score_threshold: float = 0.0
         found_b, found_s, found_c = [], [], []
         for c in range(1, p.shape[-1]):
             idx = np.flatnonzero(p[:, c] > score_threshold)
-            kept = idx[nms(boxes[idx], p[idx, c], iou_threshold)]
+            kept = idx[nms(boxes[idx], p[idx, c], iou_threshold, top_k)]  # only a class's top_k can make the cut
             found_b.append(boxes[kept])
             found_s.append(p[kept, c])
             found_c.append(np.full(len(kept), c - 1, np.int64))

@@ -80,6 +80,8 @@ def test_nms_equals_the_brute_force_definition(seed):
     boxes, scores = random_boxes(rng, 60), rng.uniform(size=60)
     for threshold in (0.3, 0.5):
         assert nms(boxes, scores, threshold).tolist() == brute_force_nms(boxes, scores, threshold)
+        for limit in (1, 5, 1000):  # stopping early keeps the head of the same list
+            assert nms(boxes, scores, threshold, limit).tolist() == brute_force_nms(boxes, scores, threshold)[:limit]
 
 
 def test_detections_keep_classes_apart():
