@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.int8_speedup import times_ms  # noqa: E402
+from greenpipe.bench.macs import onnx_macs  # noqa: E402
 from greenpipe.runtime import load  # noqa: E402
 from greenpipe.runtime.base import describe_host  # noqa: E402
 
@@ -58,31 +59,6 @@ def cpu_flags() -> set[str]:
 
 def has_bf16(flags: set[str]) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
-
-
-def conv_macs(path: str | Path, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of every Conv node of the ONNX model at ``path`` for one input of ``input_shape``.
-
-    Per Conv: N x C_out x H_out x W_out x (C_in / groups) x kH x kW, shapes from ONNX shape inference with
-    the graph input fixed to ``input_shape`` (works for float and QDQ graphs: the weight's shape is read
-    off the DequantizeLinear that feeds it).
-    """
-    model = onnx.load(str(path))
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    for dim, size in zip(dims, input_shape, strict=True):
-        dim.ClearField("dim_param")
-        dim.dim_value = size
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
-    for v in [*model.graph.value_info, *model.graph.output]:
-        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
-    total = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        c_out_per_group_in, kh, kw = shapes[node.input[1]][1:]
-        total += int(np.prod(shapes[node.output[0]])) * c_out_per_group_in * kh * kw
-    return total
 
 
 def _qdq(graph_nodes: list, inits: list, name: str, scale: float, zero_point: np.ndarray) -> str:

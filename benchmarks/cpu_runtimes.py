@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cpu_peak import conv_macs  # noqa: E402
+from greenpipe.bench.macs import onnx_macs  # noqa: E402
 from benchmarks.int8_speedup import standalone_artifacts, times_ms  # noqa: E402
 from greenpipe.params import TargetParams, load_params  # noqa: E402
 from greenpipe.runtime import load  # noqa: E402
@@ -80,7 +80,7 @@ def measure(
             names = RUNTIMES + (BF16_RUNTIMES if variant == "bf16" else ())
             runners = {name: load(name, path, threads, batch) for name in names}
             reference = runners[REFERENCE].run(x)
-            macs = conv_macs(path, x.shape)
+            macs = onnx_macs(path, x.shape)
             times = times_ms({name: (lambda r=r: r.run(x)) for name, r in runners.items()}, runs, warmup)
             for name, runner in runners.items():
                 diff = float(np.abs(runner.run(x) - reference).max())

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from greenpipe.bench.macs import artifact_macs
 from greenpipe.deploy import compiled_artifact, deploy_job, load_artifact, measure
 from greenpipe.errors import GreenpipeError
 from greenpipe.params import Params
@@ -54,10 +55,11 @@ def deploy_stage(
     if dev.host != "local":
         from greenpipe.farm.client import run_remote
 
-        return run_remote(job, dev, artifact, data_dir, out)
-
-    runner = load_artifact(job.recipe, dev.runtime, artifact, params.base.threads, dev.batch)
-    return measure(job, runner, data_dir, out)
+        metrics = run_remote(job, dev, artifact, data_dir, out)
+    else:
+        runner = load_artifact(job.recipe, dev.runtime, artifact, params.base.threads, dev.batch)
+        metrics = measure(job, runner, data_dir, out)
+    return {**metrics, **artifact_macs(artifact, job.input_shape)}
 
 
 def main(argv: list[str] | None = None) -> None:

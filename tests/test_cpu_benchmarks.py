@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks import cpu_peak, cpu_runtimes
+from greenpipe.bench.macs import artifact_macs, onnx_macs
 from greenpipe.params import TargetParams
 from greenpipe.runtime import load
 from tests.stage_fixtures import compiled_onnx, tiny_unet
@@ -42,7 +43,9 @@ def _torch_conv_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
 def test_conv_macs_match_the_torch_model(artifacts, variant):
     shape = (2, 3, 32, 48)
     expected = _torch_conv_macs(tiny_unet(seed=2), shape)
-    assert expected > 0 and cpu_peak.conv_macs(artifacts[variant], shape) == expected
+    assert expected > 0 and onnx_macs(artifacts[variant], shape) == expected
+    assert artifact_macs(artifacts[variant], shape)["gmacs"] == expected / 1e9
+    assert artifact_macs(artifacts[variant].with_name("kernels.json"), shape)["gmacs"] is None
 
 
 @pytest.mark.parametrize("op", ["MatMul", "Conv"])
@@ -60,6 +63,7 @@ def test_peak_probe_graphs_compute_the_op(tmp_path, op):
     out_scale = float(np.abs(expected).max()) / 127
     onnx.save(cpu_peak.probe_model(op, x_shape, w), tmp_path / "fp32.onnx")
     onnx.save(cpu_peak.probe_model(op, x_shape, w, out_scale), tmp_path / "int8.onnx")
+    assert onnx_macs(tmp_path / "fp32.onnx", x_shape) == onnx_macs(tmp_path / "int8.onnx", x_shape) == macs
     for runtime in ("ort", "openvino"):
         np.testing.assert_allclose(load(runtime, tmp_path / "fp32.onnx", 1).run(x), expected, rtol=1e-4, atol=1e-4)
         int8 = load(runtime, tmp_path / "int8.onnx", 1).run(x)

@@ -34,6 +34,11 @@ def test_deploy_local_evaluates_the_artifact_and_benchmarks_it(compiled, tmp_pat
         n = metrics["loadgen_duration_s"][scenario]
         assert n < 600 and verdict == f"non-compliant (duration {n:.3g} s < 600 s)"
     assert metrics["input_shape"] == [1, 3, 32, 32] and metrics["model_mb"] > 0
+    # counted from the deployed graph at the query's shape: the same count as at that shape directly
+    from greenpipe.bench.macs import onnx_macs
+
+    assert metrics["gmacs"] == onnx_macs(ws.root / "compiled" / "cpu" / "model.onnx", (1, 3, 32, 32)) / 1e9 > 0
+    assert "counted from the artifact's ONNX graph at 1x3x32x32" in metrics["gmacs_source"]
     assert metrics["device"]["runtime"] == "ort" and metrics["device"]["threads"] == ws.params.base.threads
     assert metrics["source"].startswith("measured on local CPU (") and "ONNX Runtime" in metrics["source"]
     assert metrics["device_name"] == "local" and metrics["variant"] == "ptq8" and metrics["target"] == "cpu"

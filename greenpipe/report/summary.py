@@ -42,6 +42,7 @@ class Row:
     reference: bool = False  # the float variant the drop is measured against
     repeats: int = 1  # LoadGen runs the latency and fps figures are the median of
     spread: dict[str, list[float]] | None = None  # {figure: [min, max]} over those runs
+    gmacs: float | None = None  # multiply-accumulates per query, counted from the artifact (x passes)
 
     @property
     def label(self) -> str:
@@ -152,6 +153,7 @@ def collect(metrics: Path, recipe: Recipe, default: str | None = None) -> list[R
                 reference=_is_float(quant),
                 repeats=int(r.get("repeats", 1)),
                 spread=r.get("spread") if isinstance(r.get("spread"), dict) else None,
+                gmacs=None if number(d, "gmacs") is None else number(d, "gmacs") * passes,
             )
         )
     return rows
@@ -241,15 +243,16 @@ def _table(sec: Section, keys: dict[str, str]) -> list[str]:
     primary = sec.recipe.metrics[0]
     lines = [
         "| variant | device | " + " | ".join(m.heading() for m in shown)
-        + f" | drop vs float {primary.unit} | p90 ms | fps | model MB | DPU numerics | bits "
+        + f" | drop vs float {primary.unit} | p90 ms | fps | GMACs | model MB | DPU numerics | bits "
         "| deployable to DPU | LoadGen | source |".replace("  ", " "),
-        "|---|---|" + "---:|" * len(shown) + "---:|---:|---:|---:|:-:|:-:|:-:|:-:|---|",
+        "|---|---|" + "---:|" * len(shown) + "---:|---:|---:|---:|---:|:-:|:-:|:-:|:-:|---|",
     ]
     for r in sorted(sec.rows, key=lambda r: (r.device, r.passes, not r.reference, r.variant)):
         cells = " | ".join(m.format(r.values.get(m.name)) for m in shown)
         lines.append(
             f"| {r.label} | {r.device} | {cells} | {num(r.drop, '+' + primary.fmt)} "
-            f"| {_with_spread(r, 'p90_ms')} | {_with_spread(r, 'fps', '.1f')} | {num(r.model_mb, '.3f')} | {_numerics(r)} "
+            f"| {_with_spread(r, 'p90_ms')} | {_with_spread(r, 'fps', '.1f')} | {num(r.gmacs, '.3f')} | {num(r.model_mb, '.3f')} "
+            f"| {_numerics(r)} "
             f"| {r.bits or '—'} | {_yes_no(r.deployable_to_dpu)} | {r.loadgen} | {keys[r.source]} |"
         )
     lines.append("")
@@ -299,6 +302,9 @@ def markdown(sections: list[Section], extra: str = "") -> str:
         lines.append(f"- {sec.recipe.name} {', '.join(m.label for m in shown)}: the deployed artifact on the val "
                      f"split; the drop column is how much worse {primary.label} is than the float variant on the "
                      "same device")
+    lines.append("- GMACs: multiply-accumulates of one query, counted from the deployed ONNX graph at the query's "
+                 "shape (Conv, MatMul, Gemm; greenpipe/bench/macs.py), times the passes of a self-ensemble row; "
+                 "— where the artifact is not one ONNX graph")
     lines.append("- agreement: max |deployed - fake-quant| per variant is in metrics/compile/")
     return "\n".join(lines) + "\n"
 
