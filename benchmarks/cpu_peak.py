@@ -14,8 +14,8 @@ bf16 inference precision.  Each rate is MACs per call x calls/s over the
 median of ``--runs`` calls, in GMAC/s; a precision's peak is its best rate.
 
 With ``--runtimes`` (the JSON of benchmarks/cpu_runtimes.py) each measured
-row gets its roofline line: the artifact's Conv MACs per inference (counted
-from the ONNX graph's Conv nodes at the row's input shape) x images/s =
+row gets its roofline line: the artifact's MACs per inference (counted
+from the ONNX graph at the row's input shape, greenpipe/bench/macs.py) x images/s =
 achieved GMAC/s, over the host's peak at the variant's precision (fp32
 artifact: fp32 peak, bf16: bf16 peak, int8 ones: int8 peak; the best probe
 over the runtimes, named in the line).
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         data = json.loads(args.runtimes.read_text())
         lines = roofline(data["rows"], peaks)
         result["roofline"] = lines
-        print(f"\nroofline ({args.runtimes}: {data['models']}; MACs counted from the ONNX graphs' Conv nodes)")
+        print(f"\nroofline ({args.runtimes}: {data['models']}; MACs counted from the ONNX graphs by greenpipe/bench/macs.py)")
         print(f"{'variant':8} {'batch':>5} {'runtime':13} {'MMAC/img':>9} {'img/s':>8} {'GMAC/s':>8} "
               f"{'peak':>8} {'of peak':>8}  probe")
         for ln in lines:

@@ -49,8 +49,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from greenpipe.bench.macs import onnx_macs  # noqa: E402
 from benchmarks.int8_speedup import standalone_artifacts, times_ms  # noqa: E402
+from greenpipe.bench.macs import onnx_macs  # noqa: E402
 from greenpipe.params import TargetParams, load_params  # noqa: E402
 from greenpipe.runtime import load  # noqa: E402
 from greenpipe.runtime.base import describe_host  # noqa: E402
