@@ -8,7 +8,8 @@ The work is :func:`greenpipe.quant.stage.quantize_stage`: the variant
 is fed the calibration dump at the recipe's boundary, the result is exported
 to ONNX and the fake-quant model is scored on val, its val outputs kept as the
 compile stage's reference.  Params read: ``base.seed``, ``base.threads``,
-``ingest.noise``, ``quantize.variants.<name>`` (or ``<recipe>.variants.<name>``
+``ingest.noise`` and ``train`` (the recipe's training task, read by the
+variants that train: qat8, qat4), ``quantize.variants.<name>`` (or ``<recipe>.variants.<name>``
 with ``--variants <recipe>.variants``: a recipe's own table).  Output layout:
 greenpipe/quant/artifact.py.
 """
@@ -32,12 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, required=True, help="prepared dataset (its val split is scored)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--net", default="", help="the recipe's network, for a recipe with several (as train's --net); "
+                    "only variants that train read it")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
     run_stage(
         lambda params: quantize_stage(params, args.variant, args.model, args.calib, args.data, args.out,
-                                      args.variants),
+                                      args.variants, args.net),
         args.params,
         args.metrics,
     )

@@ -50,6 +50,18 @@ def stage_params(**sections: dict) -> Params:
     return parse_params(raw, "tiny params")
 
 
+def denoise_training(data: Path, **train: object):
+    """What the quantize stage hands QAT (QuantContext.training): the denoise recipe's training task on ``data``.
+
+    Built with the tiny params (train.crop 32, batch 2) and ``train`` merged in.
+    """
+    from functools import partial
+
+    from greenpipe.recipes import get_recipe
+
+    return partial(get_recipe("denoise").training, stage_params(train=train), data)
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path

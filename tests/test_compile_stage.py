@@ -75,7 +75,7 @@ def test_qat4_with_4bit_activations_compiles_exactly(ws, tmp_path):
     """4-bit activations export as Q_int8 -> Clip(-8, 7): the uint8 rewrite moves those bounds too, and a
     bias too fine for the coarse accumulator scale stays float, so the artifact equals fake-quant."""
     variants = dict(ws.params.quantize.variants)
-    variants["qat4"] = {**variants["qat4"], "act_bits": 4, "steps": 3, "batch_size": 2, "crop": 32}
+    variants["qat4"] = {**variants["qat4"], "act_bits": 4, "steps": 3}
     params = stage_params(quantize={"variants": variants})
     quantize_stage(params, "qat4", ws.model, ws.calib, ws.data, tmp_path / "quant")
     metrics = compile_stage(params, "qat4", "cpu", tmp_path / "quant", ws.data, tmp_path / "compiled")

@@ -129,7 +129,7 @@ def prune(model: nn.Module, units: Sequence[Unit], util: Sequence[np.ndarray], t
 
     ``model`` loses its gates and is narrowed in place (its BatchNorms must be in eval mode for the
     fold to be exact, which this sets). At least one kernel per unit is kept (the most used), and
-    with ``multiple`` each unit keeps a multiple of that many (:func:`kernels_to_keep`).
+    with ``multiple`` each unit keeps the nearest multiple of that many (:func:`kernels_to_keep`).
     Returns the kept kernel indices per unit name.
     """
     detach_gates(model)

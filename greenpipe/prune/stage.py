@@ -13,7 +13,7 @@ with it). The stage does not know the recipe: it takes the batches and the loss 
 2. Utilisation: each kernel's mean gate over ``prune.util_batches`` training batches, saved
    (``utilisation.json``) and plotted per layer, kernels sorted, the threshold drawn.
 3. Static removal: kernels below ``prune.threshold`` go with the input channels of their readers,
-   except that each layer keeps a multiple of ``prune.channel_multiple`` kernels (the most used:
+   except that each layer keeps the nearest multiple of ``prune.channel_multiple`` kernels (the most used:
    CPU convolutions vectorise over 8 or 16 channels); the kept kernels' utilisation is folded into
    their BatchNorm (the static-gated net, without the removed kernels); the gates go.
 4. Fine-tune: ``prune.finetune_steps`` steps of the recipe's loss alone (cosine from

@@ -1,11 +1,13 @@
 """What a variant may need from its stage besides the model and calibration batches.
 
 Most variants only read calibration batches.  Quantization-aware training
-(qat8, qat4) needs the train split, the camera-noise model and a place for
-its resume state; accuracy-aware tuning (inc) and the Vitis adapters need the
+(qat8, qat4, vitis_qat) needs the recipe's training task (its batches and
+its loss: :class:`greenpipe.recipes.base.TrainingTask`) and a place for its
+resume state; accuracy-aware tuning (inc) and the Vitis adapters need the
 val split.  The quantize stage opens a context around the call::
 
-    with quant_context(QuantContext(data=data_dir, noise=params.ingest.noise,
+    training = partial(recipe.training, params, data_dir)   # built on first use
+    with quant_context(QuantContext(data=data_dir, training=training,
                                     seed=params.base.seed, out=out)):
         result = quantize_variant(variant, variants, model, calib)
 
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from greenpipe.errors import GreenpipeError
 
@@ -27,7 +29,7 @@ from greenpipe.errors import GreenpipeError
 @dataclass(frozen=True)
 class QuantContext:
     data: Path  # prepared dataset (train/ and val/ splits, manifest.json)
-    noise: Any = None  # greenpipe.params.NoiseParams of ingest, for fresh camera-noise draws (None: stored noise)
+    training: Callable[[], Any] | None = None  # -> the recipe's TrainingTask for this model (None: not given)
     seed: int = 0  # base.seed
     out: Path | None = None  # the quantize stage's output directory (resume state goes beside it)
     recipe: str = "denoise"

@@ -1,13 +1,17 @@
 """Variant ``qat8``: quantization-aware training with int8 DPU numerics (Brevitas).
 
-The float model is quantized and calibrated exactly as ``ptq8`` does (int8,
-per-tensor, symmetric, power-of-two scales everywhere; :mod:`greenpipe.quant.dpu`),
-then trained *through* its fake quantizers on the train split with the
-recipe's own loss (L1 on random crops, flips and rotations, fresh camera-noise
-draws: greenpipe/recipes/denoise/training.py).  Weights and biases learn; the
-power-of-two scales stay powers of two (Brevitas learns the activation scales
-in the log2 domain and rounds them; weight scales follow max |w|).  The result
-deploys exactly like ``ptq8``.
+The float model is quantized, calibrated and bias-corrected exactly as
+``ptq8`` does (int8, per-tensor, symmetric, power-of-two scales everywhere;
+:mod:`greenpipe.quant.dpu`), then trained *through* its fake quantizers with
+the recipe's own training task: the batches and the loss its float model was
+trained with (:class:`greenpipe.recipes.base.TrainingTask`; for denoise,
+``train``'s crops, dead leaves, fresh camera noise and ``train.loss``).
+Weights and biases learn; the power-of-two scales stay powers of two
+(Brevitas learns the activation scales in the log2 domain and rounds them;
+weight scales follow max |w|).  With ``ema`` > 0 the moving average of the
+trained parameters is kept (as ``train.ema``): a short run's last iterates
+are noisy, their average is steadier from seed to seed.  The result deploys
+exactly like ``ptq8``.
 
 Training is deterministic under ``base.seed`` and resumable: the state is
 saved every ``save_every`` steps beside the stage output
@@ -20,17 +24,15 @@ params.yaml::
       variants:
         qat8:
           steps: {quick: 150, full: 4000}
-          batch_size: 8
-          crop: {quick: 64, full: 128}       # px, multiple of the model's 2**depth
-          lr: 0.0001                          # Adam, cosine to lr_min
+          lr: 0.00002                         # Adam, cosine to lr_min
           lr_min: 0.000001
-          fresh_noise: true                   # new camera-noise draw per crop (as train.fresh_noise)
+          ema: 0.99                           # weight average (0: the last weights)
+          bias_correction: true               # as ptq8, before training
           act_calibration: percentile         # initial scales, as ptq8
           percentile: 99.99
 
-The stage must give it the train split (``--data``) and ``ingest.noise``
-(see :mod:`greenpipe.quant.context`).  ``qat4`` (:mod:`greenpipe.quant.qat4`)
-is the same training with 4-bit weights.
+The stage gives it the recipe's training task (see :mod:`greenpipe.quant.context`).
+``qat4`` (:mod:`greenpipe.quant.qat4`) is the same training with 4-bit weights.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ from torch import nn
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant import dpu
 from greenpipe.resume import load_state, save_state
-from greenpipe.train import cosine_schedule
+from greenpipe.recipes.base import TrainingTask
+from greenpipe.train import cosine_schedule, ema_with_warmup
 from greenpipe.quant.base import QuantResult
 from greenpipe.quant.registry import VariantConfig, register_variant
 from greenpipe.quant.context import QuantContext, require_context
@@ -59,11 +62,10 @@ from greenpipe.quant.export import is_quantized
 
 class Qat8Config(VariantConfig):
     steps: int = Field(150, ge=1)
-    batch_size: int = Field(8, ge=1)
-    crop: int = Field(64, ge=16)
     lr: float = Field(1e-4, gt=0, le=1)
     lr_min: float = Field(1e-6, ge=0, le=1)
-    fresh_noise: bool = True
+    ema: float = Field(0.0, ge=0, lt=1)  # per-step decay of the weight average (0: the last weights)
+    bias_correction: bool = True  # as ptq8, after calibration and before training
     save_every: int = Field(50, ge=1)  # steps between resume-state saves
     act_calibration: dpu.ActCalibration = "percentile"
     percentile: float = Field(99.99, gt=50, le=100)
@@ -87,101 +89,96 @@ def quantize_graph_bits(model: nn.Module, act_quant: Any, weight_bits: int = 8) 
     return qm.eval()
 
 
-def _run_key(name: str, config: VariantConfig, seed: int, model: nn.Module, data: Path) -> str:
-    """What a resume state must match: config, seed, float weights, train data manifest."""
-    h = hashlib.sha256(json.dumps({"variant": name, "config": config.model_dump(), "seed": seed},
-                                  sort_keys=True).encode())
+def _run_key(name: str, config: VariantConfig, seed: int, model: nn.Module, data_fingerprint: str) -> str:
+    """What a resume state must match: config, seed, float weights, training data."""
+    h = hashlib.sha256(json.dumps({"variant": name, "config": config.model_dump(), "seed": seed,
+                                   "data": data_fingerprint}, sort_keys=True).encode())
     for key, value in model.state_dict().items():
         h.update(key.encode())
         h.update(value.detach().cpu().numpy().tobytes())
-    manifest = data / "manifest.json"
-    if manifest.exists():
-        h.update(manifest.read_bytes())
     return h.hexdigest()
 
 
-def _train_pairs(ctx: QuantContext, crop: int) -> list:
-    from greenpipe.data.prepared import load_split
-    from greenpipe.io import read_json
-
-    manifest = read_json(ctx.data / "manifest.json")
-    synthetic = {row["name"] for row in manifest["samples"] if row.get("noise")}
-    split = load_split(ctx.data, "train")
-    pairs = [(*p.load(), p.name in synthetic) for p in split]
-    for p, (clean, *_) in zip(split, pairs):
-        if min(clean.shape[:2]) < crop:
-            raise GreenpipeError(f"{p.clean}: smaller than the QAT crop ({crop} px); lower the variant's `crop:`")
-    return pairs
+def training_task(name: str, ctx: QuantContext) -> TrainingTask:
+    """The recipe's training task from the stage's context, or a GreenpipeError naming what is missing."""
+    if ctx.training is None:
+        raise GreenpipeError(
+            f"variant {name} trains with the recipe's training task, and this context gives none; the quantize "
+            "stage passes it (QuantContext.training = partial(recipe.training, params, data))"
+        )
+    return ctx.training()
 
 
 def train_qat(
     qm: nn.Module, name: str, config: Qat8Config, float_model: nn.Module, ctx: QuantContext,
     stop_after: int | None = None,
 ) -> dict:
-    """Train the quantized ``qm`` in place on ctx.data's train split; return what was done.
+    """Train the quantized ``qm`` in place with the recipe's batches and loss; return what was done.
 
+    With ``config.ema`` the weight average is copied into ``qm`` at the end.
     ``stop_after`` ends the run after that many steps with the resume state
     kept, as a killed run would (tests use it to check resuming).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    # the train stage's crops / flips / fresh noise, shared on purpose
-    from greenpipe.recipes.denoise.training import random_batch
-
-    if config.crop % ctx.multiple:
-        raise GreenpipeError(
-            f"{config.key}.crop = {config.crop}: must be a multiple of {ctx.multiple} (the model's 2**depth)"
-        )
-    pairs = _train_pairs(ctx, config.crop)
-    noise = ctx.noise if config.fresh_noise else None
-    key = _run_key(name, config, ctx.seed, float_model, ctx.data)
+    task = training_task(name, ctx)
+    key = _run_key(name, config, ctx.seed, float_model, task.data_fingerprint)
     state_file = ctx.state_file(name)
 
     torch.manual_seed(ctx.seed)
-    rng = np.random.default_rng([ctx.seed, 7])  # own stream: not the train stage's crops again
+    rng = np.random.default_rng([ctx.seed, 7])  # own stream: not the train stage's batches again
     params = [p for p in qm.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     total = config.steps
     sched = cosine_schedule(opt, total, config.lr, config.lr_min)
+    average = [p.detach().clone() for p in params] if config.ema else None
     start, resumed_from, losses = 0, None, []
     state = load_state(state_file, key, qm, opt, sched, rng)
     if state is not None:
         start = resumed_from = state["step"]
         losses = state["losses"]
+        if average is not None:
+            average = state["average"]
+    update = ema_with_warmup(config.ema) if average is not None else None
 
     t0 = time.perf_counter()
     qm.train()
     columns = [TextColumn(f"qat {name}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-               TextColumn("L1 {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(name, total=total, completed=start, loss=float("nan"))
+        progress = bar.add_task(name, total=total, completed=start, loss=float("nan"))
         for step in range(start, total):
-            noisy, clean = random_batch(pairs, rng, config.batch_size, config.crop, noise)
-            out = qm(noisy)
-            loss = torch.nn.functional.l1_loss(getattr(out, "value", out), clean)
+            batch = task.batch(rng)
+            out = qm(batch[0])
+            loss = task.loss(getattr(out, "value", out), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if update is not None:
+                update(average, [p.detach() for p in params], torch.tensor(step))
             losses.append(float(loss.item()))
-            bar.update(task, advance=1, loss=float(np.mean(losses[-20:])))
+            bar.update(progress, advance=1, loss=float(np.mean(losses[-20:])))
             done = step + 1
             if state_file is not None and (done % config.save_every == 0) and done < total:
-                save_state(state_file, key, qm, opt, sched, rng, step=done, losses=losses)
+                save_state(state_file, key, qm, opt, sched, rng, step=done, losses=losses, average=average)
             if stop_after is not None and done >= stop_after:
                 break
+    if average is not None and stop_after is None:
+        with torch.no_grad():
+            for p, a in zip(params, average):
+                p.copy_(a)
     qm.eval()
     if state_file is not None and stop_after is None:
         state_file.unlink(missing_ok=True)
     return {
-        "method": "quantization-aware training through Brevitas fake quantizers (STE), L1 on random crops",
+        "method": "quantization-aware training through Brevitas fake quantizers (STE), "
+                  "the recipe's own batches and loss",
         "steps": total,
-        "batch_size": config.batch_size,
-        "crop": config.crop,
         "lr": config.lr,
         "lr_min": config.lr_min,
-        "fresh_noise": noise is not None,
-        "train_images": len(pairs),
+        "ema": config.ema,
+        "batch_shape": list(batch[0].shape) if total > start else None,
         "loss_first_20": float(np.mean(losses[:20])) if losses else None,
         "loss_last_20": float(np.mean(losses[-20:])) if losses else None,
         "resumed_from_step": resumed_from,
@@ -194,23 +191,25 @@ def run_qat(
     name: str, model: nn.Module, calib: Iterable[torch.Tensor], config: Qat8Config,
     weight_bits: int = 8, act_bits: int = 8, stop_after: int | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Quantize a float ``model`` (``weight_bits`` / ``act_bits``), calibrate on ``calib``, train; return (model, report)."""
+    """Quantize a float ``model`` (``weight_bits`` / ``act_bits``), calibrate on ``calib``, train; return (model, report).
+
+    ``calib`` is iterated once, twice with bias correction (as ptq8).
+    """
     if is_quantized(model):
         raise GreenpipeError(
             f"{name} trains from the float model and calibrates itself as ptq8 does, but it was given an "
             "already-quantized one; remove its `start_from:`"
         )
-    ctx = require_context(name, "the train split and ingest.noise")
+    ctx = require_context(name, "the recipe's training task")
     act_quant = dpu.act_quantizer(config.act_calibration, config.percentile)
     if act_bits != 8:
         act_quant = act_quant.let(bit_width=act_bits)
     qm = quantize_graph_bits(model, act_quant, weight_bits)
     batches = dpu.calibrate(qm, calib)
+    corrected = dpu.correct_bias(qm, calib) if config.bias_correction else 0
     training = train_qat(qm, name, config, model, ctx, stop_after)
-    calibration = {"activations": config.act_calibration, "batches": batches,
-                   "note": "initial scales only; QAT then trains weights, biases and activation scales"}
-    if config.act_calibration == "percentile":
-        calibration["percentile"] = config.percentile
+    calibration = {**dpu.calibration_record(config.act_calibration, config.percentile, batches, corrected),
+                   "note": "initial scales and biases only; QAT then trains weights, biases and activation scales"}
     return qm, {"calibration": calibration, "qat": training, **dpu.layer_report(qm)}
 
 

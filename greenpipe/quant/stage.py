@@ -12,6 +12,7 @@ checks the deployed artifact against.  Output layout:
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,13 @@ def _torch_runner(model: torch.nn.Module):
 
 def quantize_stage(
     params: Params, variant: str, model_dir: Path, calib_dir: Path, data_dir: Path, out: Path,
-    variants_key: str = "quantize.variants",
+    variants_key: str = "quantize.variants", net: str = "",
 ) -> dict:
     """Write ``out``'s model, quant_report.json and reference_val.npz; return the metrics.
 
     ``variant`` is a key of the table ``variants_key`` names (:meth:`Params.variant_table`).
+    ``net`` picks the recipe's network for its training task (as the train stage's ``--net``);
+    only variants that train (qat8, qat4, vitis_qat) build that task.
     """
     t0 = time.perf_counter()
     torch.set_num_threads(params.base.threads)
@@ -82,7 +85,8 @@ def quantize_stage(
     calib = CalibrationSet(calib_dir, boundary)
 
     t_quant = time.perf_counter()
-    context = QuantContext(data=data_dir, noise=params.ingest.noise, seed=params.base.seed, out=out,
+    training = partial(recipe.training, params, data_dir, **({"net": net} if net else {}))
+    context = QuantContext(data=data_dir, training=training, seed=params.base.seed, out=out,
                            recipe=ckpt["recipe"], multiple=multiple, threads=params.base.threads)
     with quant_context(context):  # what training variants (qat8, qat4, fastft8) read besides calibration
         result = quantize_variant(variant, variants, model, calib, key_prefix=variants_key)

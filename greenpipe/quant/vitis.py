@@ -13,7 +13,7 @@ comes from AMD's own quantizer rather than greenpipe's Brevitas emulation:
   (quant_model, batches, loss))`` in calib mode and ``load_ft_param()`` in
   test mode (AdaQuant-style fast finetune);
 * ``vitis_qat``: ``QatProcessor(model, (dummy,), bitwidth=8)``,
-  ``trainable_model()``, train (L1 on random train crops, as qat8),
+  ``trainable_model()``, train (the recipe's own batches and loss, as qat8),
   ``to_deployable(model, output_dir)``, ``export_xmodel(output_dir)``.
 
 ``pytorch_nndct`` is not on PyPI, and the Vitis AI container that ships it
@@ -34,9 +34,7 @@ them, add to params.yaml::
           calib_batches: 32
           ft_batches: 16           # calibration batches fast_finetune optimizes on
         vitis_qat:
-          steps: {quick: 150, full: 4000}
-          batch_size: 8
-          crop: {quick: 64, full: 128}
+          steps: {quick: 150, full: 4000}   # batches and loss: the recipe's training task
           lr: 0.0001
 
 :func:`call_plan` is the pure description of what each variant calls (tested
@@ -51,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -101,10 +100,7 @@ class VitisFastftConfig(VitisPtqConfig):
 
 class VitisQatConfig(VariantConfig):
     steps: int = Field(150, ge=1)
-    batch_size: int = Field(8, ge=1)
-    crop: int = Field(64, ge=16)
     lr: float = Field(1e-4, gt=0, le=1)
-    fresh_noise: bool = True
     bitwidth: Literal[8] = 8  # the DPU's; QatProcessor takes other widths, the DPU does not
     device: Literal["cpu", "cuda"] = "cpu"
 
@@ -127,8 +123,8 @@ def call_plan(variant: str, config: VariantConfig, output_dir: Path, input_shape
         return [
             Call("QatProcessor", {**dummy, "bitwidth": config.bitwidth}),
             Call("qat_processor.trainable_model", {}),
-            Call("train", {"steps": config.steps, "batch_size": config.batch_size, "crop": config.crop,
-                           "lr": config.lr, "loss": "l1"}),
+            Call("train", {"steps": config.steps, "lr": config.lr, "batches": "the recipe's training task",
+                           "loss": "the recipe's training task"}),
             Call("qat_processor.to_deployable", {"output_dir": out}),
             Call("qat_processor.export_xmodel", {"output_dir": out}),
         ]
@@ -221,23 +217,19 @@ def _run_qat(model: nn.Module, batches: list[torch.Tensor], config: VitisQatConf
     load_toolchain("vitis_qat")
     from pytorch_nndct import QatProcessor
 
-    from greenpipe.quant.qat8 import _train_pairs
-    from greenpipe.recipes.denoise.training import random_batch
+    from greenpipe.quant.qat8 import training_task
 
-    ctx = require_context("vitis_qat", "the train split and ingest.noise")
+    ctx = require_context("vitis_qat", "the recipe's training task")
+    task = training_task("vitis_qat", ctx)
     dummy = torch.randn(*batches[0].shape)
     qat_processor = QatProcessor(model, (dummy,), bitwidth=config.bitwidth)
     trainable = qat_processor.trainable_model()
-    pairs = _train_pairs(ctx, config.crop)
-    import numpy as np
-
     rng = np.random.default_rng([ctx.seed, 7])
     opt = torch.optim.Adam(trainable.parameters(), lr=config.lr)
     trainable.train()
     for _ in range(config.steps):
-        noisy, clean = random_batch(pairs, rng, config.batch_size, config.crop,
-                                    ctx.noise if config.fresh_noise else None)
-        loss = torch.nn.functional.l1_loss(trainable(noisy), clean)
+        batch = task.batch(rng)
+        loss = task.loss(trainable(batch[0]), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -303,5 +295,5 @@ def quantize_fastft(model: nn.Module, calib: Iterable[torch.Tensor], config: Vit
 
 @register_variant("vitis_qat", VitisQatConfig, takes="model")
 def quantize_qat(model: nn.Module, calib: Iterable[torch.Tensor], config: VitisQatConfig) -> QuantResult:
-    """vai_q_pytorch QatProcessor: trainable model, L1 training on train crops, deployable + xmodel."""
+    """vai_q_pytorch QatProcessor: trainable model, training on the recipe's batches and loss, deployable + xmodel."""
     return _quantize("vitis_qat", model, calib, config)

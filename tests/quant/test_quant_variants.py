@@ -15,7 +15,7 @@ from greenpipe.quant import parse_variant, quantize_variant, variants_taking
 from greenpipe.quant.context import QuantContext, quant_context
 from greenpipe.quant.export import EXPORT_OPSET, export_onnx, onnx_scales
 from greenpipe.runtime.ort import OrtRunner
-from tests.stage_fixtures import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, denoise_training, tiny_unet
 from tests.workspace import make_prepared
 
 TOLERANCE = 2.0**-7  # compile.targets.cpu.agreement_tolerance: one LSB of an int8 output at fix_point 7
@@ -32,9 +32,9 @@ def _fake_quant(model, x: torch.Tensor) -> np.ndarray:
 TINY_CONFIGS = {
     "fastft8": {"iterations": 5, "batch_size": 2},
     "inc": {"max_trials": 1, "calib_samples": 2, "act_algo": ["minmax"]},
-    "qat8": {"steps": 3, "batch_size": 2, "crop": 32},
-    "qat4": {"steps": 3, "batch_size": 2, "crop": 32},
-    "vitis_qat": {"steps": 3, "batch_size": 2, "crop": 32},
+    "qat8": {"steps": 3},
+    "qat4": {"steps": 3},
+    "vitis_qat": {"steps": 3},
 }
 
 
@@ -56,7 +56,8 @@ def _tools_here(name: str) -> tuple[bool, str]:
 @pytest.mark.parametrize("name", variants_taking("model"))
 def test_variant_deploys_and_agrees_with_fake_quant(name, tmp_path):
     # The stage context gives QAT its train split and inc its val split (a tiny prepared dataset).
-    ctx = QuantContext(data=make_prepared(tmp_path / "data", size=48), seed=0, out=tmp_path / "quant", multiple=4)
+    data = make_prepared(tmp_path / "data", size=48)
+    ctx = QuantContext(data=data, training=denoise_training(data), seed=0, out=tmp_path / "quant", multiple=4)
     here, missing = _tools_here(name)
     if not here:
         # Without its toolchain the variant must refuse, naming it, before doing any work: that is all

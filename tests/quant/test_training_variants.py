@@ -9,10 +9,10 @@ from greenpipe.errors import GreenpipeError
 from greenpipe.quant import quantize_variant
 from greenpipe.quant.context import QuantContext, quant_context
 from greenpipe.quant.qat8 import Qat8Config, run_qat
-from tests.stage_fixtures import calib_batches, tiny_unet
+from tests.stage_fixtures import calib_batches, denoise_training, tiny_unet
 from tests.workspace import make_prepared
 
-QAT = {"steps": 6, "batch_size": 2, "crop": 32, "save_every": 3}
+QAT = {"steps": 6, "save_every": 3, "ema": 0.9}  # the weight average must resume too
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,12 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.slow  # three short QAT runs: ~20 s on 2 cores
 def test_qat_resumes_to_the_same_weights_as_an_uninterrupted_run(data, tmp_path):
     config = Qat8Config(**QAT)
-    ctx = QuantContext(data=data, seed=3, out=tmp_path / "a" / "qat8", multiple=4)
+    ctx = QuantContext(data=data, training=denoise_training(data), seed=3, out=tmp_path / "a" / "qat8", multiple=4)
     with quant_context(ctx):
         straight, report = run_qat("qat8", tiny_unet(), calib_batches(), config)
     assert report["qat"]["resumed_from_step"] is None and report["qat"]["steps"] == 6
 
-    ctx = QuantContext(data=data, seed=3, out=tmp_path / "b" / "qat8", multiple=4)
+    ctx = QuantContext(data=data, training=denoise_training(data), seed=3, out=tmp_path / "b" / "qat8", multiple=4)
     with quant_context(ctx):
         run_qat("qat8", tiny_unet(), calib_batches(), config, stop_after=4)  # "killed" after step 4
         state = ctx.state_file("qat8")
@@ -56,7 +56,7 @@ def test_qat_resumes_to_the_same_weights_as_an_uninterrupted_run(data, tmp_path)
 
 
 def test_qat_state_of_other_params_is_not_resumed(data, tmp_path):
-    ctx = QuantContext(data=data, seed=0, out=tmp_path / "qat8", multiple=4)
+    ctx = QuantContext(data=data, training=denoise_training(data), seed=0, out=tmp_path / "qat8", multiple=4)
     with quant_context(ctx):
         run_qat("qat8", tiny_unet(), calib_batches(), Qat8Config(**QAT), stop_after=3)
         _, report = run_qat("qat8", tiny_unet(), calib_batches(), Qat8Config(**{**QAT, "lr": 1e-3}))
@@ -67,17 +67,17 @@ def test_qat_state_of_other_params_is_not_resumed(data, tmp_path):
 def test_qat_trains_toward_the_clean_target(data, tmp_path):
     # A float model that is a poor denoiser (random weights) must improve
     # under QAT: the L1 loss of its last steps is lower than of its first.
-    ctx = QuantContext(data=data, seed=0, out=None, multiple=4)
-    config = Qat8Config(steps=60, batch_size=4, crop=32, lr=3e-3)
+    ctx = QuantContext(data=data, training=denoise_training(data), seed=0, out=None, multiple=4)
+    config = Qat8Config(steps=60, lr=3e-3)
     with quant_context(ctx):
         _, report = run_qat("qat8", tiny_unet(), calib_batches(), config)
     assert report["qat"]["loss_last_20"] < report["qat"]["loss_first_20"]
 
 
 def test_qat4_weights_are_4bit_pow2_and_not_dpu_deployable(data, tmp_path):
-    ctx = QuantContext(data=data, seed=0, out=tmp_path / "qat4", multiple=4)
+    ctx = QuantContext(data=data, training=denoise_training(data), seed=0, out=tmp_path / "qat4", multiple=4)
     with quant_context(ctx):
-        result = quantize_variant("qat4", {"qat4": {"steps": 2, "batch_size": 2, "crop": 32}},
+        result = quantize_variant("qat4", {"qat4": {"steps": 2}},
                                   tiny_unet(), calib_batches())
     assert result.bits == {"weights": 4, "activations": 8, "bias": 8}
     assert not result.deployable_to_dpu and not result.dpu_numerics
@@ -93,14 +93,15 @@ def test_qat4_weights_are_4bit_pow2_and_not_dpu_deployable(data, tmp_path):
 
 
 def test_qat_without_a_stage_context_says_what_it_needs():
-    with pytest.raises(GreenpipeError, match=r"qat8 needs the train split.*dvc repro quantize@qat8"):
+    with pytest.raises(GreenpipeError, match=r"qat8 needs the recipe's training task.*dvc repro quantize@qat8"):
         quantize_variant("qat8", {"qat8": {}}, tiny_unet(), calib_batches())
 
 
-def test_qat_crop_must_fit_the_model(data):
+def test_qat_in_a_context_without_a_training_task_says_so(data):
     with quant_context(QuantContext(data=data, multiple=4)):
-        with pytest.raises(GreenpipeError, match=r"qat8.crop = 30: must be a multiple of 4"):
-            quantize_variant("qat8", {"qat8": {"steps": 1, "crop": 30}}, tiny_unet(), calib_batches())
+        with pytest.raises(GreenpipeError, match=r"qat8 trains with the recipe's training task, and this context "
+                                                 r"gives none"):
+            quantize_variant("qat8", {"qat8": {"steps": 1}}, tiny_unet(), calib_batches())
 
 
 def test_fastft8_learns_rounding_and_keeps_int8_pow2_weights():
