@@ -84,8 +84,11 @@ def _checked_bundle(bundle: Path, arch: Path | None) -> dict:
     return manifest
 
 
-def _checked_file(path: Path, cap: int, recorded: dict | None, fix: str) -> None:
-    """``path`` exists, is not empty, is at most ``cap`` bytes and (when ``recorded``) has its sha256."""
+def _checked_file(path: Path, cap: int, recorded: dict | None, fix: str, copy_to: Path | None = None) -> None:
+    """``path`` exists, is not empty, is at most ``cap`` bytes and (when ``recorded``) has its size and sha256.
+
+    With ``copy_to`` the digest is taken of the copy, so what is checked is what was taken.
+    """
     if not path.is_file():
         raise GreenpipeError(f"{path}: missing; {fix}")
     size = path.stat().st_size
@@ -94,7 +97,11 @@ def _checked_file(path: Path, cap: int, recorded: dict | None, fix: str) -> None
     if size > cap:
         raise GreenpipeError(f"{path}: {size} bytes, over the {cap}-byte cap for this file; it is not what the "
                              f"container writes for greenpipe's models: {fix}")
-    if recorded is not None and (size != recorded.get("bytes") or files_sha256([path]) != recorded.get("sha256")):
+    if copy_to is not None:
+        shutil.copyfile(path, copy_to)
+    taken = path if copy_to is None else copy_to
+    if recorded is not None and (taken.stat().st_size != recorded.get("bytes")
+                                 or files_sha256([taken]) != recorded.get("sha256")):
         raise GreenpipeError(f"{path}: size or sha256 differs from what the container's report records, so it "
                              f"changed after the run; {fix}")
 
@@ -147,20 +154,19 @@ def import_results(bundle: Path, mode: str, out: Path, variant: str | None = Non
     log_name = compile_step.get("log", "")
     if Path(log_name).name != log_name:  # the script writes a bare name beside the report
         raise GreenpipeError(f"{run_dir / REPORT}: compiler log {log_name!r} is not a file name; {fix}")
-    for name, cap in ((xmodel_name, max_bytes), (log_name, MAX_TEXT_BYTES)):
+    for name in (xmodel_name, log_name):
         if name not in outputs:
             raise GreenpipeError(f"{run_dir / REPORT}: lists no output {name or 'compiler log'} among "
                                  f"{sorted(outputs)}; {fix}")
-        _checked_file(run_dir / name, cap, outputs[name], fix)
     xmodel = run_dir / xmodel_name
     from greenpipe.recipes import get_recipe
 
     recipe = get_recipe(manifest["recipe"])
     source = (f"compiled by vai_c_xir in the Vitis AI container {report['container']} from bundle {bundle} "
               f"(mode {mode}); checked and imported by greenpipe vitis-import, not produced here")
-    with replacing_dir(out) as tmp:
-        shutil.copyfile(xmodel, tmp / ARTIFACT)
-        shutil.copyfile(run_dir / log_name, tmp / COMPILER_LOG)
+    with replacing_dir(out) as tmp:  # a rejection here removes tmp and leaves out as it was
+        _checked_file(xmodel, max_bytes, outputs[xmodel_name], fix, tmp / ARTIFACT)
+        _checked_file(run_dir / log_name, MAX_TEXT_BYTES, outputs[log_name], fix, tmp / COMPILER_LOG)
         shutil.copyfile(run_dir / REPORT, tmp / CONTAINER_REPORT)
         write_json(tmp / REPORT_FILE, {
             "variant": variant,
@@ -175,7 +181,7 @@ def import_results(bundle: Path, mode: str, out: Path, variant: str | None = Non
             "multiple": recipe.multiple(manifest["model_args"]),
             "input_shape": manifest["input_shape"],  # an xmodel's input shape is fixed: the bundle's
             "dpu_numerics": True,  # vai_q_pytorch's fix_point: int8 per-tensor pow2, what the DPU computes
-            "model_mb": xmodel.stat().st_size / 1e6,
+            "model_mb": (tmp / ARTIFACT).stat().st_size / 1e6,
             "sha256": outputs[xmodel_name]["sha256"],
             "compiler": {"command": compile_step.get("command"), "log": COMPILER_LOG},
             "readiness": None,  # needs the quantize stage's ONNX export, which a bundle does not hold
@@ -185,5 +191,5 @@ def import_results(bundle: Path, mode: str, out: Path, variant: str | None = Non
                           "check_max_abs_diff": check_diff, "report": CONTAINER_REPORT},
             "source": source,
         })
-    return {"variant": variant, "target": target, "model_mb": xmodel.stat().st_size / 1e6,
+    return {"variant": variant, "target": target, "model_mb": (out / ARTIFACT).stat().st_size / 1e6,
             "dpu_target": manifest["dpu_target"], "source": source}
