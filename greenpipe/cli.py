@@ -7,6 +7,7 @@
     greenpipe summary                                 # print the last report
     greenpipe doctor [--markdown]                     # which external tools / meters work here
     greenpipe vitis-bundle CHECKPOINT CALIB --arch A --out B   # plain files for the Vitis AI container
+    greenpipe vitis-import B ptq --out artifacts/compile/vitis_ptq/zcu104   # its xmodel back, checked
 """
 
 from __future__ import annotations
@@ -199,6 +200,28 @@ def vitis_bundle(
     samples = ", ".join(f"{b}: {n}" for b, n in manifest["calibration"]["samples"].items())
     console.print(f"{out}: {manifest['recipe']} {what}; calibration samples {samples}; DPU {manifest['dpu_target']}. "
                   f"Next: infra/vitis/run.sh {out} ptq   (or qat)")
+
+
+@app.command("vitis-import")
+def vitis_import(
+    bundle: Path = typer.Argument(..., help="the bundle folder the container ran on"),
+    mode: str = typer.Argument(..., help="the mode it ran: ptq, fastft or qat (its BUNDLE/out-MODE/)"),
+    out: Path = typer.Option(..., help="where the xmodel goes, in the compile layout: "
+                             "artifacts/compile/vitis_MODE/TARGET (replaced whole)"),
+    variant: str = typer.Option("", help="variant the compile report names; default vitis_MODE"),
+    target: str = typer.Option("", help="compile target the compile report names; default OUT's folder name"),
+    arch: Path = typer.Option(None, help="the DPU's arch file the xmodel is for; refused when it names another DPU"),
+) -> None:
+    """Check what the Vitis AI container left in BUNDLE/out-MODE/ and write its xmodel under OUT for deploy."""
+    from greenpipe.vitis.results import import_results
+
+    try:
+        metrics = import_results(bundle, mode, out, variant or None, target or None, arch)
+    except GreenpipeError as exc:
+        _fail(exc)
+    console.print(f"{out}: {metrics['variant']} for {metrics['target']} ({metrics['dpu_target']}, "
+                  f"{metrics['model_mb']:.2f} MB); {metrics['source']}. Deploy it on a device whose runtime is "
+                  f"vart and whose target is {metrics['target']}")
 
 
 def _mount_data() -> None:

@@ -68,14 +68,14 @@ OUTPUT_DIR = "vai_q_output"  # inside the quantize stage's output directory
 
 def missing_message(variant: str) -> str:
     """The exact ToolchainMissing text for ``variant`` (tests check it word for word)."""
-    mode = "qat" if variant == "vitis_qat" else "ptq"
-    finetune = " (its fast finetune is not in the bundle's script: plain PTQ there)" if variant == "vitis_fastft" else ""
+    mode = variant.removeprefix("vitis_")  # the bundle script's mode: ptq, fastft, qat
     return (
         f"variant {variant} needs the Python module {MODULE!r} (vai_q_pytorch, AMD's Vitis AI quantizer), "
         "which is not importable here. It is not on PyPI, and the Vitis AI 3.5 container that ships it has "
         "Python 3.8 and torch 1.13, where greenpipe does not run. Quantize in the container from a bundle "
         "instead: `greenpipe vitis-bundle CHECKPOINT CALIB_DUMP --arch ARCH_JSON --out BUNDLE`, then "
-        f"`infra/vitis/run.sh BUNDLE {mode}`{finetune}. Check: `python -c \"import {MODULE}\"`."
+        f"`infra/vitis/run.sh BUNDLE {mode}`, and take the xmodel back with `greenpipe vitis-import BUNDLE {mode} "
+        f"--out DIR`. Check: `python -c \"import {MODULE}\"`."
     )
 
 
@@ -275,9 +275,12 @@ EXTERNAL_TOOLS = (tooling.Tool(
     "nothing: no Vitis AI container here. tests/quant/test_vitis_adapters.py checks the in-process adapters' "
     "call plan and missing-tool message; tests/vitis/test_bundle.py checks the container bundle (its model "
     "gives the float outputs on a bare torch, its calibration data is the dump, its script's torch-only check "
-    "step runs and its quantize steps stop naming pytorch_nndct)",
+    "step runs and its ptq / fastft / qat steps stop naming pytorch_nndct); tests/vitis/test_import.py runs "
+    "`greenpipe vitis-import`'s checks on runs the tests make with the script's own report and compile code, "
+    "bytes standing in for vai_q_pytorch's and vai_c_xir's xmodels (the container never ran)",
     "greenpipe vitis-bundle models/denoise/checkpoint.pt artifacts/calib --arch "
-    "infra/arch/DPUCZDX8G/ZCU104/arch.json --out B && infra/vitis/run.sh B ptq && infra/vitis/run.sh B qat",
+    "infra/arch/DPUCZDX8G/ZCU104/arch.json --out B && infra/vitis/run.sh B ptq && infra/vitis/run.sh B fastft && "
+    "infra/vitis/run.sh B qat && greenpipe vitis-import B fastft --out artifacts/compile/vitis_fastft/zcu104",
     tooling.module("pytorch_nndct")),)
 
 

@@ -9,6 +9,9 @@ model as one self-contained source file plus its weights (PyTorch:
 :mod:`greenpipe.vitis.keras_source`), the calibration samples as ``.npz``,
 reference outputs, the DPU's ``arch.json`` and
 :mod:`greenpipe.vitis.vai_quantize` (a standalone script), and
-``infra/vitis/run.sh BUNDLE ptq|qat`` runs that script in the container of its
-framework: check, quantize, export, compile for the DPU.
+``infra/vitis/run.sh BUNDLE ptq|fastft|qat`` runs that script in the container
+of its framework: check, quantize, export, compile for the DPU.
+``greenpipe vitis-import BUNDLE MODE --out DIR``
+(:mod:`greenpipe.vitis.results`) checks what the run left in the bundle and
+writes its xmodel in the compile stage's layout, for ``deploy``.
 """

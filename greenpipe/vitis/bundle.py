@@ -48,7 +48,8 @@ EXTERNAL_TOOLS = (*VAI_Q_PYTORCH, *VAI_C_XIR, tooling.Tool(
     "kernels give greenpipe's outputs, its calibration data is the dump, its script's check step runs and its "
     "quantize steps stop naming tensorflow_model_optimization)",
     "greenpipe vitis-bundle models/video/tsm/checkpoint.npz artifacts/video/calib --arch "
-    "infra/arch/DPUCZDX8G/ZCU104/arch.json --out B && infra/vitis/run.sh B ptq && infra/vitis/run.sh B qat",
+    "infra/arch/DPUCZDX8G/ZCU104/arch.json --out B && infra/vitis/run.sh B ptq && infra/vitis/run.sh B fastft && "
+    "infra/vitis/run.sh B qat",
     tooling.module("tensorflow_model_optimization")),)
 
 

@@ -1,7 +1,7 @@
 """Quantize, export and compile a greenpipe Vitis bundle inside a Vitis AI 3.5 container.
 
 A standalone script: ``greenpipe vitis-bundle`` copies it into every bundle,
-and ``infra/vitis/run.sh BUNDLE ptq|qat|check`` runs it in the container. It
+and ``infra/vitis/run.sh BUNDLE ptq|fastft|qat|check`` runs it in the container. It
 never imports greenpipe and uses only what the container ships: Python 3.8,
 numpy, and for a PyTorch bundle torch 1.13, vai_q_pytorch (``pytorch_nndct``)
 and ``vai_c_xir`` (``xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.5.0.306``), for
@@ -12,6 +12,7 @@ has not been run in either container yet (docs/tools.md)::
 
     python vai_quantize.py BUNDLE --check        # framework + numpy only: model.py reproduces greenpipe's outputs
     python vai_quantize.py BUNDLE --mode ptq     # calibrate, export, compile for arch.json
+    python vai_quantize.py BUNDLE --mode fastft  # ptq with vai_q's fast finetune (AdaQuant) before export
     python vai_quantize.py BUNDLE --mode qat --qat-steps 200
 
 Steps, each written to ``<out>/report.json`` as it completes:
@@ -23,12 +24,18 @@ Steps, each written to ``<out>/report.json`` as it completes:
    ``export_quant_config()``; ``torch_quantizer("test", ...)``, one forward of
    the reference input (its shape is the deployed shape),
    ``export_xmodel(deploy_check=False)``.
+   PyTorch fastft: as ptq, with ``quantizer.fast_finetune(evaluate, (quant_model,
+   pairs, l1_loss))`` in calib mode before the calibration forwards (pairs:
+   the first ``--ft-samples`` calibration samples with the float model's
+   outputs on them; the bundle holds no labels) and ``quantizer.load_ft_param()``
+   in test mode before the export.
    PyTorch qat: ``QatProcessor(model, (dummy,), bitwidth=8)``,
    ``trainable_model()``, ``--qat-steps`` Adam steps matching the float
    model's outputs on the calibration samples (L1; the bundle holds no
    labels), ``to_deployable()``, ``deployable_model(used_for_xmodel=True)``,
    one forward, ``export_xmodel()``.
    Keras, per kernel: ptq ``VitisQuantizer(kernel).quantize_model(calib_dataset=...)``;
+   fastft the same with ``include_fast_ft=True, fast_ft_epochs=--ft-epochs``;
    qat ``get_qat_model(init_quant=True, calib_dataset=...)``, ``fit`` towards
    the float kernel's outputs (MAE), ``VitisQuantizer.get_deploy_model()``;
    the quantized kernel saved as ``quantized/<kernel>.h5``;
@@ -36,12 +43,19 @@ Steps, each written to ``<out>/report.json`` as it completes:
    ``vai_c_tensorflow2 -m quantized/<kernel>.h5`` (each Keras kernel) with
    ``-a arch.json``, into ``compiled/``.
 
+``report.json`` also holds ``mode`` and ``status``: ``running`` while it runs,
+``failed`` with the ``error`` when it stops, ``passed`` once every step ran,
+with ``outputs``: each compiled xmodel and compiler log (relative to
+``<out>``) with its size and sha256 (what ``greenpipe vitis-import`` checks
+before it takes the xmodel back).
+
 Exit status 0 when every step ran, 2 with one line naming what is missing or wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -85,16 +99,39 @@ def read_json(path: Path) -> dict:
 class Report:
     """``<out>/report.json``, rewritten after every step so a failed run says how far it got."""
 
-    def __init__(self, path: Path, bundle: dict):
+    def __init__(self, path: Path, bundle: dict, mode: str):
         self.path = path
-        self.data = {"bundle": bundle, "container": CONTAINERS[bundle["framework"]][0], "steps": []}
+        self.data = {"bundle": bundle, "container": CONTAINERS[bundle["framework"]][0], "mode": mode,
+                     "status": "running", "steps": []}
 
     def step(self, name: str, **facts) -> None:
         self.data["steps"].append({"step": name, **facts})
+        self._write()
+
+    def finish(self, out: Path, files: list) -> None:
+        """Every step ran: record ``files`` (under ``out``) with their sizes and sha256."""
+        self.data["outputs"] = {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
+                                for p in files}
+        self.data["status"] = "passed"
+        self._write()
+
+    def fail(self, error: str) -> None:
+        self.data.update(status="failed", error=error)
+        self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2) + "\n")
         tmp.replace(self.path)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(str(path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_models(bundle: Path, manifest: dict):
@@ -149,8 +186,18 @@ def check(bundle: Path, manifest: dict, report: Report):
     return models, reference
 
 
+def _l1_evaluate(quant_model, pairs, loss_fn) -> float:
+    """What fast_finetune runs the quantized model with: the mean loss over (input, float output) pairs."""
+    torch = need("torch", "PyTorch")
+    total = 0.0
+    with torch.no_grad():
+        for x, y in pairs:
+            total += float(loss_fn(quant_model(x), y))
+    return total / max(len(pairs), 1)
+
+
 def torch_ptq(model, reference, args, bundle: Path, manifest: dict, out: Path, report: Report) -> None:
-    """Step 2, PyTorch ptq: calibrate, then export the xmodel from test mode."""
+    """Step 2, PyTorch ptq / fastft: calibrate (fastft: fast finetune first), then export from test mode."""
     torch = need("torch", "PyTorch")
     apis = need("pytorch_nndct.apis", "vai_q_pytorch, AMD's Vitis AI quantizer")
     samples = calibration(bundle, manifest, manifest["calibration"]["boundaries"][0], args.calib_samples)
@@ -158,13 +205,24 @@ def torch_ptq(model, reference, args, bundle: Path, manifest: dict, out: Path, r
     dummy = torch.from_numpy(reference["input"]).to(device)
     qdir, target = str(out / "quantized"), manifest["dpu_target"]
     model = model.to(device)
+    finetune = args.mode == "fastft"
+    if finetune:  # the targets: the float model's outputs, taken before the quantizer wraps the model
+        with torch.no_grad():
+            pairs = [(x, model(x)) for x in (torch.from_numpy(s).to(device) for s in samples[: args.ft_samples])]
     quantizer = apis.torch_quantizer("calib", model, (dummy,), output_dir=qdir, device=device, target=target)
+    if finetune:
+        t0 = time.time()
+        quantizer.fast_finetune(_l1_evaluate, (quantizer.quant_model, pairs, torch.nn.functional.l1_loss))
+        report.step("fast_finetune", samples=len(pairs), seconds=time.time() - t0,
+                    loss="L1 to the float model's outputs on the calibration samples")
     with torch.no_grad():
         for x in samples:
             quantizer.quant_model(torch.from_numpy(x).to(device))
     quantizer.export_quant_config()
     report.step("calibrate", samples=len(samples), target=target, output_dir=qdir)
     quantizer = apis.torch_quantizer("test", model, (dummy,), output_dir=qdir, device=device, target=target)
+    if finetune:
+        quantizer.load_ft_param()
     with torch.no_grad():
         quantizer.quant_model(dummy)
     quantizer.export_xmodel(output_dir=qdir, deploy_check=False)
@@ -227,7 +285,7 @@ def _kernel_dataset(kernel: dict, bundle: Path, manifest: dict, limit: int):
 
 
 def keras_quantize(models, reference, args, bundle: Path, manifest: dict, out: Path, report: Report) -> None:
-    """Step 2, Keras: each kernel through vai_q_tensorflow2 (ptq, or qat ending with the deploy model)."""
+    """Step 2, Keras: each kernel through vai_q_tensorflow2 (ptq, fastft, or qat ending with the deploy model)."""
     tf = need("tensorflow", "TensorFlow", "keras")
     vq = need("tensorflow_model_optimization.quantization.keras.vitis_quantize",
               "vai_q_tensorflow2, AMD's Vitis AI quantizer for TensorFlow 2", "keras")
@@ -236,9 +294,10 @@ def keras_quantize(models, reference, args, bundle: Path, manifest: dict, out: P
         name, model = kernel["name"], models[kernel["name"]]
         data, count = _kernel_dataset(kernel, bundle, manifest, args.calib_samples)
         quantizer = vq.VitisQuantizer(model)
-        if args.mode == "ptq":
-            quantized = quantizer.quantize_model(calib_dataset=data, calib_steps=count)
-            facts = {"samples": count}
+        if args.mode in ("ptq", "fastft"):
+            finetune = {"include_fast_ft": True, "fast_ft_epochs": args.ft_epochs} if args.mode == "fastft" else {}
+            quantized = quantizer.quantize_model(calib_dataset=data, calib_steps=count, **finetune)
+            facts = {"samples": count, **finetune}
         else:
             qat_model = quantizer.get_qat_model(init_quant=True, calib_dataset=data, calib_steps=count)
             outputs = model.predict(data, verbose=0)  # the batches concatenated: back to one entry per sample
@@ -265,7 +324,7 @@ def _run(command: list, log: Path, what: str, report: Report, **facts) -> None:
 
 
 def compile_all(bundle: Path, manifest: dict, out: Path, report: Report) -> list:
-    """Step 3: the DPU compiler for the bundle's arch.json; return the compiled xmodels."""
+    """Step 3: the DPU compiler for the bundle's arch.json; return the compiled xmodels and their logs."""
     arch = str(bundle / manifest["arch_file"])
     compiler = "vai_c_xir" if manifest["framework"] == "torch" else "vai_c_tensorflow2"
     if shutil.which(compiler) is None:
@@ -288,44 +347,64 @@ def compile_all(bundle: Path, manifest: dict, out: Path, report: Report) -> list
         xmodel = where / f"{name}.xmodel"
         if not xmodel.exists():
             raise BundleError(f"{compiler} exited 0 but wrote no {xmodel}; see {out / f'{compiler}_{name}.log'}")
-        compiled.append(xmodel)
+        compiled += [xmodel, out / f"{compiler}_{name}.log"]
     return compiled
+
+
+def torch_quantize(model, reference, args, bundle: Path, manifest: dict, out: Path, report: Report) -> None:
+    """Step 2 of a PyTorch bundle, by mode."""
+    (torch_qat if args.mode == "qat" else torch_ptq)(model, reference, args, bundle, manifest, out, report)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path, help="the folder `greenpipe vitis-bundle` wrote")
-    parser.add_argument("--mode", choices=("ptq", "qat"), default="ptq")
+    parser.add_argument("--mode", choices=("ptq", "fastft", "qat"), default="ptq")
     parser.add_argument("--check", action="store_true", help="only step 1 (needs the framework and numpy alone)")
     parser.add_argument("--out", type=Path, help="where results go (default: BUNDLE/out-<mode>)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch bundles")
     parser.add_argument("--calib-samples", type=int, default=0, help="0 = every calibration sample")
+    parser.add_argument("--ft-samples", type=int, default=16, help="PyTorch fastft: calibration samples it "
+                        "finetunes on")
+    parser.add_argument("--ft-epochs", type=int, default=10, help="Keras fastft: fast_ft_epochs per layer")
     parser.add_argument("--qat-steps", type=int, default=200)
     parser.add_argument("--qat-lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     bundle = args.bundle.resolve()
-    out = (args.out or bundle / f"out-{'check' if args.check else args.mode}").resolve()
+    mode = "check" if args.check else args.mode
+    out = (args.out or bundle / f"out-{mode}").resolve()
+    report = None
     try:
         manifest = read_json(bundle / "bundle.json")
         if manifest.get("framework") not in CONTAINERS:
             raise BundleError(f"{bundle / 'bundle.json'}: framework {manifest.get('framework')!r} is not one this "
                               f"script knows ({', '.join(CONTAINERS)}); rewrite the bundle with this greenpipe")
-        report = Report(out / "report.json", manifest)
+        report = Report(out / "report.json", manifest, mode)
         models, reference = check(bundle, manifest, report)
         if args.check:
+            report.finish(out, [])
             print(f"check passed: {bundle / manifest['model_file']} reproduces greenpipe's float outputs "
                   f"(max |diff| {report.data['steps'][-1]['max_abs_diff']:g}); report: {report.path}")
             return 0
         if manifest["framework"] == "keras":
             keras_quantize(models, reference, args, bundle, manifest, out, report)
         else:
-            (torch_ptq if args.mode == "ptq" else torch_qat)(models, reference, args, bundle, manifest, out, report)
+            torch_quantize(models, reference, args, bundle, manifest, out, report)
         compiled = compile_all(bundle, manifest, out, report)
+        report.finish(out, compiled)
     except BundleError as exc:
+        if report is not None:
+            report.fail(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"compiled for {manifest['dpu_target']}: {', '.join(map(str, compiled))}; report: {report.path}")
+    except Exception as exc:  # a tool's own error: recorded as the run's failure, then its traceback
+        if report is not None:
+            report.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    xmodels = [str(p) for p in compiled if p.suffix == ".xmodel"]
+    print(f"compiled for {manifest['dpu_target']}: {', '.join(xmodels)}; report: {report.path}. "
+          f"Next, on the build host: greenpipe vitis-import BUNDLE {mode} --out DIR")
     return 0
 
 

@@ -2,20 +2,21 @@
 # Quantize and compile a greenpipe Vitis bundle inside AMD's Vitis AI container:
 #   greenpipe vitis-bundle models/denoise/checkpoint.pt artifacts/calib \
 #       --arch infra/arch/DPUCZDX8G/ZCU104/arch.json --out artifacts/vitis/denoise-zcu104
-#   infra/vitis/run.sh artifacts/vitis/denoise-zcu104 ptq        # or: qat [--qat-steps N] [--qat-lr LR]; check
+#   infra/vitis/run.sh artifacts/vitis/denoise-zcu104 ptq        # or: fastft [--ft-samples N]; qat [--qat-steps N]; check
 # The bundle is mounted at /bundle and its own vai_quantize.py runs there with
 # the container's Python 3.8 and quantizer; nothing of greenpipe (Python 3.11,
 # torch 2.13) is installed or needed inside. A PyTorch bundle runs in the
 # PyTorch image (torch 1.13, vai_q_pytorch, vai_c_xir), a Keras bundle (the
 # video recipe's TSM kernels) in the TensorFlow 2 image (TF 2.12,
 # vai_q_tensorflow2, vai_c_tensorflow2). Results go to BUNDLE/out-<mode>/
-# (quantized/, compiled/, report.json, the compiler's log). Written against
+# (quantized/, compiled/, report.json, the compiler's log); take the xmodel back
+# with `greenpipe vitis-import BUNDLE MODE --out DIR`. Written against
 # the Vitis AI 3.5 images below and never run against them yet; override the
 # image with VITIS_AI_IMAGE (e.g. a GPU build, then pass --device cuda).
 # VCK5000 hosts also get their XRT devices passed through.
 set -euo pipefail
-if [ $# -lt 2 ] || { [ "$2" != ptq ] && [ "$2" != qat ] && [ "$2" != check ]; }; then
-  echo "usage: $0 BUNDLE ptq|qat|check [vai_quantize.py options]  (BUNDLE: written by greenpipe vitis-bundle)" >&2
+if [ $# -lt 2 ] || { [ "$2" != ptq ] && [ "$2" != fastft ] && [ "$2" != qat ] && [ "$2" != check ]; }; then
+  echo "usage: $0 BUNDLE ptq|fastft|qat|check [vai_quantize.py options]  (BUNDLE: written by greenpipe vitis-bundle)" >&2
   exit 2
 fi
 bundle="$1"; mode="$2"; shift 2

@@ -193,6 +193,7 @@ def test_script_check_step_passes_here_with_the_framework_alone(bundle):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "out-check" / "report.json").read_text())
     assert [s["step"] for s in report["steps"]] == ["check"] and report["container"] == IMAGES[manifest["framework"]]
+    assert report["status"] == "passed" and report["mode"] == "check" and report["outputs"] == {}
     assert report["steps"][0]["max_abs_diff"] <= 1e-6
     parts = ["model"] if manifest["framework"] == "torch" else [k["name"] for k in manifest["kernels"]]
     assert sorted(report["steps"][0]["per_part"]) == sorted(parts)
@@ -200,7 +201,7 @@ def test_script_check_step_passes_here_with_the_framework_alone(bundle):
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("pytorch_nndct", "tensorflow_model_optimization")),
                     reason="a Vitis AI quantizer is installed here: the script would run, not stop")
-@pytest.mark.parametrize("mode", ["ptq", "qat"])
+@pytest.mark.parametrize("mode", ["ptq", "fastft", "qat"])
 def test_script_outside_the_container_stops_naming_the_missing_module(bundle, mode):
     _, _, out, manifest = bundle
     proc = subprocess.run([sys.executable, str(out / "vai_quantize.py"), str(out), "--mode", mode,
@@ -210,6 +211,7 @@ def test_script_outside_the_container_stops_naming_the_missing_module(bundle, mo
     assert IMAGES[manifest["framework"]] in proc.stderr and "Traceback" not in proc.stderr
     report = json.loads((out / f"try-{mode}" / "report.json").read_text())
     assert [s["step"] for s in report["steps"]] == ["check"]  # the check ran, nothing was quantized
+    assert report["mode"] == mode and report["status"] == "failed" and NEEDS[manifest["framework"]] in report["error"]
     assert not (out / f"try-{mode}" / "quantized").exists()
 
 
@@ -322,11 +324,13 @@ def test_run_sh_mounts_the_bundle_in_the_image_of_its_framework(bundle, tmp_path
     (tmp_path / "bin" / "docker").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
     (tmp_path / "bin" / "docker").chmod(0o755)
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
-    proc = subprocess.run(["bash", str(ROOT / "infra/vitis/run.sh"), str(out), "qat", "--qat-steps", "5"],
-                          capture_output=True, text=True, timeout=60, env=env)
-    assert proc.returncode == 0, proc.stderr
-    argv = proc.stdout.splitlines()
-    assert argv[:2] == ["run", "--rm"] and f"{out.resolve()}:/bundle" in argv and IMAGES[manifest["framework"]] in argv
-    env_name = "vitis-ai-pytorch" if manifest["framework"] == "torch" else "vitis-ai-tensorflow2"
-    assert f"VAI_ENV={env_name}" in argv
-    assert argv[-4:] == ["--mode", "qat", "--qat-steps", "5"]
+    for mode, option in (("qat", "--qat-steps"), ("fastft", "--ft-samples")):
+        proc = subprocess.run(["bash", str(ROOT / "infra/vitis/run.sh"), str(out), mode, option, "5"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode == 0, proc.stderr
+        argv = proc.stdout.splitlines()
+        assert argv[:2] == ["run", "--rm"] and f"{out.resolve()}:/bundle" in argv
+        assert IMAGES[manifest["framework"]] in argv
+        env_name = "vitis-ai-pytorch" if manifest["framework"] == "torch" else "vitis-ai-tensorflow2"
+        assert f"VAI_ENV={env_name}" in argv
+        assert argv[-4:] == ["--mode", mode, option, "5"]
