@@ -2,6 +2,7 @@
 
     python benchmarks/segment_seeds.py                       # params.yaml as it is, seeds 0 1 2
     python benchmarks/segment_seeds.py --seeds 0 1 2 3 --jobs 2
+    python benchmarks/segment_seeds.py --set segment.train.steps_per_epoch=200   # params.yaml with overrides
 
 Each (network, seed) is a full ``python -m tasks.train --recipe segment --net N`` run (the
 segment_train stage itself, on the prepared data under artifacts/segment/data: run
@@ -27,10 +28,13 @@ import yaml
 from greenpipe.io import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.seed_spread import with_overrides  # noqa: E402
 
 
-def run(net: str, seed: int, work: Path, data: Path, validated: Path) -> dict:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+def run(net: str, seed: int, work: Path, data: Path, validated: Path, assignments: list[str]) -> dict:
+    raw = with_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), assignments)
     raw["base"]["seed"] = seed
     params = work / f"params_{net}_{seed}.yaml"
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -51,10 +55,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--data", type=Path, default=ROOT / "artifacts/segment/data")
     ap.add_argument("--validated", type=Path, default=ROOT / "metrics/segment/validate.json")
+    ap.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a params.yaml value for every run (repeatable)")
     args = ap.parse_args()
+    if args.assignments:
+        print(f"params.yaml with {', '.join(args.assignments)}")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         jobs = [(n, s) for s in args.seeds for n in args.nets]
-        rows = list(pool.map(lambda j: run(*j, Path(tmp), args.data, args.validated), jobs))
+        rows = list(pool.map(lambda j: run(*j, Path(tmp), args.data, args.validated, args.assignments), jobs))
     print(f"{'net':8} {'seed':>4} {'mIoU':>7} {'pix acc':>8} {'params M':>9} {'train s':>8}")
     for r in rows:
         print(f"{r['net']:8} {r['seed']:>4} {r['val_miou']:7.3f} {r['val_pixel_acc']:8.3f} {r['params_m']:9.3f} "

@@ -104,6 +104,16 @@ def dir_sha256(root: str | Path, skip: str | None = None) -> tuple[str, int]:
     return files_sha256(files, root=root), len(files)
 
 
+def with_digest(root: str | Path, manifest: dict) -> dict:
+    """``manifest`` plus ``digest``: the sha256 of every file under ``root`` (:func:`dir_sha256`) and their count.
+
+    An ingest stage writes it as ``root/manifest.json`` last; the later stages then depend on that one
+    file in dvc.yaml (it changes whenever a sample does) and DVC checks one file per stage, not every sample.
+    """
+    sha, count = dir_sha256(root, skip="manifest.json")
+    return {**manifest, "digest": {"sha256": sha, "files": count}}
+
+
 def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}

@@ -7,11 +7,12 @@ tile is one tile); a box cut by a tile edge is kept, clipped, when at least ``mi
 inside, and dropped otherwise. Tiles are shuffled with ``base.seed`` and ``val_fraction`` of them
 (at least one) become val. Prepared layout, written whole or not at all::
 
-    <out>/manifest.json             classes (label order), input_size, source, per-tile rows
+    <out>/manifest.json             classes (label order), input_size, source, per-tile rows, digest
     <out>/{train,val}/<tile>.png    RGB
     <out>/{train,val}/<tile>.xml    Pascal VOC, boxes in the tile's pixels
 
-Each split is itself a VOC folder that :func:`greenpipe.recipes.detect.data.load` reads.
+Each split is itself a VOC folder that :func:`greenpipe.recipes.detect.data.load` reads. The later
+stages depend on ``manifest.json`` alone in dvc.yaml: its digest covers every tile (greenpipe.io.with_digest).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from greenpipe.errors import DataError
-from greenpipe.io import replacing_dir, write_json
+from greenpipe.io import replacing_dir, with_digest, write_json
 from greenpipe.params import Params
 from greenpipe.recipes.detect.builtin import voc_from_wheel
 from greenpipe.recipes.detect.data import Sample, load
@@ -113,8 +114,9 @@ def ingest(params: Params, paths: dict[str, Path]) -> dict:
             objects[split].update(names)
             rows.append({"name": name, "split": split, "width": crop.shape[1], "height": crop.shape[0],
                          "objects": len(names)})
-        write_json(out / "manifest.json", {"layout": dp.source, "source": str(source), "classes": list(data.classes),
-                                           "input_size": dp.input_size, "tiles": rows})
+        write_json(out / "manifest.json", with_digest(out, {
+            "layout": dp.source, "source": str(source), "classes": list(data.classes),
+            "input_size": dp.input_size, "tiles": rows}))
     return {
         "layout": dp.source,
         "images": len(data.samples),

@@ -6,7 +6,9 @@ textured from the photographs under ``photos``.  ``cityscapes``: every
 ``leftImg8bit/{train,val}`` image (at most ``max_images`` per split) with its
 ``gtFine`` labelIds, labels mapped to ``segment.data.classes`` (255 elsewhere),
 both resized to ``size`` (labels by nearest neighbour).  Written whole or not
-at all (greenpipe.io.replacing_dir).
+at all (greenpipe.io.replacing_dir); ``manifest.json`` last, with the digest of
+every sample file (greenpipe.io.with_digest), which is what the later stages
+depend on in dvc.yaml.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greenpipe.io import replacing_dir, write_image, write_json
+from greenpipe.io import replacing_dir, with_digest, write_image, write_json
 from greenpipe.params import Params
 from greenpipe.recipes.segment.data import IGNORE, SPLITS, class_lut, cityscapes_pairs, read_label, write_label
 from greenpipe.recipes.segment.scenes import SCENE_CLASSES, draw_scene, load_photos
@@ -63,7 +65,8 @@ def ingest(params: Params, paths: dict[str, Path]) -> dict:
                 pairs = cityscapes_pairs(Path(dp.cityscapes_root), split)
                 for name, image, label in pairs[: dp.max_images or None]:
                     put(split, name, *_resize(read_image(image), lut[read_label(label)], dp.size))
-        write_json(out / "manifest.json", {"layout": dp.source, "classes": list(dp.classes), "samples": rows})
+        write_json(out / "manifest.json", with_digest(out, {"layout": dp.source, "classes": list(dp.classes),
+                                                            "samples": rows}))
     return {
         "layout": dp.source,
         **{f"{s}_samples": sum(r["split"] == s for r in rows) for s in SPLITS},
