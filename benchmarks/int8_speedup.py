@@ -2,8 +2,12 @@
 
     python benchmarks/int8_speedup.py                 # DVC outputs if present, else a standalone model
     python benchmarks/int8_speedup.py --size 256 --threads 2 --runs 30
+    python benchmarks/int8_speedup.py --checkpoint models/segment/hrnet/checkpoint.pt \
+        --fp32-onnx artifacts/segment/compile/hrnet/fp32/cpu/model.onnx \
+        --int8-onnx artifacts/segment/compile/hrnet/ptq8/cpu/model.onnx \
+        --inc-onnx artifacts/segment/compile/hrnet/inc/cpu/model.onnx --size 256 512
 
-Measured in one run, on one seeded ``1x3xSxS`` input, batch 1: the fp32
+Measured in one run, on one seeded ``1x3xHxW`` input (``--size H [W]``), batch 1: the fp32
 PyTorch eager model, the fp32 ONNX artifact in ONNX Runtime, the int8
 (ptq8, DPU numerics) ONNX artifact and, when it was compiled, the int8 (inc,
 Intel x86 numerics) one, all in ONNX Runtime; each is the median of ``--runs``
@@ -97,11 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fp32-onnx", type=Path, default=Path("artifacts/compile/fp32/cpu/model.onnx"))
     ap.add_argument("--int8-onnx", type=Path, default=Path("artifacts/compile/ptq8/cpu/model.onnx"))
     ap.add_argument("--inc-onnx", type=Path, default=Path("artifacts/compile/inc/cpu/model.onnx"))
-    ap.add_argument("--size", type=int, default=256, help="input height = width (px)")
+    ap.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX",
+                    help="input height and width (px); one value for a square input")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ONNX Runtime")
     ap.add_argument("--runs", type=int, default=30, help="timed calls per contender (split over 3 blocks)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls at the start of each block")
     args = ap.parse_args(argv)
+    if len(args.size) > 2:
+        ap.error(f"--size takes a height and at most a width, got {len(args.size)} values")
+    height, width = args.size[0], args.size[-1]
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             model, fp32_path, int8_path, what = standalone_artifacts(Path(tmp))
             inc_path = None
 
-        x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
+        x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
         xt = torch.from_numpy(x)
         fp32_ort = OrtRunner(fp32_path, args.threads, 1)
         int8_ort = OrtRunner(int8_path, args.threads, 1)
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
 
     host = describe_host(args.threads)
     print(f"models: {what}")
-    print(f"input: 1x3x{args.size}x{args.size} float32 (seeded uniform), batch 1, same input for all")
+    print(f"input: 1x3x{height}x{width} float32 (seeded uniform), batch 1, same input for all")
     print(
         f"measured on {host}; median of {args.runs} runs in 3 alternating blocks, {args.warmup} warm-ups each"
     )

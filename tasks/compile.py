@@ -21,18 +21,20 @@ from tasks._cli import run_stage
 
 
 def compile_stage(
-    params: Params, variant: str, target: str, quant_dir: Path, data_dir: Path, out: Path
+    params: Params, variant: str, target: str, quant_dir: Path, data_dir: Path, out: Path,
+    variants_key: str = "quantize.variants",
 ) -> dict:
-    """Compile ``quant_dir`` for ``target`` into ``out``; return the metrics."""
+    """Compile ``quant_dir`` for ``target`` into ``out``; return the metrics.  ``variant`` is a key of the
+    table at ``variants_key`` (``quantize.variants`` or a recipe's own ``<recipe>.variants``)."""
     targets = params.compile.targets
     if target not in targets:
         raise GreenpipeError(
             f"--target {target}: not in compile.targets (params.yaml has: {', '.join(targets)})"
         )
-    variants = params.quantize.variants
+    variants = params.variant_table(variants_key)
     if variant not in variants:
         raise GreenpipeError(
-            f"--variant {variant}: not in quantize.variants (params.yaml has: {', '.join(variants)})"
+            f"--variant {variant}: not in {variants_key} (params.yaml has: {', '.join(variants)})"
         )
     target_params = targets[target]
     if target_params.format not in TARGETS:
@@ -53,7 +55,9 @@ def compile_stage(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", required=True, help="key under quantize.variants")
+    ap.add_argument("--variant", required=True, help="key under the variants table (--variants)")
+    ap.add_argument("--variants", default="quantize.variants",
+                    help="the variants table: quantize.variants or a recipe's own <recipe>.variants")
     ap.add_argument("--target", required=True, help="key under compile.targets")
     ap.add_argument("--quant", type=Path, required=True, help="quantize stage output of the variant")
     ap.add_argument("--data", type=Path, required=True, help="prepared dataset (val split: agreement check)")
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     run_stage(
-        lambda params: compile_stage(params, args.variant, args.target, args.quant, args.data, args.out),
+        lambda params: compile_stage(params, args.variant, args.target, args.quant, args.data, args.out,
+                                     args.variants),
         args.params,
         args.metrics,
     )

@@ -217,6 +217,12 @@ def test_a_non_finite_variant_setting_is_refused_naming_the_key(raw):
         parse_variant("fastft8", {**raw["quantize"]["variants"]["fastft8"], "lr": float("inf")})
 
 
+def test_segment_deploys_only_variants_it_quantizes(raw):
+    raw["segment"]["quantize"], raw["segment"]["deploy"] = ["fp32", "inc"], ["fp32", "ptq8"]
+    with pytest.raises(ParamsError, match=r"deploy: \['ptq8'\] not in segment.quantize \(fp32, inc\).*add it there"):
+        parse_params(raw)
+
+
 def test_segment_runs_only_variants_of_its_own_table(raw):
     raw["segment"]["quantize"] = ["fp32", "qat8"]  # qat8 is in quantize.variants, not in segment.variants
     with pytest.raises(ParamsError, match=r"quantize: \['qat8'\] not keys of segment.variants .*add them there"):

@@ -50,7 +50,7 @@ SECTION: dict[str, str] = {"model": "quantize.variants", "kernels": "video.quant
 # The modules of this package that register handlers, by what their handlers take; importing one
 # registers its variants (the model ones import torch, the kernel ones do not).
 HANDLER_MODULES: dict[str, tuple[str, ...]] = {
-    "model": ("bf16", "fastft8", "fp32", "inc", "ptq8", "qat4", "qat8", "vitis"),
+    "model": ("bf16", "fastft8", "fp32", "inc", "ptq8", "pt2e8", "qat4", "qat8", "vitis"),
     "kernels": ("tflite_kernels", "vitis_tf"),
 }
 

@@ -89,6 +89,18 @@ def _overlays(data: Path, outputs: dict[str, np.ndarray], out: Path, tag: str, c
                                                                       PALETTE))
 
 
+def _emulated(artifact: Path) -> str:
+    """What the source must add when the artifact's bf16 is emulated: ONNX Runtime's CPU provider runs the
+    convolutions between its bf16 ``Cast`` pairs in fp32, whatever bf16 instructions the CPU has."""
+    import onnx
+
+    graph = onnx.load(artifact, load_external_data=False).graph
+    bf16 = any(n.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.BFLOAT16 for a in n.attribute)
+               for n in graph.node)
+    return ("; bf16 emulated: each conv's inputs and outputs rounded to bf16 (Cast), the conv itself in fp32 "
+            "on ONNX Runtime's CPU provider" if bf16 else "")
+
+
 def eval_stage(recipe: Any, params: Params, paths: dict[str, Path]) -> dict:
     """Write ``paths["out"]/<variant>.json`` per variant of ``paths["model"]``'s network; ``recipe``: segment's."""
     import torch
@@ -130,7 +142,7 @@ def eval_stage(recipe: Any, params: Params, paths: dict[str, Path]) -> dict:
                "source": f"measured on {host}: ONNX Runtime, compiled artifact {artifact}, batch 1, wall time "
                          f"of each run, median of {sp.eval.latency_runs} runs after one warm-up (min-max in "
                          "latency_spread_ms); scales: val images resized to each size, logits resized back "
-                         "to the labels; MACs counted on the float model (convolutions)"}
+                         "to the labels; MACs counted on the float model (convolutions)" + _emulated(artifact)}
         write_json(Path(paths["out"]) / f"{variant}.json", row)
         rows.append(row)
         results[variant] = {k: row[k] for k in ("miou", "pixel_acc", "latency_ms", "scales")}

@@ -80,6 +80,9 @@ class SegmentParams(Section):
     # the handler; each handler's config type checks the rest), and which of them run on both networks.
     variants: dict[str, dict[str, Any]] = {"fp32": {}, "ptq8": {}}
     quantize: Listed[tuple[str, ...]] = ("fp32", "ptq8")
+    # Which of those also get deploy and soak rows (LoadGen and energy on every device); the rest are
+    # scored and timed by segment_eval only.
+    deploy: Listed[tuple[str, ...]] = ("fp32", "ptq8")
     eval: SegmentEvalParams = SegmentEvalParams()
 
     model_config = Section.model_config | {"populate_by_name": True}
@@ -90,4 +93,8 @@ class SegmentParams(Section):
         if unknown:
             raise ValueError(f"quantize: {unknown} not keys of segment.variants (it has: {', '.join(self.variants)}); "
                              "add them there")
+        undeployable = [v for v in self.deploy if v not in self.quantize]
+        if undeployable:
+            raise ValueError(f"deploy: {undeployable} not in segment.quantize ({', '.join(self.quantize)}); "
+                             "a deployed variant must be quantized and compiled first: add it there")
         return self

@@ -71,7 +71,8 @@ def test_each_network_goes_from_training_to_a_measured_json_per_variant(work, ne
         quant = work / "quant" / net / variant
         q = quantize_stage(PARAMS, variant, model, work / "calib" / net, data, quant, "segment.variants")
         assert q["quality"]["primary"] == "miou"
-        c = compile_stage(PARAMS, variant, "cpu", quant, data, work / "compile" / net / variant / "cpu")
+        c = compile_stage(PARAMS, variant, "cpu", quant, data, work / "compile" / net / variant / "cpu",
+                          "segment.variants")
         assert c["agreement"]["max_abs_diff"] <= c["agreement"]["tolerance"]
     figures = work / "reports" / net
     out = recipe_stage(PARAMS, "segment", "eval", {"model": model, "compiled": work / "compile" / net,
@@ -88,7 +89,8 @@ def test_each_network_goes_from_training_to_a_measured_json_per_variant(work, ne
     assert all(f"| {net} | {v} | {size} |" in table for v in VARIANTS for size in row["scales"])
     assert set(row["per_class_iou"]) == set(read_json(data / "manifest.json")["classes"])
     assert 0 <= row["miou"] <= 1 and 0 <= row["pixel_acc"] <= 1 and row["params_m"] > 0
-    assert row["source"].startswith("measured on ")
+    assert row["source"].startswith("measured on ") and "emulated" not in row["source"]
+    assert "bf16 emulated" in read_json(work / "metrics" / net / "bf16.json")["source"]
     assert (figures / "per_class_iou.png").stat().st_size > 0
     overlays = sorted(p.name for p in figures.glob("overlay_*.png"))
     assert overlays == sorted(f"overlay_{net}-{v}_scene{k:04d}.png" for v in VARIANTS for k in range(2))
