@@ -5,12 +5,6 @@ its ``evaluate`` stores: denoised images, per-frame logits, ...), keyed by val
 sample name.  The figures are in output units: with DPU numerics and the exact
 QDQ rewrite they are 0, and anything up to one output LSB (2**-7 for an int8
 output at fix_point 7) is a rounding difference rather than a wrong model.
-The tolerance is set for outputs within [-1, 1] (images); for outputs that
-reach further (logits) it scales with their largest magnitude on val, so it
-stays about one LSB of an 8-bit code over the outputs' range
-(:func:`tolerance_for`): with float scales (x86 int8) one activation
-rounding the other way inside the net moves a logit of magnitude 20 by more
-than 0.0079 without the model being wrong.
 SQNR (dB) is the reference's power over the difference's: unit-free, so it
 reads the same for every recipe.
 """
@@ -65,27 +59,13 @@ def compare(deployed: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
     }
 
 
-def output_scale(reference: Mapping[str, np.ndarray]) -> float:
-    """max(1, largest |output| over the val samples): what the tolerance is multiplied by."""
-    return max([1.0, *(float(np.abs(np.asarray(v, np.float64)).max()) for v in reference.values() if np.size(v))])
-
-
-def tolerance_for(tolerance: float, scale: float) -> dict:
-    """The tolerance the check applies, and (for outputs beyond [-1, 1]) how it was scaled."""
-    if scale <= 1.0:
-        return {"tolerance": tolerance}
-    return {"tolerance": tolerance * scale, "tolerance_per_unit": tolerance, "output_scale": scale}
-
-
 def check(agreement: dict, tolerance: float, variant: str, target: str) -> None:
-    """Raise GreenpipeError when the worst sample differs by more than ``tolerance`` (the scaled one)."""
+    """Raise GreenpipeError when the worst image differs by more than ``tolerance``."""
     if agreement["max_abs_diff"] > tolerance:
-        scaled = (f", {agreement['tolerance_per_unit']:g} x the outputs' largest magnitude "
-                  f"{agreement['output_scale']:.4g}" if "output_scale" in agreement else "")
         raise GreenpipeError(
             f"compile {variant} for {target}: deployed artifact disagrees with the fake-quant model on val "
             f"sample {agreement['worst_sample']!r}: max |diff| = {agreement['max_abs_diff']:.6g} > tolerance "
-            f"{tolerance:g}{scaled} (compile.targets.{target}.agreement_tolerance). The export or the QDQ rewrite "
+            f"{tolerance:g} (compile.targets.{target}.agreement_tolerance). The export or the QDQ rewrite "
             "changed the numerics; see compile_report.json (agreement.per_sample) and quant_report.json "
             "(scales)"
         )
