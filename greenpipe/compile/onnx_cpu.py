@@ -9,7 +9,8 @@ ONNX runtime can load, and ORT optimizes it for the host at load time.
 Before anything is written as done, the artifact is checked
 (``onnx.checker`` with full shape inference), loaded in ORT, and run on every
 val image; its outputs must agree with the fake-quant model's
-(``reference_val.npz``) within ``compile.targets.<target>.agreement_tolerance``.
+(``reference_val.npz``) within ``compile.targets.<target>.agreement_tolerance``,
+but for isolated rounding flips (:mod:`greenpipe.compile.agreement`).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def compile_onnx(job: CompileJob) -> dict:
     recipe = get_recipe(quant.report["recipe"])
     outputs: dict = {}
     evaluation = recipe.evaluate(runner.run, job.data_dir, 0, multiple=quant.report["multiple"], outputs=outputs)
-    agreed = agreement.compare(outputs, quant.reference())
+    agreed = agreement.compare(outputs, quant.reference(), job.params.agreement_tolerance)
 
     ops = _op_counts(model)
     convs = ops.get("Conv", 0) + ops.get("ConvInteger", 0)
@@ -127,6 +128,7 @@ def compile_onnx(job: CompileJob) -> dict:
             "min_sqnr_db": agreed["min_sqnr_db"],
             "worst_sample": agreed["worst_sample"],
             "tolerance": job.params.agreement_tolerance,
+            **({"outliers": agreed["outliers"]} if "outliers" in agreed else {}),
         },
         **evaluation.summary(),
         "source": f"compiled artifact on val, {report['runner']['host']}, {report['runner']['label']}",
