@@ -43,7 +43,7 @@ def repo(tmp_path_factory) -> Path:
         params = tiny_params(yaml.safe_load(f))
     # The DAG's shape, not every variant's training: the baseline and the DPU-numerics PTQ.
     params["quantize"]["variants"] = {k: params["quantize"]["variants"][k] for k in ("fp32", "ptq8")}
-    params["segment"]["quantize"] = ["fp32", "ptq8"]
+    params["segment"]["quantize"] = params["segment"]["deploy"] = ["fp32", "ptq8"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], work)
     _run([sys.executable, "-m", "dvc", "init", "-q"], work)
