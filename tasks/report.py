@@ -26,7 +26,7 @@ from greenpipe.params import Params
 from greenpipe.recipes import get_recipe
 from greenpipe.report.power import collect_soak, power_markdown, soak_timeseries_plot
 from greenpipe.report.quant import sensitivity, sensitivity_markdown, sensitivity_plot
-from greenpipe.report.summary import Section, collect, markdown, pareto_plot, recipes_deployed
+from greenpipe.report.summary import Section, collect, markdown, pareto_plot, recipe_findings, recipes_deployed
 from greenpipe.report.tuning import collect_tuning, tuning_markdown
 from tasks._cli import run_stage
 
@@ -34,7 +34,7 @@ from tasks._cli import run_stage
 def report(params: Params, metrics: Path, out: Path, quant: Path | None = None, data: Path | None = None) -> dict:
     """Write the summary of every recipe with deploy metrics under ``metrics`` (``base.recipe`` first)."""
     base = params.base.recipe
-    sections = [Section(r, collect(metrics, r, base), r.references(metrics))
+    sections = [Section(r, collect(metrics, r, base), r.references(metrics), recipe_findings(r, metrics))
                 for r in map(get_recipe, recipes_deployed(metrics, base))]
     rows = sections[0].rows  # base.recipe's: its Pareto plot and its per-layer error section
     soak = collect_soak(metrics)

@@ -153,9 +153,21 @@ def _runner(model: nn.Module):
     return run
 
 
-def _example(batches: list[torch.Tensor]) -> torch.Tensor:
-    """Two calibration crops as one batch: torch.export would pin a batch of 1 as a constant."""
-    return torch.cat([batches[0], batches[1 % len(batches)]])
+def require_float(model: nn.Module, variant: str) -> None:
+    """Refuse an already-quantized model: the x86 int8 variants quantize a float one."""
+    if is_quantized(model) or is_pt2e_quantized(model):
+        raise GreenpipeError(
+            f"{variant} quantizes a float model, but it was given an already-quantized one; "
+            "point its `start_from:` at a float variant (or remove it)"
+        )
+
+
+def export_inputs(batches: list[torch.Tensor]) -> tuple[tuple[torch.Tensor], tuple[dict[int, Any]]]:
+    """``torch.export``'s example inputs and dynamic shapes for an image model: two calibration crops
+    as one batch (a batch of 1 would be pinned as a constant), with batch, height and width left free."""
+    example = torch.cat([batches[0], batches[1 % len(batches)]])
+    auto = torch.export.Dim.AUTO
+    return (example,), ({0: auto, 2: auto, 3: auto},)
 
 
 # External tools this module's adapters need, and how far the tests got with them (greenpipe.tooling).
@@ -167,11 +179,7 @@ EXTERNAL_TOOLS = (tooling.Tool(
 @register_variant("inc", IncConfig, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig) -> QuantResult:
     """Tune and quantize a float ``model``; each trial iterates ``calib_samples`` of ``calib``."""
-    if is_quantized(model) or is_pt2e_quantized(model):
-        raise GreenpipeError(
-            "inc quantizes a float model, but it was given an already-quantized one; "
-            "point its `start_from:` at a float variant (or remove it)"
-        )
+    require_float(model, "inc")
     ctx = require_context("inc", "the val split to score each tuning trial on")
     from greenpipe.recipes import get_recipe
 
@@ -187,8 +195,7 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
         raise GreenpipeError("inc: no calibration batches; rerun `dvc repro calib_dump`")
     space = tuning_space(config, model)
     quantization, export = _inc()
-    example = _example(batches)
-    auto = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    example, dynamic = export_inputs(batches)
 
     trials: list[dict[str, Any]] = []
     baseline: dict[str, float] = {}
@@ -223,14 +230,14 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
 
     t0 = time.perf_counter()
     with _quiet_inc():
-        exported = export(model, (example,), dynamic_shapes=(auto,))
+        exported = export(model, example, dynamic_shapes=dynamic)
         tune = quantization.TuningConfig(
             config_set=[_inc_config(t) for t in space],
             tolerable_loss=config.tolerable_loss,
             max_trials=config.max_trials,
         )
         clock[0] = time.perf_counter()
-        qmodel = quantization.autotune(exported, tune, eval_fn=eval_fn, run_fn=run_fn, example_inputs=(example,))
+        qmodel = quantization.autotune(exported, tune, eval_fn=eval_fn, run_fn=run_fn, example_inputs=example)
     tuning = {
         "metric": f"{ctx.recipe} val {metric.heading()} of the fake-quant model"
         + (f", centre crops of {config.eval_max_side} px" if config.eval_max_side else ", whole images"),
@@ -257,9 +264,9 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
         )
     chosen = passed[0]  # INC stops at the first trial that meets the goal
     tuning["chosen_trial"] = chosen["trial"]
-    _to_eval(qmodel)
+    to_eval(qmodel)
     snapped = snap_bias_to_accumulator(qmodel)
-    layers = _layer_report(model, qmodel, chosen["fp32_layers"])
+    layers = layer_report(model, qmodel, chosen["fp32_layers"])
     return QuantResult(
         model=qmodel,
         dpu_numerics=False,  # float scales, asymmetric uint8 activations: x86 numerics
@@ -296,7 +303,7 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: IncConfig)
     )
 
 
-def _to_eval(gm: nn.Module) -> None:
+def to_eval(gm: nn.Module) -> None:
     """Eval mode for an exported graph module, which refuses ``.eval()``: torchao swaps its
     dropout / batch-norm ops (the UNet has none), and the flags follow so exporters do not warn."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
@@ -388,7 +395,7 @@ def _weight_owner(node) -> str:
     return str(getattr(weight, "target", "")).rsplit(".", 1)[0]
 
 
-def _layer_report(model: nn.Module, qmodel: nn.Module, fp32_layers: list[str]) -> dict[str, list[dict]]:
+def layer_report(model: nn.Module, qmodel: nn.Module, fp32_layers: list[str]) -> dict[str, list[dict]]:
     """Which weighted layers run int8, which stayed float and why, what passes through unchanged."""
     convs = [n for n in qmodel.graph.nodes if n.op == "call_function"
              and n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)]

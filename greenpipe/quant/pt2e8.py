@@ -31,8 +31,7 @@ from torch import nn
 from greenpipe import tooling
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.quant.base import QuantResult
-from greenpipe.quant.export import is_pt2e_quantized, is_quantized
-from greenpipe.quant.inc import _layer_report, _to_eval, snap_bias_to_accumulator
+from greenpipe.quant.inc import export_inputs, layer_report, require_float, snap_bias_to_accumulator, to_eval
 from greenpipe.quant.registry import VariantConfig, register_variant
 
 LABEL = "Intel x86 path (PyTorch PT2E)"
@@ -67,19 +66,14 @@ EXTERNAL_TOOLS = (tooling.Tool(
 @register_variant("pt2e8", Pt2e8Config, takes="model")
 def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Pt2e8Config) -> QuantResult:
     """Export ``model``, calibrate it on ``calib_samples`` of ``calib`` and convert it to int8 once."""
-    if is_quantized(model) or is_pt2e_quantized(model):
-        raise GreenpipeError(
-            "pt2e8 quantizes a float model, but it was given an already-quantized one; "
-            "point its `start_from:` at a float variant (or remove it)"
-        )
+    require_float(model, "pt2e8")
     batches = list(itertools.islice(calib, config.calib_samples or None))
     if not batches:
         raise GreenpipeError("pt2e8: no calibration batches; rerun the calibration dump stage")
     prepare_pt2e, convert_pt2e, x86 = _torchao()
-    example = torch.cat([batches[0], batches[1 % len(batches)]])  # a batch of 2: export would pin 1
-    auto = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    example, dynamic = export_inputs(batches)
     # strict, as INC exports: the non-strict graph of a conv feeding two adds trips the x86 fusion annotation
-    exported = torch.export.export(model.eval(), (example,), dynamic_shapes=(auto,), strict=True).module()
+    exported = torch.export.export(model.eval(), example, dynamic_shapes=dynamic, strict=True).module()
     quantizer = x86.X86InductorQuantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
@@ -87,9 +81,9 @@ def quantize(model: nn.Module, calib: Iterable[torch.Tensor], config: Pt2e8Confi
         for batch in batches:
             prepared(batch)
     qmodel = convert_pt2e(prepared, fold_quantize=False)  # weights stay float + quantize ops, as under INC
-    _to_eval(qmodel)
+    to_eval(qmodel)
     snapped = snap_bias_to_accumulator(qmodel)
-    layers = _layer_report(model, qmodel, [])
+    layers = layer_report(model, qmodel, [])
     return QuantResult(
         model=qmodel,
         dpu_numerics=False,

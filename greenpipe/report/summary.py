@@ -236,6 +236,13 @@ class Section:
     recipe: Recipe
     rows: list[Row]
     references: list[Reference] = field(default_factory=list)
+    findings: str = ""  # the recipe's own markdown after its table (recipe_findings)
+
+
+def recipe_findings(recipe: Recipe, metrics: Path) -> str:
+    """The recipe's optional ``report_markdown(metrics)``: its own tables for its summary section ("" if none)."""
+    own = getattr(recipe, "report_markdown", None)
+    return own(Path(metrics)) if callable(own) else ""
 
 
 def _table(sec: Section, keys: dict[str, str]) -> list[str]:
@@ -266,6 +273,8 @@ def _table(sec: Section, keys: dict[str, str]) -> list[str]:
         for ref in sec.references:
             lines.append(f"| {ref.label} | " + " | ".join(m.format(ref.values.get(m.name)) for m in shown) + " |")
         lines.append("")
+    if sec.findings:
+        lines += [sec.findings.rstrip("\n"), ""]
     return lines
 
 

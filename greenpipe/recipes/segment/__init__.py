@@ -7,7 +7,7 @@ exact labels by default, or a Cityscapes folder.  Pipeline boundary: the model
 input (one kernel).  Pre-processing: HWC [0, 1] -> NCHW float32, edge-padded
 to the model's multiple; post-processing crops the padding and takes the
 per-pixel argmax.  Scores: per-class IoU, mIoU (primary), pixel accuracy, from
-one confusion matrix over the val split (torchmetrics), ignoring label 255.
+one confusion matrix over the val split (scikit-learn), ignoring label 255.
 
 Its own stages (``stages``, run by ``python -m tasks.recipe_stage``): ``ingest``,
 ``validate``, ``eval`` (mIoU and latency at three sizes of every compiled
@@ -120,15 +120,14 @@ class SegmentRecipe(OneKernelRecipe):
     ) -> Evaluation:
         """Per-class IoU, mIoU, pixel accuracy of ``run`` (logits) over every val image.
 
-        One confusion matrix over all val pixels (torchmetrics' ``MulticlassConfusionMatrix``, label
-        255 ignored); ``outputs`` gets each image's class probabilities (K, H, W) by name. ``max_side``
-        is not used: images are scored whole.
+        One confusion matrix over all val pixels (scikit-learn's ``confusion_matrix``, label 255 left out);
+        ``outputs`` gets each image's class probabilities (K, H, W) by name. ``max_side`` is not used:
+        images are scored whole. Scoring needs no torch (a device host without it can score an artifact).
         """
-        import torch
-        from torchmetrics.classification import MulticlassConfusionMatrix
+        from sklearn.metrics import confusion_matrix
 
         classes = classes_of(Path(data_root))
-        confusion = MulticlassConfusionMatrix(num_classes=len(classes), ignore_index=IGNORE)
+        matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
         rows = []
         for s in split_samples(Path(data_root), "val"):
             img, label = s.load()
@@ -137,11 +136,11 @@ class SegmentRecipe(OneKernelRecipe):
             pred = logits.argmax(0)
             if outputs is not None:
                 outputs[s.name] = softmax(logits)
-            confusion.update(torch.from_numpy(pred), torch.from_numpy(label.astype(np.int64)))
             valid = label != IGNORE
+            if valid.any():  # an image labelled ignore everywhere adds nothing
+                matrix += confusion_matrix(label[valid], pred[valid], labels=np.arange(len(classes)))
             rows.append({"name": s.name, "pixel_acc": float((pred[valid] == label[valid]).mean()) if valid.any()
                          else float("nan")})
-        matrix = confusion.compute().numpy()
         found = scores(matrix)
         per_class = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, found["per_class_iou"])}
         quality = Quality.of(self.metrics, found, len(rows))
@@ -164,6 +163,27 @@ class SegmentRecipe(OneKernelRecipe):
                                   {"miou": train["val_miou"], "pixel_acc": train["val_pixel_acc"]},
                                   f"metrics/segment/{path.name} (float model, whole val images)", "tab:green"))
         return refs
+
+    def report_markdown(self, metrics: Path) -> str:
+        """Every variant of every network at each test scale, from the ``segment_eval`` stages: the deploy
+        table above has only the ``segment.deploy`` variants; this one has all of ``segment.quantize``."""
+        from greenpipe.io import read_json
+        from greenpipe.recipes.segment.evaluate import scales_note, scales_rows
+
+        rows, hosts = [], []
+        for stage in sorted((metrics / "segment").glob("eval_*.json")):
+            net = stage.stem[len("eval_"):]
+            for variant in read_json(stage).get("variants", {}):
+                path = metrics / "segment" / net / f"{variant}.json"
+                if path.exists():
+                    rows.append(read_json(path))
+                    if rows[-1].get("host") and rows[-1]["host"] not in hosts:
+                        hosts.append(rows[-1]["host"])
+        if not rows:
+            return ""
+        return "\n".join(["### Every variant at each test scale (segment_eval)", "", *scales_rows(rows), "",
+                          scales_note(" and ".join(hosts) or "the host named in each file's source"),
+                          "Per-class IoU bars and prediction overlays: reports/segment/<model>/.", ""])
 
     def bench_input(self, model_args: dict[str, Any], input_size: int) -> tuple[int, ...]:
         """One ``1 x 3 x N x 2N`` street image (the Cityscapes aspect), N = ``deploy.input_size``."""

@@ -62,20 +62,31 @@ def at_scale(run: Callable[[np.ndarray], np.ndarray], size: tuple[int, int]) -> 
     return scaled
 
 
-def scales_table(net: str, rows: list[dict[str, Any]], host: str) -> str:
-    """The reference's table for one network: mIoU, pixel accuracy and ms / image per variant at each scale."""
-    lines = [f"# {net}: mIoU, pixel accuracy and latency at each test scale", "",
-             "| model | variant | scale (H x W) | mIoU | pixel acc. | ms / image (median, min-max) |",
+def scales_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The reference's table: mIoU, pixel accuracy and ms / image per model, variant and scale (markdown)."""
+    lines = ["| model | variant | scale (H x W) | mIoU | pixel acc. | ms / image (median, min-max) |",
              "|---|---|---|---:|---:|---:|"]
     for row in rows:
         for size, score in row["scales"].items():
             lo, hi = row["latency_spread_ms"][size]
-            lines.append(f"| {net} | {row['variant']} | {size} | {score['miou']:.3f} | {score['pixel_acc']:.3f} "
-                         f"| {row['latency_ms'][size]:.1f} ({lo:.1f}-{hi:.1f}) |")
-    lines += ["", f"Measured on {host}: each compiled artifact (ONNX Runtime, batch 1) on every val image resized "
-              "to the scale (bilinear), its logits resized back to the labels' resolution and scored there; "
-              "ms / image: wall time of a random image at that scale, median of the runs after one warm-up "
-              "(metrics/segment/<model>/<variant>.json, `latency_runs`).", ""]
+            lines.append(f"| {row['model']} | {row['variant']} | {size} | {score['miou']:.3f} "
+                         f"| {score['pixel_acc']:.3f} | {row['latency_ms'][size]:.1f} ({lo:.1f}-{hi:.1f}) |")
+    return lines
+
+
+def scales_note(host: str) -> str:
+    """How :func:`scales_rows`' figures were measured, and the files they come from."""
+    return (f"Measured on {host}: each compiled artifact (ONNX Runtime, batch 1) on every val image resized "
+            "to the scale (bilinear), its logits resized back to the labels' resolution and scored there; "
+            "ms / image: wall time of a random image at that scale, median of the runs after one warm-up "
+            "(metrics/segment/<model>/<variant>.json, `latency_runs`). Compare latencies within one "
+            "segment_eval run: the same artifact's time moves between runs on a shared host.")
+
+
+def scales_table(net: str, rows: list[dict[str, Any]], host: str) -> str:
+    """The reference's table for one network, as ``reports/segment/<net>/scales.md``."""
+    lines = [f"# {net}: mIoU, pixel accuracy and latency at each test scale", "", *scales_rows(rows), "",
+             scales_note(host), ""]
     return "\n".join(lines)
 
 
@@ -138,7 +149,7 @@ def eval_stage(recipe: Any, params: Params, paths: dict[str, Path]) -> dict:
                "scales": {size: {k: score[k] for k in ("miou", "pixel_acc")} for size, score in scaled.items()},
                "latency_ms": {size: t[0] for size, t in timed.items()},
                "latency_spread_ms": {size: t[1] for size, t in timed.items()},
-               "latency_runs": sp.eval.latency_runs, **facts,
+               "latency_runs": sp.eval.latency_runs, "host": host, **facts,
                "source": f"measured on {host}: ONNX Runtime, compiled artifact {artifact}, batch 1, wall time "
                          f"of each run, median of {sp.eval.latency_runs} runs after one warm-up (min-max in "
                          "latency_spread_ms); scales: val images resized to each size, logits resized back "
