@@ -80,7 +80,7 @@ TINY_PARAMS_OVERRIDES = {
         "models": {"unet": {"arch": "unet", "width": 4, "depth": 2}, "hrnet": {"arch": "hrnet", "width": "tiny"}},
         "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop": [64, 64]},
         "calib_samples": 2,
-        "eval": {"latency_sizes": [[64, 128], [128, 256]], "latency_runs": 1},
+        "eval": {"latency_sizes": [[64, 128], [128, 256]]},
     },
     # builtin data tiled at 1024 px (about 15 tiles of the deepforest images), 32 px models
     "detect": {

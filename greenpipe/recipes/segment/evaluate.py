@@ -3,11 +3,12 @@
 For each variant in ``segment.quantize`` the compiled ONNX model
 (``<compiled>/<variant>/cpu/model.onnx``) runs on ONNX Runtime on this CPU
 (``base.threads`` threads): mIoU, pixel accuracy and per-class IoU on the val
-split, then the median latency of ``segment.eval.latency_runs`` batch-1 runs
-(after one warm-up), with their min-max, at each of ``segment.eval.latency_sizes``; params and
-MACs come from the float model of the checkpoint; mIoU and pixel accuracy
-again with the network seeing the val images at each of those sizes (resized,
-logits resized back to the labels: :func:`at_scale`).  One JSON per variant,
+split; then, at each of ``segment.eval.latency_sizes``, mIoU and pixel accuracy
+with the network seeing the val images at that size (resized, logits resized
+back to the labels: :func:`at_scale`) and its latency there: the wall time of
+the artifact alone (batch 1, no resizing) on each of those images after one
+warm-up run at that size, median and min-max.  Params and MACs come from the
+float model of the checkpoint.  One JSON per variant,
 ``<out>/<variant>.json``; the stage's metrics hold them all.  With a ``figures``
 path: ``per_class_iou.png`` (bars per class and variant) and, per variant,
 ``overlay_<net>-<variant>-<image>.png`` for the first val images (image,
@@ -33,31 +34,24 @@ from greenpipe.recipes.segment.figures import PALETTE, iou_bars, overlay
 OVERLAYS = 3  # val images shown per variant
 
 
-def latency_ms(run, shape: tuple[int, ...], runs: int) -> tuple[float, list[float]]:
-    """Median and [min, max] wall time (ms) of ``runs`` calls of ``run`` on a fixed random input of ``shape``,
-    after one warm-up."""
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    run(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), [min(times), max(times)]
-
-
-def at_scale(run: Callable[[np.ndarray], np.ndarray], size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+def at_scale(run: Callable[[np.ndarray], np.ndarray], size: tuple[int, int],
+             times_ms: list[float] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``run`` seeing its input resized to ``size`` = (H, W) (bilinear), its logits resized back (bilinear).
 
-    The network sees the scene at the test scale; the score stays at the labels' own resolution.
+    The network sees the scene at the test scale; the score stays at the labels' own resolution. With
+    ``times_ms``, the wall time of each ``run`` call (the artifact alone, not the resizing) is appended.
     """
     import torch
     from torch.nn.functional import interpolate
 
     def scaled(x: np.ndarray) -> np.ndarray:  # (1, 3, h, w) -> (1, K, h, w)
-        big = interpolate(torch.from_numpy(x), size=tuple(size), mode="bilinear", align_corners=False)
-        logits = torch.from_numpy(run(np.ascontiguousarray(big.numpy())))  # (1, K, H, W)
-        return interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False).numpy()
+        big = np.ascontiguousarray(interpolate(torch.from_numpy(x), size=tuple(size), mode="bilinear",
+                                               align_corners=False).numpy())
+        t0 = time.perf_counter()
+        out = run(big)  # (1, K, H, W)
+        if times_ms is not None:
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+        return interpolate(torch.from_numpy(out), size=x.shape[2:], mode="bilinear", align_corners=False).numpy()
 
     return scaled
 
@@ -78,8 +72,9 @@ def scales_note(host: str) -> str:
     """How :func:`scales_rows`' figures were measured, and the files they come from."""
     return (f"Measured on {host}: each compiled artifact (ONNX Runtime, batch 1) on every val image resized "
             "to the scale (bilinear), its logits resized back to the labels' resolution and scored there; "
-            "ms / image: wall time of a random image at that scale, median of the runs after one warm-up "
-            "(metrics/segment/<model>/<variant>.json, `latency_runs`). Compare latencies within one "
+            "ms / image: wall time of the artifact alone on each of those images at that scale, median of "
+            "them after one warm-up run (metrics/segment/<model>/<variant>.json, `latency_runs` images). "
+            "Compare latencies within one "
             "segment_eval run: the same artifact's time moves between runs on a shared host.")
 
 
@@ -139,21 +134,25 @@ def eval_stage(recipe: Any, params: Params, paths: dict[str, Path]) -> dict:
         evaluation = recipe.evaluate(runner.run, Path(paths["data"]), multiple=recipe.multiple(ckpt["model_args"]),
                                      outputs=outputs)
         check_quality(evaluation.quality, recipe, f"segment eval {net} {variant}")
-        timed = {f"{h}x{w}": latency_ms(runner.run, (1, 3, h, w), sp.eval.latency_runs)
-                 for h, w in sp.eval.latency_sizes}
-        scaled = {f"{h}x{w}": recipe.evaluate(at_scale(runner.run, (h, w)), Path(paths["data"]),
-                                              multiple=recipe.multiple(ckpt["model_args"])).summary()
-                  for h, w in sp.eval.latency_sizes}
+        scaled, timed = {}, {}
+        for h, w in sp.eval.latency_sizes:
+            runner.run(np.zeros((1, 3, h, w), np.float32))  # warm-up: the first run at a new size allocates
+            times: list[float] = []
+            scaled[f"{h}x{w}"] = recipe.evaluate(at_scale(runner.run, (h, w), times), Path(paths["data"]),
+                                                 multiple=recipe.multiple(ckpt["model_args"])).summary()
+            timed[f"{h}x{w}"] = (float(np.median(times)), [min(times), max(times)])
+        runs = len(times)
         row = {"model": net, "variant": variant, "recipe": "segment", **evaluation.summary(),
                "per_class_iou": evaluation.extra["per_class_iou"],
                "scales": {size: {k: score[k] for k in ("miou", "pixel_acc")} for size, score in scaled.items()},
                "latency_ms": {size: t[0] for size, t in timed.items()},
                "latency_spread_ms": {size: t[1] for size, t in timed.items()},
-               "latency_runs": sp.eval.latency_runs, "host": host, **facts,
-               "source": f"measured on {host}: ONNX Runtime, compiled artifact {artifact}, batch 1, wall time "
-                         f"of each run, median of {sp.eval.latency_runs} runs after one warm-up (min-max in "
-                         "latency_spread_ms); scales: val images resized to each size, logits resized back "
-                         "to the labels; MACs counted on the float model (convolutions)" + _emulated(artifact)}
+               "latency_runs": runs, "host": host, **facts,
+               "source": f"measured on {host}: ONNX Runtime, compiled artifact {artifact}, batch 1; scales: val "
+                         "images resized to each size, logits resized back to the labels; latency: wall time of "
+                         f"the artifact alone on each of the {runs} val images at that size, median after one "
+                         "warm-up run (min-max in latency_spread_ms); MACs counted on the float model "
+                         "(convolutions)" + _emulated(artifact)}
         write_json(Path(paths["out"]) / f"{variant}.json", row)
         rows.append(row)
         results[variant] = {k: row[k] for k in ("miou", "pixel_acc", "latency_ms", "scales")}

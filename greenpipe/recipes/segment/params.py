@@ -66,7 +66,6 @@ class SegmentTrainParams(Section):
 
 class SegmentEvalParams(Section):
     latency_sizes: Listed[tuple[Listed[tuple[int, int]], ...]] = ((256, 512), (512, 1024), (1024, 2048))
-    latency_runs: int = Field(5, ge=1)  # timed runs per size after one warm-up (median and min-max reported)
 
 
 class SegmentParams(Section):

@@ -91,3 +91,20 @@ def test_a_network_run_at_another_scale_is_scored_at_the_labels_resolution():
     out = at_scale(run, (128, 256))(image)
     assert seen[-1] == (1, 3, 128, 256) and out.shape == image.shape
     assert (out.argmax(1) == image.argmax(1)).mean() > 0.97 and np.abs(out - image).max() < 0.05
+
+
+def test_the_latency_at_a_scale_times_the_artifact_alone_once_per_image():
+    import time
+
+    from greenpipe.recipes.segment.evaluate import at_scale
+
+    def run(x):  # a 'network' that takes 20 ms
+        time.sleep(0.02)
+        return x.copy()
+
+    times: list[float] = []
+    scaled = at_scale(run, (512, 1024), times)
+    image = np.zeros((1, 3, 32, 64), np.float32)
+    for _ in range(3):
+        scaled(image)
+    assert len(times) == 3 and all(20 <= t < 200 for t in times)
