@@ -170,19 +170,24 @@ class SegmentRecipe(OneKernelRecipe):
         from greenpipe.io import read_json
         from greenpipe.recipes.segment.evaluate import scales_note, scales_rows
 
-        rows, hosts = [], []
+        rows, files = [], []
         for stage in sorted((metrics / "segment").glob("eval_*.json")):
             net = stage.stem[len("eval_"):]
             for variant in read_json(stage).get("variants", {}):
                 path = metrics / "segment" / net / f"{variant}.json"
                 if path.exists():
                     rows.append(read_json(path))
-                    if rows[-1].get("host") and rows[-1]["host"] not in hosts:
-                        hosts.append(rows[-1]["host"])
+                    files.append(f"metrics/segment/{net}/{variant}.json")
         if not rows:
             return ""
-        return "\n".join(["### Every variant at each test scale (segment_eval)", "", *scales_rows(rows), "",
-                          scales_note(" and ".join(hosts) or "the host named in each file's source"),
+        hosts = list(dict.fromkeys(str(r.get("host", "the host its source names")) for r in rows))
+        keys = [f"[e{k + 1}]" for k in range(len(rows))]
+        where = [f"- {key} measured on {row.get('host', 'the host its source names')}, ONNX Runtime, the compiled "
+                 f"artifact{' (bf16 emulated)' if 'bf16 emulated' in str(row.get('source')) else ''}: {path} "
+                 "(its `source` says how)" for key, row, path in zip(keys, rows, files)]
+        return "\n".join(["### Every variant at each test scale (segment_eval)", "", *scales_rows(rows, keys), "",
+                          scales_note(" and ".join(hosts)), "",
+                          "Where the figures of this table come from:", "", *where, "",
                           "Per-class IoU bars and prediction overlays: reports/segment/<model>/.", ""])
 
     def bench_input(self, model_args: dict[str, Any], input_size: int) -> tuple[int, ...]:

@@ -56,15 +56,18 @@ def at_scale(run: Callable[[np.ndarray], np.ndarray], size: tuple[int, int],
     return scaled
 
 
-def scales_rows(rows: list[dict[str, Any]]) -> list[str]:
-    """The reference's table: mIoU, pixel accuracy and ms / image per model, variant and scale (markdown)."""
-    lines = ["| model | variant | scale (H x W) | mIoU | pixel acc. | ms / image (median, min-max) |",
-             "|---|---|---|---:|---:|---:|"]
-    for row in rows:
+def scales_rows(rows: list[dict[str, Any]], sources: list[str] | None = None) -> list[str]:
+    """The reference's table: mIoU, pixel accuracy and ms / image per model, variant and scale (markdown);
+    with ``sources`` (one cell per row, e.g. ``[e1]``), a source column."""
+    tail, align = (" source |", "---|") if sources else ("", "")
+    lines = ["| model | variant | scale (H x W) | mIoU | pixel acc. | ms / image (median, min-max) |" + tail,
+             "|---|---|---|---:|---:|---:|" + align]
+    for k, row in enumerate(rows):
         for size, score in row["scales"].items():
             lo, hi = row["latency_spread_ms"][size]
+            cell = f" {sources[k]} |" if sources else ""
             lines.append(f"| {row['model']} | {row['variant']} | {size} | {score['miou']:.3f} "
-                         f"| {score['pixel_acc']:.3f} | {row['latency_ms'][size]:.1f} ({lo:.1f}-{hi:.1f}) |")
+                         f"| {score['pixel_acc']:.3f} | {row['latency_ms'][size]:.1f} ({lo:.1f}-{hi:.1f}) |" + cell)
     return lines
 
 
