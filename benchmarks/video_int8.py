@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.int8_speedup import times_ms  # noqa: E402
 from greenpipe.runtime.base import describe_host  # noqa: E402
 
-GOAL = 2.0  # the issue: "TSM per-kernel int8 on the CPU path >= 2x its float path"
+GOAL = 2.0  # the goal: TSM int8 kernels on the CPU path at least 2x as fast as the float ones
 VARIANTS = ("float", "int8")
 
 
