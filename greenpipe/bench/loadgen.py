@@ -12,6 +12,9 @@ never re-timed here.  A run lasts ``min_duration``, and SingleStream at least
 64 queries (the fewest LoadGen's early-stopping p90 estimate needs: a slow
 model, such as an 8-pass self-ensemble, runs longer than ``min_duration``
 rather than end INVALID); Offline issues one query sized to the duration.
+LoadGen generates the queries up front from the warm-up's latency; a run that
+runs out of them before ``min_duration`` (LoadGen's INVALID) is generated again
+from the latency or rate LoadGen measured (``settings.resized``).
 
 LoadGen's own verdict is kept as ``loadgen_validity``; what a run is reported
 as (``validity``, :func:`verdict`) is stricter: the MLPerf Inference rules ask
@@ -39,9 +42,12 @@ from greenpipe.runtime.base import Runner
 SCENARIOS = ("SingleStream", "Offline")
 QSL_SIZE = 8  # distinct input tensors LoadGen draws from
 OFFLINE_QPS_MARGIN = 1.25  # LoadGen sizes the Offline query as expected_qps * duration: overshoot a little
-# Times an Offline query that ended before min_duration is sized again from the measured rate. A tiny first query
-# measures mostly LoadGen's per-query overhead, so the rate it gives is low: each resize at least doubles the size.
-OFFLINE_RESIZES = 6
+# LoadGen pre-generates SingleStream queries for duration / expected latency: undershoot the measured latency a little
+SINGLE_STREAM_LATENCY_MARGIN = 0.8
+# Times a run that ended before min_duration (too few queries generated) is sized again from the measured rate.
+# A tiny first Offline query measures mostly LoadGen's per-query overhead, so the rate it gives is low: each
+# resize at least doubles the Offline query, and at least halves SingleStream's expected latency.
+RESIZES = 6
 # SingleStream runs at least this many queries, the fewest for which LoadGen's early-stopping estimate of
 # the p90 latency exists: below it LoadGen judges the run INVALID whatever the duration.
 EARLY_STOPPING_MIN_QUERIES = 64
@@ -179,9 +185,11 @@ def _ms(entries: dict, key: str) -> float | None:
     return None if value is None else float(value) / 1e6
 
 
-def _query_too_small(entries: dict) -> bool:
-    """LoadGen's INVALID because the Offline query was sized too small for ``min_duration``."""
-    return "expected qps" in str(entries.get("result_invalid_reason", "")).lower()
+def _too_few_queries(entries: dict) -> bool:
+    """LoadGen's INVALID because it generated too few queries for ``min_duration``: the Offline query was sized
+    from too low an expected QPS, or SingleStream's schedule from too high an expected latency."""
+    reason = str(entries.get("result_invalid_reason", "")).lower()
+    return "expected qps" in reason or "expected latency" in reason
 
 
 def _run_once(lg, runner: Runner, samples: list[np.ndarray], scenario: str, duration_s: float, final: Path,
@@ -234,20 +242,27 @@ def run_scenario(
     if expected_latency_s is None:
         expected_latency_s = estimate_latency_s(runner, np.concatenate(samples[:batch]))
     final = Path(log_dir) / scenario
+    # LoadGen generates the queries up front from the expected latency (SingleStream) or QPS (Offline); a host
+    # faster than the warm-up said runs out of them before min_duration and LoadGen judges the run INVALID.
+    # Such a run is sized again from the latency or rate LoadGen measured.
     resized = 0
     if scenario == "SingleStream":
-        latency_ns = max(int(expected_latency_s * 1e9), 1)
-        entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch,
-                            single_stream_expected_latency_ns=latency_ns)
+        latency_s = expected_latency_s
+        while True:
+            entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch,
+                                single_stream_expected_latency_ns=max(int(latency_s * 1e9), 1))
+            measured = entries.get("result_mean_latency_ns")
+            if resized == RESIZES or not measured or not _too_few_queries(entries):
+                break
+            latency_s = min(float(measured) / 1e9 * SINGLE_STREAM_LATENCY_MARGIN, latency_s / 2)
+            resized += 1
     else:
-        # LoadGen sizes the one Offline query from the expected QPS; a host faster than the warm-up said finishes
-        # it before min_duration and LoadGen judges the run INVALID. Size it again from the rate LoadGen measured.
         expected_qps = max(batch / expected_latency_s * OFFLINE_QPS_MARGIN, 1.0)
         while True:
             entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch,
                                 offline_expected_qps=expected_qps)
             measured = entries.get("result_samples_per_second")
-            if resized == OFFLINE_RESIZES or not measured or not _query_too_small(entries):
+            if resized == RESIZES or not measured or not _too_few_queries(entries):
                 break
             expected_qps = max(float(measured) * OFFLINE_QPS_MARGIN, expected_qps * 2)
             resized += 1
@@ -283,7 +298,7 @@ def run_scenario(
             "batch": batch,
             "sample_shape": list(samples[0].shape),
             "expected_latency_ms_from_warmup": expected_latency_s * 1e3,
-            "offline_query_resized": resized,  # times the Offline query was sized again from the measured rate
+            "resized": resized,  # times the run's queries were generated again from the measured latency or rate
         },
         "loadgen_version": entries.get("loadgen_version"),
         "logs": {"summary": str(summary), "detail": str(detail)},

@@ -93,8 +93,19 @@ def test_an_offline_query_sized_too_small_is_sized_again_from_the_measured_rate(
     # before min_duration, which LoadGen judges INVALID; the rerun sized from the measured rate is VALID.
     result = run_scenario(_Fast(), make_samples((1, 3, 8, 8), 4), "Offline", 0.1, tmp_path, expected_latency_s=1.0)
     assert result["loadgen_validity"] == "VALID" and result["invalid_reason"] is None
-    assert result["settings"]["offline_query_resized"] >= 1 and result["settings"]["samples_per_query"] > 1
+    assert result["settings"]["resized"] >= 1 and result["settings"]["samples_per_query"] > 1
     assert parse_detail_log(tmp_path / "Offline" / "mlperf_log_detail.txt")["result_validity"] == "VALID"
+
+
+def test_a_single_stream_schedule_from_too_slow_a_warm_up_is_generated_again_from_the_measured_latency(tmp_path):
+    # A 1 s warm-up estimate (a loaded host at warm-up) for a model that takes 0.2 ms: LoadGen generates the 64
+    # minimum queries, done long before min_duration, which LoadGen judges INVALID ("Decrease the expected
+    # latency"); the rerun generated from the measured latency is VALID and lasts min_duration.
+    result = run_scenario(_Fast(), make_samples((1, 3, 8, 8), 4), "SingleStream", 0.2, tmp_path,
+                          expected_latency_s=1.0)
+    assert result["loadgen_validity"] == "VALID" and result["invalid_reason"] is None
+    assert result["settings"]["resized"] >= 1 and result["query_count"] > EARLY_STOPPING_MIN_QUERIES
+    assert parse_detail_log(tmp_path / "SingleStream" / "mlperf_log_detail.txt")["result_validity"] == "VALID"
 
 
 def test_verdict_is_valid_only_for_a_loadgen_valid_run_to_the_rules_duration():
