@@ -40,26 +40,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.int8_speedup import times_ms  # noqa: E402
 from greenpipe.bench.macs import onnx_macs  # noqa: E402
 from greenpipe.runtime import load  # noqa: E402
-from greenpipe.runtime.base import describe_host  # noqa: E402
+from greenpipe.runtime.base import ARITHMETIC_FLAGS, cpu_isa, describe_host, native_bf16  # noqa: E402
 
-FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 OPSET = 17
-
-
-def cpu_flags() -> set[str]:
-    """The ``flags`` of the first processor in /proc/cpuinfo (empty where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def has_bf16(flags: set[str]) -> bool:
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
-
 
 def _qdq(graph_nodes: list, inits: list, name: str, scale: float, zero_point: np.ndarray) -> str:
     """Append ``name -> QuantizeLinear -> DequantizeLinear`` and return the dequantized tensor's name."""
@@ -179,13 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.runs < 5:
         ap.error("--runs must be at least 5")
-    flags = cpu_flags()
-    bf16 = has_bf16(flags)
+    bf16 = bool(native_bf16())
     with tempfile.TemporaryDirectory() as tmp:
         peaks = measure_peaks(Path(tmp), args.gemm, args.conv_channels, args.conv_size, args.threads, args.runs, bf16)
 
     print(f"measured on {describe_host(args.threads)}")
-    print(f"CPU flags (/proc/cpuinfo): {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}")
+    print(f"CPU flags (/proc/cpuinfo): {cpu_isa() or 'none of ' + ', '.join(ARITHMETIC_FLAGS)}")
     print(f"bf16: {'native (avx512_bf16 / amx_bf16 present): OpenVINO bf16 probed' if bf16 else 'not native: not probed'}")
     print(f"probes: MatMul {args.gemm}^3 MACs; Conv 3x3 {args.conv_channels}->{args.conv_channels} ch on "
           f"{args.conv_size}x{args.conv_size}; median of {peaks[0]['runs']} calls (GMAC/s at min - max time)")
@@ -196,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in peaks:
         print(f"{r['runtime']:13} {r['op']:7} {r['precision']:9} {r['gmacs']:9.1f} "
               f"{r['gmacs_min']:8.1f} - {r['gmacs_max']:6.1f}")
-    result: dict = {"host": describe_host(args.threads), "cpu_flags": sorted(flags & set(FLAGS)), "peaks": peaks}
+    result: dict = {"host": describe_host(args.threads), "cpu_flags": cpu_isa().split(), "peaks": peaks}
     if args.runtimes:
         data = json.loads(args.runtimes.read_text())
         lines = roofline(data["rows"], peaks)

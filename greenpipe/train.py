@@ -33,6 +33,7 @@ from greenpipe.params import Params
 from greenpipe.recipes import get_recipe
 from greenpipe.recipes.base import Quality, Recipe
 from greenpipe.resume import load_state, save_state, save_torch
+from greenpipe.runtime.base import native_bf16
 
 
 def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
@@ -47,12 +48,7 @@ def cosine_schedule(opt: torch.optim.Optimizer, total: int, lr: float, lr_min: f
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX flags in ``cpuinfo``)."""
-    try:
-        lines = cpuinfo.read_text().splitlines()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return bool(native_bf16(cpuinfo))
 
 
 def train_precision(requested: str) -> str:

@@ -27,10 +27,8 @@ from torch import nn
 
 from greenpipe.quant.base import QuantResult
 from greenpipe.quant.registry import VariantConfig, register_variant
+from greenpipe.runtime.base import native_bf16
 from greenpipe import tooling
-
-NATIVE_FLAGS = ("avx512_bf16", "amx_bf16")
-
 
 class Bf16Config(VariantConfig):
     pass
@@ -53,16 +51,6 @@ class Bf16Conv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) float32 in and out
         return _round_bf16(self.conv(_round_bf16(x)))
-
-
-def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The bf16 flags this CPU has (empty: bf16 is emulated here)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return [f for f in NATIVE_FLAGS if f in flags]
 
 
 def _wrap_convs(module: nn.Module) -> list[str]:

@@ -33,7 +33,7 @@ class Runner(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What this runs on: ``runtime``, ``label`` (one line, e.g. "ONNX Runtime 1.31 (CPU EP)"),
-        ``host`` (e.g. "local CPU (AMD EPYC), 2 threads"), version, provider, threads, batch, CPU model."""
+        ``host`` (e.g. "local CPU (AMD EPYC; avx2 fma), 2 threads"), version, provider, threads, batch, CPU model."""
 
 
 Loader = Callable[[Path, int, int], Runner]
@@ -53,9 +53,40 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# The x86 extensions that set a CPU's fp32, int8 and bf16 arithmetic rates, in the order they are printed.
+# A virtual machine's model name (e.g. "AMD EPYC") can hide which of them a host has, and int8 and bf16
+# timings differ several-fold with them, so every CPU figure's source names them.
+ARITHMETIC_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 arithmetic; without one, bf16 is emulated in fp32
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The ``flags`` of the first processor in ``cpuinfo`` (empty where there is none, e.g. not x86)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The bf16 flags this CPU has (empty: bf16 is emulated here)."""
+    flags = cpu_flags(cpuinfo)
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """E.g. ``avx2 fma avx512f avx512_vnni``: which of :data:`ARITHMETIC_FLAGS` this CPU has ("" if none)."""
+    flags = cpu_flags(cpuinfo)
+    return " ".join(f for f in ARITHMETIC_FLAGS if f in flags)
+
+
 def describe_host(threads: int) -> str:
-    """E.g. ``local CPU (AMD EPYC), 2 threads``: how every CPU-measured number names its source."""
-    return f"local CPU ({cpu_model()}), {threads} thread{'s' if threads != 1 else ''}"
+    """E.g. ``local CPU (AMD EPYC; avx2 fma), 2 threads``: how every CPU-measured number names its source."""
+    cpu = "; ".join(part for part in (cpu_model(), cpu_isa()) if part)
+    return f"local CPU ({cpu}), {threads} thread{'s' if threads != 1 else ''}"
 
 
 def _run_quiet(argv: list[str]) -> str | None:
@@ -92,13 +123,13 @@ def host_facts(threads: int, runtime: str | None) -> dict[str, Any]:
     ``name`` is ``$GREENPIPE_AGENT_HOST`` on a device host's worker, else the hostname; ``runtime`` is
     the runner's one-line label (``describe()["label"]``) or the runtime's name.
     """
-    name = host_name()
-    cpu = cpu_model()
+    name, cpu, isa = host_name(), cpu_model(), cpu_isa()
     return {
         "name": name,
         "hostname": socket.gethostname(),
-        "label": f"{name} ({cpu}), {threads} thread{'s' if threads != 1 else ''}",
+        "label": f"{name} ({'; '.join(p for p in (cpu, isa) if p)}), {threads} thread{'s' if threads != 1 else ''}",
         "cpu": cpu,
+        "cpu_flags": isa,
         "cpu_count": os.cpu_count(),
         "mem_total_mb": _mem_total_mb(),
         "machine": platform.machine(),

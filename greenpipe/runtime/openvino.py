@@ -10,7 +10,11 @@ float layers in bf16 and the outputs would no longer be the variant's.
 
 Runtime ``openvino_bf16`` is the same plugin at bf16 inference precision:
 float layers run in bfloat16 (natively on AVX512_BF16 / AMX), which is what
-the ``bf16`` variant's artifact computes, so there the two agree.
+the ``bf16`` variant's artifact computes, so there the two agree.  On a CPU
+without bf16 both runtimes drop the artifact's float -> bf16 -> float round
+trips of the activations and compute in float32 on its bf16-valued weights:
+the outputs then differ from the variant's by up to about 1e-3 (measured on an
+AVX2-only host), while ONNX Runtime computes the round trips exactly.
 
 The artifact's batch, height and width axes are dynamic; the runner compiles
 the model once per input shape it is given (a static shape lets the plugin

@@ -40,8 +40,13 @@ def test_artifact_keeps_the_rounding_and_runtimes_compute_it(bf16):
     x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         fake = result.model(x).numpy()
-    for runtime in ("ort", "openvino", "openvino_bf16"):
-        np.testing.assert_array_equal(load(runtime, path, 1).run(x.numpy()), fake, err_msg=runtime)
+    np.testing.assert_array_equal(load("ort", path, 1).run(x.numpy()), fake)
+    for runtime in ("openvino", "openvino_bf16"):
+        y = load(runtime, path, 1).run(x.numpy())
+        if native_bf16():
+            np.testing.assert_array_equal(y, fake, err_msg=runtime)
+        else:  # OpenVINO drops the activations' bf16 round trips on a CPU without bf16 (see runtime/openvino.py)
+            np.testing.assert_allclose(y, fake, atol=0.01, err_msg=runtime)
 
 
 @pytest.mark.parametrize("flags, execution", [("fpu avx512f avx512_bf16 avx512_vnni", "native"),

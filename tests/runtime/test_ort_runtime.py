@@ -9,6 +9,7 @@ import torch
 from greenpipe.errors import GreenpipeError
 from greenpipe.quant.export import export_onnx
 from greenpipe.runtime import load
+from greenpipe.runtime.base import cpu_flags, cpu_isa, cpu_model, describe_host, native_bf16
 from tests.stage_fixtures import calib_batches, tiny_unet
 
 
@@ -37,3 +38,16 @@ def test_unregistered_runtime_lists_the_registered_ones(tmp_path):
     registered = "openvino, openvino_bf16, ort, tflite, torch_cuda, torch_cuda_fp16, vart"
     with pytest.raises(GreenpipeError, match=f"unknown runtime 'tensorrt'; registered: {registered}"):
         load("tensorrt", tmp_path / "m.plan", threads=1)
+
+
+def test_the_host_description_names_the_arithmetic_extensions_the_cpu_has(tmp_path):
+    # Two hosts both called "AMD EPYC" by their hypervisor: one with AVX-512 VNNI and bf16, one with AVX2 only.
+    zen4, avx2 = tmp_path / "zen4", tmp_path / "avx2"
+    zen4.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx512f avx512bw avx512_vnni avx512_bf16\n")
+    avx2.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma f16c\n")
+    assert cpu_isa(zen4) == "avx2 fma avx512f avx512_vnni avx512_bf16" and native_bf16(zen4) == ["avx512_bf16"]
+    assert cpu_isa(avx2) == "avx2 fma" and native_bf16(avx2) == []
+    assert cpu_isa(tmp_path / "missing") == "" and cpu_flags(tmp_path / "missing") == set()
+    here = describe_host(2)
+    assert here.startswith(f"local CPU ({cpu_model()}") and here.endswith("), 2 threads")
+    assert (cpu_isa() in here) and (("; " in here) == bool(cpu_isa()))

@@ -17,6 +17,25 @@ def test_rescale_between_int8_scales_matches_requantizing_the_real_values():
     assert convert(q, src, src) is q  # same representation: passed through untouched
 
 
+def _requantized(q, src, dst):
+    lo, hi = np.iinfo(dst.dtype).min, np.iinfo(dst.dtype).max
+    y = np.round((q.astype(np.float32) - src.zero_point) * np.float32(src.scale / dst.scale)) + dst.zero_point
+    return np.clip(y, lo, hi).astype(dst.dtype)
+
+
+def test_an_8_bit_rescale_by_table_equals_the_arithmetic_on_every_value_and_keeps_the_shape():
+    for src_t, dst_t in ((np.int8, np.int8), (np.uint8, np.int8), (np.int8, np.uint8)):
+        src = TensorInfo("a", (1, 8), np.dtype(src_t), 0.05, -3 if src_t is np.int8 else 130)
+        dst = TensorInfo("b", (1, 8), np.dtype(dst_t), 0.08, 4 if dst_t is np.int8 else 120)
+        info = np.iinfo(src_t)
+        q = np.arange(info.min, info.max + 1, dtype=src_t)
+        np.testing.assert_array_equal(convert(q, src, dst), _requantized(q, src, dst))
+        x = np.random.default_rng(0).integers(info.min, info.max + 1, (2, 4, 4, 16)).astype(src_t)
+        out = convert(x[..., 8:], src, dst)  # a non-contiguous slice, as the shift makes
+        assert out.shape == (2, 4, 4, 8) and out.dtype == dst_t
+        np.testing.assert_array_equal(out, _requantized(x[..., 8:], src, dst))
+
+
 def test_smoothing_averages_the_last_window_frames():
     logits = np.array([[0.0, 3.0], [2.0, 1.0], [4.0, -1.0]])
     np.testing.assert_allclose(smooth(logits, 2), [[0, 3], [1, 2], [3, 0]])
