@@ -16,6 +16,9 @@ trips of the activations and compute in float32 on its bf16-valued weights:
 the outputs then differ from the variant's by up to about 1e-3 (measured on an
 AVX2-only host), while ONNX Runtime computes the round trips exactly.
 
+On an x86 CPU without VNNI the model's int8 weights are re-encoded as uint8
+first, exactly (greenpipe.runtime.u8s8), and the label says so.
+
 The artifact's batch, height and width axes are dynamic; the runner compiles
 the model once per input shape it is given (a static shape lets the plugin
 pick its best kernels) and keeps each compiled model.
@@ -30,6 +33,7 @@ import numpy as np
 
 from greenpipe.errors import GreenpipeError, ToolchainMissing
 from greenpipe.runtime.base import RUNTIMES, cpu_model, describe_host
+from greenpipe.runtime.u8s8 import for_this_host
 from greenpipe import tooling
 
 
@@ -55,7 +59,8 @@ class OpenVinoRunner:
         self.version = ov.get_version().split("-")[0]
         self.core = ov.Core()
         try:
-            self.model = self.core.read_model(str(path))
+            model, self.note = for_this_host(self.path)
+            self.model = self.core.read_model(model)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with the parser's message
             raise GreenpipeError(
                 f"{path}: OpenVINO cannot read it ({str(exc).splitlines()[0]}); rebuild it with "
@@ -91,7 +96,8 @@ class OpenVinoRunner:
     def describe(self) -> dict[str, Any]:
         return {
             "runtime": "openvino" if self.precision == "f32" else f"openvino_{self.precision}",
-            "label": f"OpenVINO {self.version} (CPU plugin, {self.precision} inference precision)",
+            "label": (f"OpenVINO {self.version} (CPU plugin, {self.precision} inference precision"
+                      f"{'; ' + self.note if self.note else ''})"),
             "version": self.version,
             "provider": "CPU",
             "precision": self.precision,

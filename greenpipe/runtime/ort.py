@@ -3,7 +3,8 @@
 The session is configured the same way everywhere greenpipe measures:
 ``intra_op_num_threads=threads``, one inter-op thread, sequential execution
 and every graph optimization on (that is what fuses ``DQ -> Conv -> Q`` into
-``QLinearConv``).
+``QLinearConv``).  On an x86 CPU without VNNI the model's int8 weights are
+re-encoded as uint8 first, exactly (greenpipe.runtime.u8s8), and the label says so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from greenpipe.errors import GreenpipeError
 from greenpipe.runtime.base import RUNTIMES, cpu_model, describe_host
+from greenpipe.runtime.u8s8 import for_this_host
 from greenpipe import tooling
 
 
@@ -41,10 +43,11 @@ class OrtRunner:
 
         self.path, self.threads, self.batch = Path(path), threads, batch
         try:
+            model, self.note = for_this_host(self.path)
             self.session = ort.InferenceSession(
-                str(path), session_options(threads, optimized_model_path), providers=["CPUExecutionProvider"]
+                model, session_options(threads, optimized_model_path), providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types, onnx its DecodeError
             raise GreenpipeError(
                 f"{path}: ONNX Runtime cannot load it ({exc}); rebuild it with `dvc repro compile`"
             ) from None
@@ -59,7 +62,7 @@ class OrtRunner:
         provider = self.session.get_providers()[0]
         return {
             "runtime": "ort",
-            "label": f"ONNX Runtime {ort.__version__} ({provider})",
+            "label": f"ONNX Runtime {ort.__version__} ({provider}{'; ' + self.note if self.note else ''})",
             "version": ort.__version__,
             "provider": provider,
             "threads": self.threads,
