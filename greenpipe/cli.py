@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import typer
 from rich.console import Console
@@ -68,14 +67,9 @@ def denoise(
         geometry = model_geometry(model)
         if tile:
             tile_step(tile, geometry.context, geometry.multiple)
-        import onnxruntime as ort
+        from greenpipe.runtime import load
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        single = SimpleNamespace(run=lambda x: session.run(None, {name: x})[0])
-        run = SelfEnsemble(single, self_ensemble).run
+        run = SelfEnsemble(load("ort", model, threads, 1), self_ensemble).run
         check_output(out_dir, jobs)
         label = variant if self_ensemble == 1 else f"{variant} x{self_ensemble}"
         failed = denoise_folder(run, jobs, tile, geometry, in_place,
