@@ -41,6 +41,8 @@ from benchmarks.int8_speedup import times_ms  # noqa: E402
 from greenpipe.bench.macs import onnx_macs  # noqa: E402
 from greenpipe.runtime import load  # noqa: E402
 from greenpipe.runtime.base import ARITHMETIC_FLAGS, cpu_isa, describe_host, native_bf16  # noqa: E402
+from greenpipe.runtime.ort import session_options  # noqa: E402
+from greenpipe.runtime.u8s8 import u8s8_saturates  # noqa: E402
 
 OPSET = 17
 PROBE_WEIGHT_MAX = 63  # int8 weight range of the probes: 2 x 255 x 63 < 2**15 (see probe_model)
@@ -108,6 +110,25 @@ def probe_shapes(gemm: int, channels: int, size: int) -> dict[str, tuple[list[in
     }
 
 
+SATURATING = "int8-sat"  # u8 x s8 where it saturates: never a peak, its outputs are not the graph's
+
+
+class _AsWritten:
+    """ONNX Runtime on the int8 file as written, int8 weights and all, where u8 x s8 saturates: the rate of
+    the kernels greenpipe's runners avoid there (runtime/u8s8.py), for comparison only."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"x": x})[0]
+
+    def describe(self) -> dict:
+        return {"label": "ONNX Runtime on the int8 weights as written (u8 x s8: saturates on this CPU, not exact)"}
+
+
 def measure_peaks(work: Path, gemm: int, channels: int, size: int, threads: int, runs: int,
                   bf16: bool) -> list[dict]:
     """One row per (runtime, op, precision): GMAC/s from the median of ``runs`` calls, with min - max."""
@@ -122,13 +143,17 @@ def measure_peaks(work: Path, gemm: int, channels: int, size: int, threads: int,
             onnx.save(probe_model(op, x_shape, w, out_scale), path)
             runners = {name: load(name, path, threads, 1) for name in ("ort", "openvino")}
             out_scale = float(np.abs(runners["ort"].run(x)).max()) / 127  # the int8 graph's output range
+            if precision == "int8" and u8s8_saturates():
+                runners["ort_u8s8"] = _AsWritten(path, threads)  # what the re-encoding costs here
             if bf16 and precision == "fp32":
                 runners["openvino_bf16"] = load("openvino_bf16", path, threads, 1)
             times = times_ms({name: (lambda r=r: r.run(x)) for name, r in runners.items()}, runs, warmup=1)
             for name, t in times.items():
                 med = statistics.median(t)
                 rows.append({
-                    "runtime": name, "op": op, "precision": "bf16" if name.endswith("_bf16") else precision,
+                    "runtime": name, "op": op,
+                    "precision": ("bf16" if name.endswith("_bf16") else
+                                  SATURATING if name.endswith("_u8s8") else precision),
                     "macs": macs,
                     "label": runners[name].describe()["label"], "median_ms": med, "runs": len(t),
                     "gmacs": macs / med / 1e6, "gmacs_min": macs / max(t) / 1e6, "gmacs_max": macs / min(t) / 1e6,
@@ -185,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     for r in peaks:
         print(f"{r['runtime']:13} {r['op']:7} {r['precision']:9} {r['gmacs']:9.1f} "
               f"{r['gmacs_min']:8.1f} - {r['gmacs_max']:6.1f}")
+    if any(r["precision"] == SATURATING for r in peaks):
+        print(f"({SATURATING}: the int8 files as written, whose u8 x s8 kernels saturate on this CPU; greenpipe's "
+              "runners load them re-encoded (int8 rows), so these rates are for comparison, never a peak)")
     result: dict = {"host": describe_host(args.threads), "cpu_flags": cpu_isa().split(), "peaks": peaks}
     if args.runtimes:
         data = json.loads(args.runtimes.read_text())

@@ -140,6 +140,8 @@ def test_peak_cli_prints_flags_peaks_and_roofline(tmp_path, capsys):
     expected = {(rt, op, prec) for rt in ("ort", "openvino") for op in ("MatMul", "Conv") for prec in ("fp32", "int8")}
     if cpu_peak.native_bf16():
         expected |= {("openvino_bf16", op, "bf16") for op in ("MatMul", "Conv")}
+    if cpu_peak.u8s8_saturates():  # the file as written, for comparison; never the int8 peak
+        expected |= {("ort_u8s8", op, cpu_peak.SATURATING) for op in ("MatMul", "Conv")}
     assert combos == expected and all(p["gmacs"] > 0 for p in result["peaks"])
     (line,) = result["roofline"]
     assert line["fraction_of_peak"] == pytest.approx(0.5 / cpu_peak.peak(result["peaks"], "int8")["gmacs"])
