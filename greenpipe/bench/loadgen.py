@@ -245,27 +245,20 @@ def run_scenario(
     # LoadGen generates the queries up front from the expected latency (SingleStream) or QPS (Offline); a host
     # faster than the warm-up said runs out of them before min_duration and LoadGen judges the run INVALID.
     # Such a run is sized again from the latency or rate LoadGen measured.
+    single = scenario == "SingleStream"
+    # The guess: SingleStream's expected latency (s), or the Offline expected QPS.
+    guess = expected_latency_s if single else max(batch / expected_latency_s * OFFLINE_QPS_MARGIN, 1.0)
     resized = 0
-    if scenario == "SingleStream":
-        latency_s = expected_latency_s
-        while True:
-            entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch,
-                                single_stream_expected_latency_ns=max(int(latency_s * 1e9), 1))
-            measured = entries.get("result_mean_latency_ns")
-            if resized == RESIZES or not measured or not _too_few_queries(entries):
-                break
-            latency_s = min(float(measured) / 1e9 * SINGLE_STREAM_LATENCY_MARGIN, latency_s / 2)
-            resized += 1
-    else:
-        expected_qps = max(batch / expected_latency_s * OFFLINE_QPS_MARGIN, 1.0)
-        while True:
-            entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch,
-                                offline_expected_qps=expected_qps)
-            measured = entries.get("result_samples_per_second")
-            if resized == RESIZES or not measured or not _too_few_queries(entries):
-                break
-            expected_qps = max(float(measured) * OFFLINE_QPS_MARGIN, expected_qps * 2)
-            resized += 1
+    while True:
+        setting = ({"single_stream_expected_latency_ns": max(int(guess * 1e9), 1)} if single
+                   else {"offline_expected_qps": guess})
+        entries = _run_once(lg, runner, samples, scenario, duration_s, final, batch, **setting)
+        measured = entries.get("result_mean_latency_ns" if single else "result_samples_per_second")
+        if resized == RESIZES or not measured or not _too_few_queries(entries):
+            break
+        guess = (min(float(measured) / 1e9 * SINGLE_STREAM_LATENCY_MARGIN, guess / 2) if single
+                 else max(float(measured) * OFFLINE_QPS_MARGIN, guess * 2))
+        resized += 1
     detail = final / "mlperf_log_detail.txt"
     summary = final / "mlperf_log_summary.txt"
     validity = entries.get("result_validity")

@@ -19,7 +19,6 @@ avx512_bf16 or amx_bf16) or the figures come from emulating it in fp32.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Iterable
 
 import torch

@@ -83,10 +83,15 @@ def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return " ".join(f for f in ARITHMETIC_FLAGS if f in flags)
 
 
+def _host_label(name: str, threads: int) -> str:
+    """E.g. ``local CPU (AMD EPYC; avx2 fma), 2 threads``: ``name``, the CPU model and its extensions, threads."""
+    cpu = "; ".join(part for part in (cpu_model(), cpu_isa()) if part)
+    return f"{name} ({cpu}), {threads} thread{'s' if threads != 1 else ''}"
+
+
 def describe_host(threads: int) -> str:
     """E.g. ``local CPU (AMD EPYC; avx2 fma), 2 threads``: how every CPU-measured number names its source."""
-    cpu = "; ".join(part for part in (cpu_model(), cpu_isa()) if part)
-    return f"local CPU ({cpu}), {threads} thread{'s' if threads != 1 else ''}"
+    return _host_label("local CPU", threads)
 
 
 def _run_quiet(argv: list[str]) -> str | None:
@@ -123,13 +128,13 @@ def host_facts(threads: int, runtime: str | None) -> dict[str, Any]:
     ``name`` is ``$GREENPIPE_AGENT_HOST`` on a device host's worker, else the hostname; ``runtime`` is
     the runner's one-line label (``describe()["label"]``) or the runtime's name.
     """
-    name, cpu, isa = host_name(), cpu_model(), cpu_isa()
+    name = host_name()
     return {
         "name": name,
         "hostname": socket.gethostname(),
-        "label": f"{name} ({'; '.join(p for p in (cpu, isa) if p)}), {threads} thread{'s' if threads != 1 else ''}",
-        "cpu": cpu,
-        "cpu_flags": isa,
+        "label": _host_label(name, threads),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "mem_total_mb": _mem_total_mb(),
         "machine": platform.machine(),
